@@ -1,0 +1,21 @@
+{
+  "targets": [
+    {
+      "target_name": "vxnet_datapath",
+      "sources": [
+        "native/addon.cc",
+        "native/datapath.cc",
+        "native/encap.cc",
+        "native/route_table.cc",
+        "native/tun.cc"
+      ],
+      "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
+      "defines": ["NAPI_VERSION=8", "NAPI_CPP_EXCEPTIONS"],
+      "cflags!": ["-fno-exceptions"],
+      "cflags_cc!": ["-fno-exceptions", "-fno-rtti"],
+      "cflags": ["-Wall", "-Wextra", "-Werror", "-O2", "-pthread"],
+      "cflags_cc": ["-std=c++17", "-fexceptions", "-Wall", "-Wextra", "-Werror", "-O2"],
+      "ldflags": ["-pthread"]
+    }
+  ]
+}

@@ -1,0 +1,152 @@
+#include "encap.h"
+
+#include <cstring>
+
+#include "packet.h"
+
+namespace vxnet {
+
+const char* drop_name(Drop d) {
+  switch (d) {
+    case Drop::TxShort: return "tx_short";
+    case Drop::TxNotIPv4: return "tx_not_ipv4";
+    case Drop::TxBadIp: return "tx_bad_ip";
+    case Drop::TxNoRoute: return "tx_no_route";
+    case Drop::TxSendError: return "tx_send_error";
+    case Drop::RxShort: return "rx_short";
+    case Drop::RxUnknownPeer: return "rx_unknown_peer";
+    case Drop::RxVxlanFlags: return "rx_vxlan_flags";
+    case Drop::RxBadVni: return "rx_bad_vni";
+    case Drop::RxDstMac: return "rx_dst_mac";
+    case Drop::RxEtherType: return "rx_ethertype";
+    case Drop::RxBadIp: return "rx_bad_ip";
+    case Drop::RxSpoofedSrc: return "rx_spoofed_src";
+    case Drop::RxWrongDst: return "rx_wrong_dst";
+    case Drop::RxTunWriteError: return "rx_tun_write_error";
+    case Drop::Count: break;
+  }
+  return "unknown";
+}
+
+bool ipv4_header_ok(const uint8_t* p, size_t avail, size_t* total) {
+  if (avail < kIPv4MinHeader) return false;
+  if ((p[0] >> 4) != 4) return false;
+  const size_t ihl = static_cast<size_t>(p[0] & 0x0f) * 4;
+  if (ihl < kIPv4MinHeader || ihl > avail) return false;
+  const size_t tot = load_be16(p + 2);
+  if (tot < ihl || tot > avail) return false;
+  if (csum_fold(csum_partial(p, ihl)) != 0) return false;
+  *total = tot;
+  return true;
+}
+
+Drop tx_encap(const EncapConfig& cfg, const RouteTable& rt, uint8_t* pkt, size_t len, TxResult* out) {
+  if (len < kIPv4MinHeader) return Drop::TxShort;
+  if ((pkt[0] >> 4) != 4) return Drop::TxNotIPv4;
+  // The local stack built this header; check lengths (we rely on them) but not the checksum.
+  const size_t ihl = static_cast<size_t>(pkt[0] & 0x0f) * 4;
+  const size_t tot = load_be16(pkt + 2);
+  if (ihl < kIPv4MinHeader || tot < ihl || tot > len) return Drop::TxBadIp;
+  const uint32_t dst = load_be32(pkt + 16);
+  out->dst = dst;
+  const Peer* peer = rt.lookup(dst);
+  if (!peer) return Drop::TxNoRoute;
+  out->peer = peer;
+  if (cfg.kind == EncapKind::Udp) {
+    out->frame = pkt;
+    out->frame_len = tot;
+    return Drop::Count;
+  }
+  uint8_t* f = pkt - (kVxlanHeader + kEthHeader);
+  // VXLAN header: flags (I), 24 reserved bits, VNI, 8 reserved bits.
+  f[0] = 0x08;
+  f[1] = f[2] = f[3] = 0;
+  f[4] = static_cast<uint8_t>(cfg.vni >> 16);
+  f[5] = static_cast<uint8_t>(cfg.vni >> 8);
+  f[6] = static_cast<uint8_t>(cfg.vni);
+  f[7] = 0;
+  uint8_t* eth = f + kVxlanHeader;
+  std::memcpy(eth, peer->mac, 6);
+  std::memcpy(eth + 6, cfg.local_mac, 6);
+  store_be16(eth + 12, kEtherTypeIPv4);
+  out->frame = f;
+  out->frame_len = tot + kVxlanHeader + kEthHeader;
+  return Drop::Count;
+}
+
+Drop rx_decap(const EncapConfig& cfg, const RouteTable& rt, uint32_t src_ip, const uint8_t* dgram, size_t len,
+              RxResult* out) {
+  const size_t hdr = encap_overhead(cfg.kind);
+  if (len < hdr + kIPv4MinHeader) return Drop::RxShort;
+
+  const Peer* const* cands = nullptr;
+  const size_t ncand = rt.by_public_ip(src_ip, &cands);
+  if (ncand == 0) return Drop::RxUnknownPeer;
+
+  if (cfg.kind == EncapKind::Vxlan) {
+    // RFC 7348 5: the I flag must be set; reserved bits are ignored on receipt.
+    if ((dgram[0] & 0x08) == 0) return Drop::RxVxlanFlags;
+    const uint32_t vni = (static_cast<uint32_t>(dgram[4]) << 16) | (static_cast<uint32_t>(dgram[5]) << 8) | dgram[6];
+    if (vni != cfg.vni) return Drop::RxBadVni;
+    const uint8_t* eth = dgram + kVxlanHeader;
+    if (std::memcmp(eth, cfg.local_mac, 6) != 0) return Drop::RxDstMac;
+    if (load_be16(eth + 12) != kEtherTypeIPv4) return Drop::RxEtherType;
+  }
+
+  const uint8_t* ip = dgram + hdr;
+  size_t tot = 0;
+  if (!ipv4_header_ok(ip, len - hdr, &tot)) return Drop::RxBadIp;
+
+  const uint32_t src = load_be32(ip + 12);
+  const Peer* from = nullptr;
+  for (size_t i = 0; i < ncand; ++i) {
+    if ((src & cands[i]->mask) == cands[i]->net) {
+      from = cands[i];
+      break;
+    }
+  }
+  if (!from) return Drop::RxSpoofedSrc;
+  const uint32_t dst = load_be32(ip + 16);
+  if (cfg.local_mask != 0 && (dst & cfg.local_mask) != cfg.local_net) return Drop::RxWrongDst;
+
+  out->peer = from;
+  out->inner = ip;
+  out->inner_len = tot;
+  return Drop::Count;
+}
+
+size_t build_icmp_unreachable(const EncapConfig& cfg, const uint8_t* off, size_t len, uint8_t* out) {
+  if (len < kIPv4MinHeader) return 0;
+  const size_t ihl = static_cast<size_t>(off[0] & 0x0f) * 4;
+  if ((off[0] >> 4) != 4 || ihl < kIPv4MinHeader || ihl > len) return 0;
+  const uint16_t frag = load_be16(off + 6);
+  if ((frag & 0x1fff) != 0) return 0;  // not the first fragment
+  const uint32_t src = load_be32(off + 12);
+  const uint32_t dst = load_be32(off + 16);
+  if (src == 0 || (src >> 28) == 0xe || src == 0xffffffffu) return 0;
+  if (off[9] == kProtoIcmp) {
+    if (len < ihl + 1) return 0;
+    const uint8_t type = off[ihl];
+    // Only queries (echo, timestamp, ...) may provoke an error; never an error about an error.
+    if (type == 3 || type == 4 || type == 5 || type == 11 || type == 12) return 0;
+  }
+  const size_t quoted = ihl + (len - ihl < 8 ? len - ihl : 8);
+  const size_t total = kIPv4MinHeader + 8 + quoted;
+  uint8_t* ip = out;
+  std::memset(ip, 0, kIPv4MinHeader + 8);
+  ip[0] = 0x45;
+  store_be16(ip + 2, static_cast<uint16_t>(total));
+  ip[8] = 64;  // TTL
+  ip[9] = kProtoIcmp;
+  store_be32(ip + 12, cfg.icmp_src ? cfg.icmp_src : dst);
+  store_be32(ip + 16, src);
+  store_be16(ip + 10, csum_fold(csum_partial(ip, kIPv4MinHeader)));
+  uint8_t* icmp = ip + kIPv4MinHeader;
+  icmp[0] = 3;  // destination unreachable
+  icmp[1] = 0;  // net unreachable
+  std::memcpy(icmp + 8, off, quoted);
+  store_be16(icmp + 2, csum_fold(csum_partial(icmp, 8 + quoted)));
+  return total;
+}
+
+}  // namespace vxnet

@@ -1,0 +1,82 @@
+// Encapsulation and decapsulation: flannel `udp` (IPv4 in UDP) and VXLAN (RFC 7348).
+// Pure functions over byte buffers: no syscalls, no allocation, every read bounds-checked.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+#include "packet.h"
+#include "route_table.h"
+
+namespace vxnet {
+
+enum class EncapKind : uint8_t { Udp = 0, Vxlan = 1 };
+
+// Why a packet was dropped. Order is the wire order of the counters exposed to JS.
+enum class Drop : uint8_t {
+  TxShort = 0,     // read from TUN: shorter than an IPv4 header
+  TxNotIPv4,       // read from TUN: version is not 4 (IPv6 is not routed by the overlay)
+  TxBadIp,         // read from TUN: header length or total length inconsistent
+  TxNoRoute,       // no peer owns the destination (ICMP unreachable written back)
+  TxSendError,     // sendmmsg refused the datagram
+  RxShort,         // datagram shorter than the encapsulation + IPv4 header
+  RxUnknownPeer,   // outer source address is not a known peer
+  RxVxlanFlags,    // VXLAN I flag not set
+  RxBadVni,        // VNI is not ours
+  RxDstMac,        // inner destination MAC is not our VTEP MAC
+  RxEtherType,     // inner EtherType is not IPv4
+  RxBadIp,         // inner IPv4 header malformed: version, IHL, total length or checksum
+  RxSpoofedSrc,    // inner source address outside the sending peer's subnet
+  RxWrongDst,      // inner destination address outside our own subnet
+  RxTunWriteError, // the kernel refused the write into the TUN
+  Count
+};
+const char* drop_name(Drop d);
+
+struct EncapConfig {
+  EncapKind kind = EncapKind::Udp;
+  uint32_t vni = 1;          // VXLAN network identifier (24 bits)
+  uint8_t local_mac[6] = {}; // our VTEP MAC (VXLAN)
+  uint32_t local_net = 0;    // our lease, host order; inner destinations must fall inside
+  uint32_t local_mask = 0;   // 0 disables the destination check
+  uint32_t icmp_src = 0;     // source of the ICMP errors we generate (our TUN address)
+};
+
+// Bytes the encapsulation puts in front of the inner IPv4 packet (UDP payload only; the
+// kernel adds the outer IPv4 + UDP headers).
+inline size_t encap_overhead(EncapKind k) { return k == EncapKind::Vxlan ? kVxlanHeader + kEthHeader : 0; }
+
+struct TxResult {
+  const Peer* peer = nullptr;  // set when the packet is to be sent
+  uint8_t* frame = nullptr;    // start of the UDP payload (inside the caller's headroom)
+  size_t frame_len = 0;
+  uint32_t dst = 0;            // inner destination (for ICMP on no-route)
+};
+
+// Validates an IPv4 packet read from the TUN at `pkt` (with at least encap_overhead() bytes of
+// writable headroom before it), looks up the peer and writes the encapsulation header in place.
+// Returns Drop::Count on success.
+Drop tx_encap(const EncapConfig& cfg, const RouteTable& rt, uint8_t* pkt, size_t len, TxResult* out);
+
+struct RxResult {
+  const Peer* peer = nullptr;
+  const uint8_t* inner = nullptr;  // inner IPv4 packet, trimmed to its total length
+  size_t inner_len = 0;
+};
+
+// Validates a datagram received from `src_ip` (host order) and finds the inner IPv4 packet.
+// Returns Drop::Count when it may be written into the TUN.
+Drop rx_decap(const EncapConfig& cfg, const RouteTable& rt, uint32_t src_ip, const uint8_t* dgram, size_t len,
+              RxResult* out);
+
+// Checks an IPv4 header: version, IHL, total length against `avail`, header checksum.
+// On success stores the total length in *total.
+bool ipv4_header_ok(const uint8_t* p, size_t avail, size_t* total);
+
+// Builds an ICMP destination-unreachable (net unreachable) for the offending packet into `out`
+// (at least kIcmpReplyMax bytes). Returns its length, or 0 when RFC 1122 forbids a reply
+// (offender is an ICMP error, a non-first fragment, or from a non-unicast source).
+constexpr size_t kIcmpReplyMax = 20 + 8 + 60 + 8;
+size_t build_icmp_unreachable(const EncapConfig& cfg, const uint8_t* offender, size_t len, uint8_t* out);
+
+}  // namespace vxnet

@@ -1,0 +1,51 @@
+// Byte-level helpers for wire formats: explicit big-endian loads/stores, no unaligned casts.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+
+namespace vxnet {
+
+inline uint16_t load_be16(const uint8_t* p) { return static_cast<uint16_t>((p[0] << 8) | p[1]); }
+inline uint32_t load_be32(const uint8_t* p) {
+  return (static_cast<uint32_t>(p[0]) << 24) | (static_cast<uint32_t>(p[1]) << 16) |
+         (static_cast<uint32_t>(p[2]) << 8) | static_cast<uint32_t>(p[3]);
+}
+inline void store_be16(uint8_t* p, uint16_t v) {
+  p[0] = static_cast<uint8_t>(v >> 8);
+  p[1] = static_cast<uint8_t>(v);
+}
+inline void store_be32(uint8_t* p, uint32_t v) {
+  p[0] = static_cast<uint8_t>(v >> 24);
+  p[1] = static_cast<uint8_t>(v >> 16);
+  p[2] = static_cast<uint8_t>(v >> 8);
+  p[3] = static_cast<uint8_t>(v);
+}
+
+// One's-complement sum over `len` bytes, folded to 16 bits (RFC 1071); `seed` chains partial sums.
+inline uint32_t csum_partial(const uint8_t* p, size_t len, uint32_t seed = 0) {
+  uint64_t sum = seed;
+  while (len >= 2) {
+    sum += load_be16(p);
+    p += 2;
+    len -= 2;
+  }
+  if (len) sum += static_cast<uint32_t>(p[0]) << 8;
+  while (sum >> 16) sum = (sum & 0xffff) + (sum >> 16);
+  return static_cast<uint32_t>(sum);
+}
+inline uint16_t csum_fold(uint32_t sum) { return static_cast<uint16_t>(~sum & 0xffff); }
+
+constexpr size_t kIPv4MinHeader = 20;
+constexpr size_t kEthHeader = 14;
+constexpr size_t kVxlanHeader = 8;
+constexpr size_t kUdpHeader = 8;
+constexpr uint16_t kEtherTypeIPv4 = 0x0800;
+constexpr uint8_t kProtoIcmp = 1;
+
+// Bytes of headroom kept in front of every TUN read: VXLAN + inner Ethernet (22) fit, and a
+// virtio_net_hdr (12) can sit ahead of them once TUN offloads are switched on.
+constexpr size_t kHeadroom = 64;
+
+}  // namespace vxnet

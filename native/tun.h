@@ -1,0 +1,13 @@
+// The TUN device: opened here so the datapath owns its fds (IFF_TUN | IFF_NO_PI).
+#pragma once
+
+#include <string>
+#include <vector>
+
+namespace vxnet {
+
+// Opens `queues` queues of the TUN device `name` (IFF_MULTI_QUEUE when more than one), all
+// non-blocking. On success stores the kernel's name for the device in *actual.
+bool open_tun(const std::string& name, unsigned queues, std::vector<int>* fds, std::string* actual, std::string* err);
+
+}  // namespace vxnet

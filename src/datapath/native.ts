@@ -1,0 +1,67 @@
+// Loads the compiled addon and declares its exact shape; nothing here adapts behaviour.
+import path from 'node:path';
+
+export interface NativeDatapathOptions {
+  tunName: string;
+  encap: 'udp' | 'vxlan';
+  mtu?: number;
+  vni?: number;
+  bindIp?: number;
+  port?: number;
+  batch?: number;
+  queues?: number;
+  sockBuf?: number;
+  icmpPerSec?: number;
+  localNet?: number;
+  localPrefixLen?: number;
+  icmpSrc?: number;
+  localMac?: Buffer;
+}
+
+export type NativeTxResult =
+  | { drop: string; icmp?: Buffer }
+  | { peerIp: number; port: number; slot: number; frame: Buffer };
+export type NativeRxResult = { drop: string } | { slot: number; inner: Buffer };
+
+export interface NativeDatapath {
+  open(): string;
+  start(): void;
+  stop(): void;
+  setRoutes(records: Buffer): void;
+  counters(): Float64Array;
+  peerCounters(slots: Uint32Array): Float64Array;
+  testTx(packet: Buffer): NativeTxResult;
+  testRx(srcIp: number, datagram: Buffer): NativeRxResult;
+  benchTx(packet: Buffer, iterations: number): number;
+  benchRx(srcIp: number, datagram: Buffer, iterations: number): number;
+  benchLookup(dsts: Uint32Array, rounds: number): number;
+  readonly tunName: string;
+  readonly running: boolean;
+  readonly routeCount: number;
+}
+
+export interface NativeAddon {
+  Datapath: new (opts: NativeDatapathOptions) => NativeDatapath;
+  counterNames: string[];
+  routeRecordSize: number;
+  maxPeerSlots: number;
+  headroom: number;
+}
+
+function load(): NativeAddon {
+  // dist/src/datapath -> repository root
+  const root = path.resolve(__dirname, '..', '..', '..');
+  const candidates = [process.env.VXNET_ADDON, path.join(root, 'build', 'Release', 'vxnet_datapath.node')];
+  let lastErr: unknown;
+  for (const c of candidates) {
+    if (!c) continue;
+    try {
+      return require(c) as NativeAddon;
+    } catch (e) {
+      lastErr = e;
+    }
+  }
+  throw new Error(`vxnet native addon not built (run \`npm install\`): ${(lastErr as Error)?.message}`);
+}
+
+export const addon: NativeAddon = load();
