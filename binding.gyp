@@ -6,6 +6,7 @@
         "native/addon.cc",
         "native/datapath.cc",
         "native/encap.cc",
+        "native/offload.cc",
         "native/route_table.cc",
         "native/tun.cc"
       ],

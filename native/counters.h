@@ -19,6 +19,8 @@ enum class Ctr : uint8_t {
   RxBatches,      // recvmmsg calls returning data
   TunReads,
   TunWrites,
+  TunTsoReads,    // TCP super-packets read from the TUN (segmented here)
+  TunGroWrites,   // coalesced TCP super-packets written into the TUN
   IcmpSent,       // ICMP unreachable written back into the TUN
   IcmpSuppressed, // no-route packets for which RFC 1122 or the rate limit forbade an ICMP reply
   Count
@@ -34,10 +36,10 @@ class alignas(64) CounterBlock {
   CounterBlock() : peers_(new std::atomic<uint64_t>[kMaxPeerSlots * kPeerCounters]()) {}
   void add(Ctr c, uint64_t v) { bump(vals_[static_cast<size_t>(c)], v); }
   void drop(Drop d) { bump(vals_[static_cast<size_t>(Ctr::Count) + static_cast<size_t>(d)], 1); }
-  void peer(uint32_t slot, size_t which, uint64_t bytes) {
+  void peer(uint32_t slot, size_t which, uint64_t bytes, uint64_t packets = 1) {
     if (slot >= kMaxPeerSlots) return;
     std::atomic<uint64_t>* p = &peers_[slot * kPeerCounters + which];
-    bump(p[0], 1);
+    bump(p[0], packets);
     bump(p[1], bytes);
   }
   uint64_t get(size_t i) const { return vals_[i].load(std::memory_order_relaxed); }

@@ -29,6 +29,15 @@ struct DatapathOptions {
   uint32_t queues = 1;   // TUN queues = tx workers = rx sockets
   uint32_t sock_buf = 4 << 20;
   uint32_t icmp_per_sec = 100;  // rate limit of generated ICMP errors, per tx worker
+  bool offload = true;          // TUN TSO + UDP GSO/GRO + receive coalescing, where the kernel has them
+};
+
+// Which offloads the kernel accepted (each falls back independently).
+struct OffloadState {
+  bool vnet_hdr = false;  // TUN reads/writes carry a virtio_net_hdr
+  bool tun_tso = false;   // the stack may hand us TCP super-packets
+  bool udp_gso = false;   // UDP_SEGMENT: one sendmsg carries many datagrams
+  bool udp_gro = false;   // UDP_GRO: one recvmsg returns many datagrams
 };
 
 class Datapath {
@@ -51,6 +60,7 @@ class Datapath {
   const std::string& tun_name() const { return tun_name_; }
   bool running() const { return running_; }
   const DatapathOptions& options() const { return opts_; }
+  const OffloadState& offload() const { return offload_; }
 
   // Counter totals over all workers (kNumCounters values), and per-peer counters for `slots`.
   void totals(uint64_t* out) const;
@@ -83,6 +93,7 @@ class Datapath {
                  uint64_t* last_ns);
 
   DatapathOptions opts_;
+  OffloadState offload_;
   const EncapConfig encap_;  // immutable once built: workers read it without synchronisation
   std::string tun_name_;
   std::vector<int> tun_fds_;

@@ -23,17 +23,39 @@ inline void store_be32(uint8_t* p, uint32_t v) {
   p[3] = static_cast<uint8_t>(v);
 }
 
-// One's-complement sum over `len` bytes, folded to 16 bits (RFC 1071); `seed` chains partial sums.
+static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "checksum code assumes a little-endian host");
+
+// One's-complement sum over `len` bytes, folded to 16 bits, in network byte order (RFC 1071);
+// `seed` chains partial sums. Sums native 32-bit words (byte-order independence, RFC 1071 2(B))
+// and swaps once at the end: this runs over every payload byte on the offload paths.
 inline uint32_t csum_partial(const uint8_t* p, size_t len, uint32_t seed = 0) {
-  uint64_t sum = seed;
-  while (len >= 2) {
-    sum += load_be16(p);
+  uint64_t sum = 0;
+  while (len >= 8) {
+    uint64_t v;
+    std::memcpy(&v, p, 8);
+    sum += (v & 0xffffffffu) + (v >> 32);
+    p += 8;
+    len -= 8;
+  }
+  if (len >= 4) {
+    uint32_t v;
+    std::memcpy(&v, p, 4);
+    sum += v;
+    p += 4;
+    len -= 4;
+  }
+  if (len >= 2) {
+    uint16_t v;
+    std::memcpy(&v, p, 2);
+    sum += v;
     p += 2;
     len -= 2;
   }
-  if (len) sum += static_cast<uint32_t>(p[0]) << 8;
+  if (len) sum += p[0];  // a trailing byte is the high byte of a big-endian word
   while (sum >> 16) sum = (sum & 0xffff) + (sum >> 16);
-  return static_cast<uint32_t>(sum);
+  uint32_t be = static_cast<uint32_t>(((sum & 0xff) << 8) | (sum >> 8)) + seed;
+  while (be >> 16) be = (be & 0xffff) + (be >> 16);
+  return be;
 }
 inline uint16_t csum_fold(uint32_t sum) { return static_cast<uint16_t>(~sum & 0xffff); }
 

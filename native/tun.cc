@@ -11,7 +11,9 @@
 
 namespace vxnet {
 
-bool open_tun(const std::string& name, unsigned queues, std::vector<int>* fds, std::string* actual, std::string* err) {
+bool open_tun(const std::string& name, unsigned queues, bool vnet_hdr, std::vector<int>* fds, std::string* actual,
+              bool* offload, std::string* err) {
+  *offload = vnet_hdr;
   if (name.size() >= IFNAMSIZ) {
     *err = "TUN name \"" + name + "\" longer than " + std::to_string(IFNAMSIZ - 1) + " characters";
     return false;
@@ -25,7 +27,7 @@ bool open_tun(const std::string& name, unsigned queues, std::vector<int>* fds, s
     }
     struct ifreq ifr;
     std::memset(&ifr, 0, sizeof ifr);
-    ifr.ifr_flags = IFF_TUN | IFF_NO_PI | (queues > 1 ? IFF_MULTI_QUEUE : 0);
+    ifr.ifr_flags = IFF_TUN | IFF_NO_PI | (queues > 1 ? IFF_MULTI_QUEUE : 0) | (vnet_hdr ? IFF_VNET_HDR : 0);
     const std::string& want = q == 0 ? name : *actual;
     std::memcpy(ifr.ifr_name, want.data(), want.size());
     if (::ioctl(fd, TUNSETIFF, &ifr) < 0) {
@@ -34,6 +36,18 @@ bool open_tun(const std::string& name, unsigned queues, std::vector<int>* fds, s
       break;
     }
     if (q == 0) *actual = std::string(ifr.ifr_name, strnlen(ifr.ifr_name, IFNAMSIZ));
+    if (vnet_hdr) {
+      const int hdr_len = 10;  // struct virtio_net_hdr
+      if (::ioctl(fd, TUNSETVNETHDRSZ, &hdr_len) < 0) {
+        *err = "TUNSETVNETHDRSZ " + want + ": " + std::strerror(errno);
+        ::close(fd);
+        break;
+      }
+      // TSO4 lets the stack hand us 64 KiB TCP packets; CSUM is required by TSO. Refusal is not
+      // fatal: the header stays (all zero) and packets come MTU-sized.
+      const unsigned off = TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO_ECN;
+      if (::ioctl(fd, TUNSETOFFLOAD, off) < 0) *offload = false;
+    }
     fds->push_back(fd);
   }
   if (fds->size() != queues) {

@@ -8,6 +8,9 @@ namespace vxnet {
 
 // Opens `queues` queues of the TUN device `name` (IFF_MULTI_QUEUE when more than one), all
 // non-blocking. On success stores the kernel's name for the device in *actual.
-bool open_tun(const std::string& name, unsigned queues, std::vector<int>* fds, std::string* actual, std::string* err);
+// With `vnet_hdr`, every read and write carries a virtio_net_hdr and TSO/checksum offload is asked
+// for; *offload reports whether the kernel accepted it.
+bool open_tun(const std::string& name, unsigned queues, bool vnet_hdr, std::vector<int>* fds, std::string* actual,
+              bool* offload, std::string* err);
 
 }  // namespace vxnet

@@ -57,6 +57,10 @@ export interface DatapathStats {
   rxBatches: number;
   tunReads: number;
   tunWrites: number;
+  /** TCP super-packets read from the TUN and segmented in the datapath (TSO). */
+  tunTsoReads: number;
+  /** Coalesced TCP super-packets written into the TUN (GRO). */
+  tunGroWrites: number;
   icmpUnreachableSent: number;
   icmpUnreachableSuppressed: number;
   /** Dropped packets by reason (every reason present, zero or not). */
@@ -82,6 +86,8 @@ const COUNTER_FIELDS: Record<string, keyof Omit<DatapathStats, 'drops' | 'peers'
   rx_batches: 'rxBatches',
   tun_reads: 'tunReads',
   tun_writes: 'tunWrites',
+  tun_tso_reads: 'tunTsoReads',
+  tun_gro_writes: 'tunGroWrites',
   icmp_unreachable_sent: 'icmpUnreachableSent',
   icmp_unreachable_suppressed: 'icmpUnreachableSuppressed',
 };

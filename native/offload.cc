@@ -1,0 +1,187 @@
+#include "offload.h"
+
+#include <cstring>
+
+#include "packet.h"
+
+namespace vxnet {
+
+namespace {
+
+constexpr uint8_t kProtoTcp = 6;
+constexpr uint8_t kTcpFin = 0x01, kTcpPsh = 0x08, kTcpAck = 0x10, kTcpCwr = 0x80;
+
+// Sum of the TCP pseudo-header (RFC 793): addresses, protocol, TCP length.
+uint32_t pseudo_sum(const uint8_t* ip, size_t tcp_len) {
+  uint8_t ph[12];
+  std::memcpy(ph, ip + 12, 8);
+  ph[8] = 0;
+  ph[9] = kProtoTcp;
+  store_be16(ph + 10, static_cast<uint16_t>(tcp_len));
+  return csum_partial(ph, sizeof ph);
+}
+
+void ip_fix(uint8_t* ip, size_t ihl, size_t tot, uint16_t id) {
+  store_be16(ip + 2, static_cast<uint16_t>(tot));
+  store_be16(ip + 4, id);
+  store_be16(ip + 10, 0);
+  store_be16(ip + 10, csum_fold(csum_partial(ip, ihl)));
+}
+
+}  // namespace
+
+VnetHdr vnet_load(const uint8_t* p) {
+  VnetHdr h;
+  h.flags = p[0];
+  h.gso_type = p[1];
+  std::memcpy(&h.hdr_len, p + 2, 2);
+  std::memcpy(&h.gso_size, p + 4, 2);
+  std::memcpy(&h.csum_start, p + 6, 2);
+  std::memcpy(&h.csum_offset, p + 8, 2);
+  return h;
+}
+
+void vnet_store(uint8_t* p, const VnetHdr& h) {
+  p[0] = h.flags;
+  p[1] = h.gso_type;
+  std::memcpy(p + 2, &h.hdr_len, 2);
+  std::memcpy(p + 4, &h.gso_size, 2);
+  std::memcpy(p + 6, &h.csum_start, 2);
+  std::memcpy(p + 8, &h.csum_offset, 2);
+}
+
+bool vnet_finish_csum(uint8_t* pkt, size_t len, uint16_t csum_start, uint16_t csum_offset) {
+  const size_t field = static_cast<size_t>(csum_start) + csum_offset;
+  if (csum_start >= len || field + 2 > len) return false;
+  // The field is seeded with the pseudo-header sum; summing over it completes the checksum.
+  const uint16_t c = csum_fold(csum_partial(pkt + csum_start, len - csum_start));
+  store_be16(pkt + field, c);
+  return true;
+}
+
+bool tcp4_gso_plan(const uint8_t* pkt, size_t len, uint16_t gso_size, TcpGso* plan) {
+  if (len < kIPv4MinHeader + 20 || (pkt[0] >> 4) != 4 || gso_size == 0) return false;
+  const size_t ihl = static_cast<size_t>(pkt[0] & 0x0f) * 4;
+  if (ihl < kIPv4MinHeader || pkt[9] != kProtoTcp) return false;
+  if ((load_be16(pkt + 6) & 0x3fff) != 0) return false;  // fragments are never TSO
+  const size_t tot = load_be16(pkt + 2);
+  if (tot != 0 && tot != len) return false;  // the kernel sets it to the super-packet length
+  if (ihl + 20 > len) return false;
+  const size_t thl = static_cast<size_t>(pkt[ihl + 12] >> 4) * 4;
+  if (thl < 20 || ihl + thl > len) return false;
+  plan->ihl = ihl;
+  plan->hdr = ihl + thl;
+  plan->payload = len - plan->hdr;
+  plan->mss = gso_size;
+  if (plan->payload == 0) return false;
+  plan->segments = (plan->payload + plan->mss - 1) / plan->mss;
+  return true;
+}
+
+size_t tcp4_gso_segment(const uint8_t* pkt, const TcpGso& plan, size_t i, uint8_t* out) {
+  const size_t off = i * plan.mss;
+  const size_t chunk = plan.payload - off < plan.mss ? plan.payload - off : plan.mss;
+  std::memcpy(out, pkt, plan.hdr);
+  std::memcpy(out + plan.hdr, pkt + plan.hdr + off, chunk);
+  const size_t tot = plan.hdr + chunk;
+  ip_fix(out, plan.ihl, tot, static_cast<uint16_t>(load_be16(pkt + 4) + i));
+  uint8_t* tcp = out + plan.ihl;
+  store_be32(tcp + 4, load_be32(pkt + plan.ihl + 4) + static_cast<uint32_t>(off));
+  // As tcp_gso_segment: FIN and PSH only on the last segment, CWR only on the first.
+  if (i + 1 != plan.segments) tcp[13] &= static_cast<uint8_t>(~(kTcpFin | kTcpPsh));
+  if (i != 0) tcp[13] &= static_cast<uint8_t>(~kTcpCwr);
+  store_be16(tcp + 16, 0);
+  const size_t tcp_len = tot - plan.ihl;
+  store_be16(tcp + 16, csum_fold(csum_partial(tcp, tcp_len, pseudo_sum(out, tcp_len))));
+  return tot;
+}
+
+bool TcpCoalescer::parse(const uint8_t* pkt, size_t len, Key* k) {
+  // Only option-less IPv4 carrying TCP, unfragmented, exactly `len` long.
+  if (len < 40 || pkt[0] != 0x45 || pkt[9] != kProtoTcp) return false;
+  if ((load_be16(pkt + 6) & 0x3fff) != 0 || load_be16(pkt + 2) != len) return false;
+  const size_t thl = static_cast<size_t>(pkt[32] >> 4) * 4;
+  if (thl < 20 || 20 + thl > len) return false;
+  k->saddr = load_be32(pkt + 12);
+  k->daddr = load_be32(pkt + 16);
+  k->sport = load_be16(pkt + 20);
+  k->dport = load_be16(pkt + 22);
+  k->seq = load_be32(pkt + 24);
+  k->hdr = 20 + thl;
+  k->payload = len - k->hdr;
+  k->flags = pkt[33];
+  k->mergeable = k->payload > 0 && (k->flags & ~(kTcpAck | kTcpPsh)) == 0 && (k->flags & kTcpAck);
+  // A merged super-packet is handed up as checksum-verified, so each segment must verify here;
+  // a corrupt one is passed on alone for the stack to reject.
+  if (k->mergeable) k->mergeable = csum_partial(pkt + 20, len - 20, pseudo_sum(pkt, len - 20)) == 0xffff;
+  return true;
+}
+
+int TcpCoalescer::find(const Key& k) const {
+  for (size_t i = 0; i < kFlows; ++i) {
+    const Flow& f = flows_[i];
+    if (f.used && f.saddr == k.saddr && f.daddr == k.daddr && f.sport == k.sport && f.dport == k.dport) {
+      return static_cast<int>(i);
+    }
+  }
+  return -1;
+}
+
+bool TcpCoalescer::merge(size_t i, const Key& k, const uint8_t* pkt, size_t len) {
+  Flow& f = flows_[i];
+  if (!k.mergeable || f.closed || k.hdr != f.hdr || k.seq != f.next_seq || k.payload > f.mss) return false;
+  if (f.len + k.payload > kMaxSuper) return false;
+  const uint8_t* held = buf(i) + kVnetHdrLen;
+  // Same TOS, TTL and DF; same ack, data offset, window and options (as the kernel's tcp_gro_receive).
+  if (pkt[1] != held[1] || pkt[8] != held[8] || (pkt[6] & 0x40) != (held[6] & 0x40)) return false;
+  if (std::memcmp(pkt + 28, held + 28, 5) != 0) return false;  // ack + data offset
+  if (std::memcmp(pkt + 34, held + 34, 2) != 0) return false;  // window
+  if (std::memcmp(pkt + 40, held + 40, f.hdr - 40) != 0) return false;  // options
+  uint8_t* dst = buf(i) + kVnetHdrLen;
+  std::memcpy(dst + f.len, pkt + k.hdr, k.payload);
+  f.len += k.payload;
+  f.next_seq += static_cast<uint32_t>(k.payload);
+  ++f.segments;
+  if (k.flags & kTcpPsh) dst[33] |= kTcpPsh;
+  if (k.payload < f.mss || (k.flags & kTcpPsh)) f.closed = true;
+  (void)len;
+  return true;
+}
+
+void TcpCoalescer::hold(size_t i, const Key& k, const uint8_t* pkt, size_t len) {
+  Flow& f = flows_[i];
+  f.used = true;
+  f.closed = (k.flags & kTcpPsh) != 0;
+  f.saddr = k.saddr;
+  f.daddr = k.daddr;
+  f.sport = k.sport;
+  f.dport = k.dport;
+  f.next_seq = k.seq + static_cast<uint32_t>(k.payload);
+  f.hdr = k.hdr;
+  f.mss = k.payload;
+  f.len = len;
+  f.segments = 1;
+  std::memcpy(buf(i) + kVnetHdrLen, pkt, len);
+}
+
+void TcpCoalescer::finish(size_t i) {
+  Flow& f = flows_[i];
+  uint8_t* v = buf(i);
+  uint8_t* ip = v + kVnetHdrLen;
+  VnetHdr h;
+  if (f.segments > 1) {
+    ip_fix(ip, 20, f.len, load_be16(ip + 4));
+    // Checksum left partial (pseudo-header sum in the field): the stack takes the payload as
+    // verified, which it is: parse() checked every merged segment's own TCP checksum.
+    store_be16(ip + 20 + 16, static_cast<uint16_t>(pseudo_sum(ip, f.len - 20)));
+    h.flags = kVnetFlagNeedsCsum;
+    h.gso_type = kVnetGsoTcpV4;
+    h.hdr_len = static_cast<uint16_t>(f.hdr);
+    h.gso_size = static_cast<uint16_t>(f.mss);
+    h.csum_start = 20;
+    h.csum_offset = 16;
+  }
+  vnet_store(v, h);
+}
+
+}  // namespace vxnet

@@ -1,0 +1,137 @@
+// TUN offloads: the kernel hands us TCP super-packets (TSO) with a virtio_net_hdr, we cut them into
+// MSS-sized segments for the wire; on receive we glue consecutive segments of a flow back into one
+// super-packet (GRO) so the local stack sees one packet instead of forty. Pure functions, no syscalls.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+namespace vxnet {
+
+// struct virtio_net_hdr (10 bytes, host byte order on a TUN without TUNSETVNETBE/LE).
+constexpr size_t kVnetHdrLen = 10;
+constexpr uint8_t kVnetFlagNeedsCsum = 1;
+constexpr uint8_t kVnetGsoNone = 0;
+constexpr uint8_t kVnetGsoTcpV4 = 1;
+constexpr uint8_t kVnetGsoEcn = 0x80;
+
+struct VnetHdr {
+  uint8_t flags = 0;
+  uint8_t gso_type = 0;
+  uint16_t hdr_len = 0;
+  uint16_t gso_size = 0;
+  uint16_t csum_start = 0;
+  uint16_t csum_offset = 0;
+};
+VnetHdr vnet_load(const uint8_t* p);
+void vnet_store(uint8_t* p, const VnetHdr& h);
+
+// Completes a checksum the kernel left partial (NEEDS_CSUM): the field holds the pseudo-header sum.
+bool vnet_finish_csum(uint8_t* pkt, size_t len, uint16_t csum_start, uint16_t csum_offset);
+
+// An IPv4/TCP super-packet ready to be segmented.
+struct TcpGso {
+  size_t ihl = 0;      // IPv4 header bytes
+  size_t hdr = 0;      // IPv4 + TCP header bytes
+  size_t payload = 0;  // TCP payload bytes
+  size_t mss = 0;
+  size_t segments = 0;
+};
+// Validates a TSO packet (IPv4, TCP, lengths, gso_size); false when it cannot be segmented.
+bool tcp4_gso_plan(const uint8_t* pkt, size_t len, uint16_t gso_size, TcpGso* plan);
+// Writes segment `i` of the plan into `out` (room for hdr + mss bytes): headers with fixed length,
+// IP id, sequence number, flags and full checksums. Returns its length.
+size_t tcp4_gso_segment(const uint8_t* pkt, const TcpGso& plan, size_t i, uint8_t* out);
+
+// Receive-side coalescing of TCP segments into super-packets, a few flows at a time.
+// emit(vnet, pkt, len) receives every packet to write into the TUN: `vnet` is the 10-byte
+// virtio_net_hdr to put in front of `pkt`.
+class TcpCoalescer {
+ public:
+  static constexpr size_t kFlows = 8;
+  static constexpr size_t kMaxSuper = 65535;
+  static constexpr size_t kStorage = kFlows * (kVnetHdrLen + kMaxSuper);
+  // `storage` must hold kStorage bytes and outlive the coalescer.
+  explicit TcpCoalescer(uint8_t* storage) : storage_(storage) {}
+
+  // Takes a validated inner IPv4 packet (total length == len): holds it, merges it into a held
+  // flow, or emits it at once (after the held data of its flow, to keep order).
+  template <typename Emit>
+  void push(const uint8_t* pkt, size_t len, Emit&& emit) {
+    Key k;
+    if (!parse(pkt, len, &k)) {
+      emit_direct(pkt, len, emit);
+      return;
+    }
+    const int i = find(k);
+    if (i >= 0) {
+      if (merge(static_cast<size_t>(i), k, pkt, len)) return;
+      emit_flow(static_cast<size_t>(i), emit);
+    }
+    if (!k.mergeable) {
+      emit_direct(pkt, len, emit);
+      return;
+    }
+    size_t slot = kFlows;
+    for (size_t j = 0; j < kFlows && slot == kFlows; ++j) {
+      if (!flows_[j].used) slot = j;
+    }
+    if (slot == kFlows) {  // table full: make room, oldest first
+      slot = evict_next_;
+      evict_next_ = (evict_next_ + 1) % kFlows;
+      emit_flow(slot, emit);
+    }
+    hold(slot, k, pkt, len);
+  }
+
+  template <typename Emit>
+  void flush(Emit&& emit) {
+    for (size_t i = 0; i < kFlows; ++i) {
+      if (flows_[i].used) emit_flow(i, emit);
+    }
+  }
+
+ private:
+  struct Key {
+    uint32_t saddr, daddr;
+    uint16_t sport, dport;
+    uint32_t seq;
+    size_t hdr, payload;
+    uint8_t flags;
+    bool mergeable;  // plain data segment (ACK and maybe PSH only)
+  };
+  struct Flow {
+    bool used = false;
+    bool closed = false;  // saw a short segment or PSH: nothing may follow
+    uint32_t saddr = 0, daddr = 0;
+    uint16_t sport = 0, dport = 0;
+    uint32_t next_seq = 0;
+    size_t hdr = 0;  // ip + tcp header bytes
+    size_t mss = 0;  // payload of the first segment
+    size_t len = 0;  // bytes held (from the IP header on)
+    size_t segments = 0;
+  };
+  uint8_t* buf(size_t i) { return storage_ + i * (kVnetHdrLen + kMaxSuper); }
+  static bool parse(const uint8_t* pkt, size_t len, Key* k);
+  int find(const Key& k) const;
+  bool merge(size_t i, const Key& k, const uint8_t* pkt, size_t len);
+  void hold(size_t i, const Key& k, const uint8_t* pkt, size_t len);
+  void finish(size_t i);  // fixes headers and writes the vnet header
+  template <typename Emit>
+  void emit_flow(size_t i, Emit& emit) {
+    finish(i);
+    emit(buf(i), buf(i) + kVnetHdrLen, flows_[i].len);
+    flows_[i].used = false;
+  }
+  template <typename Emit>
+  static void emit_direct(const uint8_t* pkt, size_t len, Emit& emit) {
+    static const uint8_t kNoOffload[kVnetHdrLen] = {};
+    emit(kNoOffload, pkt, len);
+  }
+
+  uint8_t* storage_;
+  Flow flows_[kFlows];
+  size_t evict_next_ = 0;
+};
+
+}  // namespace vxnet

@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# Builds the packet code with ASan + UBSan into build-asan/ and runs the native check harness.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+mkdir -p build-asan
+g++ -std=c++17 -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=all \
+  -Wall -Wextra -Werror \
+  native/encap.cc native/offload.cc native/route_table.cc native/test/check.cc -o build-asan/native-check
+ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 ./build-asan/native-check

@@ -1,0 +1,195 @@
+// Byte vectors against the native encapsulation, decapsulation and route table (no fds needed).
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { Datapath, DROP_REASONS, PeerRoute } from '../../src/datapath';
+import { parseCidr, formatIPv4 } from '../../src/net/ip';
+import { ipv4, ipChecksum, vxlanFrame, vxlanHeader, ethernet } from '../helpers/packets';
+
+const OUR_MAC = '02:aa:00:00:00:01';
+const PEER_MAC = '02:bb:00:00:00:02';
+const PEER: PeerRoute = { subnet: parseCidr('10.244.2.0/24'), publicIp: '198.18.0.2', vtepMac: PEER_MAC };
+
+function engine(encap: 'udp' | 'vxlan', vni = 1): Datapath {
+  const dp = Datapath.detached({
+    encap,
+    tunName: 'unused0',
+    mtu: 1450,
+    network: parseCidr('10.244.0.0/16'),
+    localSubnet: parseCidr('10.244.1.0/24'),
+    vtepMac: encap === 'vxlan' ? OUR_MAC : undefined,
+    vni,
+  });
+  dp.setRoutes([PEER]);
+  return dp;
+}
+
+const toPeer = () => ipv4({ src: '10.244.1.2', dst: '10.244.2.7' });
+const fromPeer = (over: Partial<Parameters<typeof ipv4>[0]> = {}) => ipv4({ src: '10.244.2.7', dst: '10.244.1.2', ...over });
+
+function dropOf(r: object): string | undefined {
+  return (r as { drop?: string }).drop;
+}
+
+test('udp encapsulation: the inner packet is the whole UDP payload, to the peer on 8285', () => {
+  const dp = engine('udp');
+  const pkt = toPeer();
+  const r = dp.encapForTest(pkt) as { frame: Buffer; peerIp: number; port: number };
+  assert.deepEqual(r.frame, pkt);
+  assert.equal(formatIPv4(r.peerIp), '198.18.0.2');
+  assert.equal(r.port, 8285);
+});
+
+test('vxlan encapsulation: RFC 7348 header, VNI, inner Ethernet with the VTEP MACs', () => {
+  const dp = engine('vxlan', 0x0a0b0c);
+  const pkt = toPeer();
+  const r = dp.encapForTest(pkt) as { frame: Buffer; port: number };
+  const expected = Buffer.concat([
+    Buffer.from('08000000' + '0a0b0c00', 'hex'), // flags I, reserved, VNI, reserved
+    Buffer.from('02bb00000002' + '02aa00000001' + '0800', 'hex'), // dst = peer VTEP, src = ours, IPv4
+    pkt,
+  ]);
+  assert.deepEqual(r.frame, expected);
+  assert.equal(r.port, 8472);
+});
+
+test('decapsulation accepts well-formed frames and trims to the IP total length', () => {
+  const udp = engine('udp');
+  const inner = fromPeer();
+  const ru = udp.decapForTest('198.18.0.2', Buffer.concat([inner, Buffer.alloc(6)])) as { inner: Buffer };
+  assert.deepEqual(ru.inner, inner);
+  const vx = engine('vxlan', 7);
+  const rv = vx.decapForTest('198.18.0.2', vxlanFrame(7, OUR_MAC, PEER_MAC, inner)) as { inner: Buffer };
+  assert.deepEqual(rv.inner, inner);
+  // Reserved bits are ignored on receipt (RFC 7348 section 5).
+  const reserved = Buffer.concat([vxlanHeader(7, 0xff), ethernet(OUR_MAC, PEER_MAC), inner]);
+  reserved[1] = 0xff;
+  assert.deepEqual((vx.decapForTest('198.18.0.2', reserved) as { inner: Buffer }).inner, inner);
+});
+
+test('every transmit drop reason is detected and counted', () => {
+  const dp = engine('udp');
+  const cases: Array<[string, Buffer]> = [
+    ['tx_short', Buffer.alloc(10, 0x45)],
+    ['tx_not_ipv4', Buffer.concat([Buffer.from([0x60]), Buffer.alloc(39)])],
+    ['tx_bad_ip', (() => { const p = toPeer(); p.writeUInt16BE(p.length + 1, 2); return p; })()],
+    ['tx_bad_ip', (() => { const p = toPeer(); p[0] = 0x44; return p; })()],
+    ['tx_no_route', ipv4({ src: '10.244.1.2', dst: '10.244.9.9' })],
+  ];
+  for (const [reason, pkt] of cases) assert.equal(dropOf(dp.encapForTest(pkt)), reason, reason);
+  const drops = dp.stats().drops;
+  assert.equal(drops.tx_short, 1);
+  assert.equal(drops.tx_not_ipv4, 1);
+  assert.equal(drops.tx_bad_ip, 2);
+  assert.equal(drops.tx_no_route, 1);
+});
+
+test('no route: ICMP net unreachable quoting the offender, from our address, valid checksums', () => {
+  const dp = engine('udp');
+  const offender = ipv4({ src: '10.244.1.2', dst: '10.244.9.9', payload: Buffer.from('0800f7ff0000000041424344', 'hex') });
+  const r = dp.encapForTest(offender) as { drop: string; icmp?: Buffer };
+  assert.ok(r.icmp, 'an ICMP reply is built');
+  const icmp = r.icmp!;
+  assert.equal(icmp[9], 1);
+  assert.equal(formatIPv4(icmp.readUInt32BE(12)), '10.244.1.0');
+  assert.equal(formatIPv4(icmp.readUInt32BE(16)), '10.244.1.2');
+  assert.equal(ipChecksum(icmp.subarray(0, 20)), 0);
+  assert.equal(icmp[20], 3);
+  assert.equal(icmp[21], 0);
+  assert.equal(ipChecksum(icmp.subarray(20)), 0);
+  assert.deepEqual(icmp.subarray(28), offender.subarray(0, 28)); // header + 8 bytes
+  // Never an ICMP error about an ICMP error (RFC 1122 3.2.2).
+  const err = ipv4({ src: '10.244.1.2', dst: '10.244.9.9', payload: Buffer.from('0300fcff00000000', 'hex') });
+  assert.equal((dp.encapForTest(err) as { icmp?: Buffer }).icmp, undefined);
+});
+
+test('every receive drop reason is detected and counted', () => {
+  const vx = engine('vxlan', 5);
+  const good = fromPeer();
+  const frame = (o: { vni?: number; dst?: string; type?: number; inner?: Buffer } = {}) =>
+    vxlanFrame(o.vni ?? 5, o.dst ?? OUR_MAC, PEER_MAC, o.inner ?? good, o.type ?? 0x0800);
+  const badSum = fromPeer();
+  badSum[10] ^= 0xff;
+  const badLen = fromPeer();
+  badLen.writeUInt16BE(200, 2);
+  badLen.writeUInt16BE(0, 10);
+  badLen.writeUInt16BE(ipChecksum(badLen.subarray(0, 20)), 10);
+  const cases: Array<[string, string, Buffer]> = [
+    ['rx_short', '198.18.0.2', frame().subarray(0, 30)],
+    ['rx_unknown_peer', '198.18.0.66', frame()],
+    ['rx_vxlan_flags', '198.18.0.2', Buffer.concat([vxlanHeader(5, 0x00), ethernet(OUR_MAC, PEER_MAC), good])],
+    ['rx_bad_vni', '198.18.0.2', frame({ vni: 6 })],
+    ['rx_dst_mac', '198.18.0.2', frame({ dst: 'ff:ff:ff:ff:ff:ff' })],
+    ['rx_ethertype', '198.18.0.2', frame({ type: 0x86dd })],
+    ['rx_bad_ip', '198.18.0.2', frame({ inner: badSum })],
+    ['rx_bad_ip', '198.18.0.2', frame({ inner: badLen })],
+    ['rx_spoofed_src', '198.18.0.2', frame({ inner: fromPeer({ src: '10.244.3.3' }) })],
+    ['rx_wrong_dst', '198.18.0.2', frame({ inner: fromPeer({ dst: '10.244.3.3' }) })],
+  ];
+  for (const [reason, src, dgram] of cases) assert.equal(dropOf(vx.decapForTest(src, dgram)), reason, reason);
+  const s = vx.stats();
+  for (const [reason] of cases) assert.ok(s.drops[reason] >= 1, `${reason} counted`);
+  assert.equal(s.drops.rx_bad_ip, 2);
+  assert.equal(s.rxPackets, 0, 'nothing was accepted');
+  const udp = engine('udp');
+  assert.equal(dropOf(udp.decapForTest('198.18.0.2', Buffer.alloc(19))), 'rx_short');
+  assert.equal(dropOf(udp.decapForTest('198.18.0.9', good)), 'rx_unknown_peer');
+  assert.equal(dropOf(udp.decapForTest('198.18.0.2', fromPeer({ src: '10.244.7.1' }))), 'rx_spoofed_src');
+});
+
+test('drop reasons exported from the addon are exactly the documented set', () => {
+  assert.deepEqual([...DROP_REASONS].sort(), [
+    'rx_bad_ip', 'rx_bad_vni', 'rx_dst_mac', 'rx_ethertype', 'rx_short', 'rx_spoofed_src', 'rx_tun_write_error',
+    'rx_unknown_peer', 'rx_vxlan_flags', 'rx_wrong_dst', 'tx_bad_ip', 'tx_no_route', 'tx_not_ipv4', 'tx_send_error', 'tx_short',
+  ]);
+});
+
+test('per-peer counters follow the peer, not the slot', () => {
+  const dp = engine('udp');
+  dp.encapForTest(toPeer());
+  dp.decapForTest('198.18.0.2', fromPeer());
+  let p = dp.stats().peers[0];
+  assert.equal(p.txPackets, 1);
+  assert.equal(p.rxPackets, 1);
+  assert.equal(p.rxBytes, fromPeer().length);
+  dp.setRoutes([]);
+  dp.setRoutes([{ subnet: parseCidr('10.244.5.0/24'), publicIp: '198.18.0.5' }]);
+  p = dp.stats().peers[0];
+  assert.equal(p.subnet, '10.244.5.0/24');
+  assert.equal(p.txPackets, 0, 'a new peer starts from zero');
+});
+
+test('route table: longest prefix wins, replace and remove take effect, bad input is refused', () => {
+  const dp = engine('udp');
+  dp.setRoutes([
+    { subnet: parseCidr('10.244.0.0/16'), publicIp: '198.18.0.9' },
+    { subnet: parseCidr('10.244.2.0/24'), publicIp: '198.18.0.2' },
+  ]);
+  const peerOf = (dst: string) => formatIPv4((dp.encapForTest(ipv4({ src: '10.244.1.2', dst })) as { peerIp: number }).peerIp);
+  assert.equal(peerOf('10.244.2.9'), '198.18.0.2');
+  assert.equal(peerOf('10.244.77.1'), '198.18.0.9');
+  dp.setRoutes([{ subnet: parseCidr('10.244.2.0/24'), publicIp: '198.18.0.3' }]);
+  assert.equal(peerOf('10.244.2.9'), '198.18.0.3');
+  assert.equal(dropOf(dp.encapForTest(ipv4({ src: '10.244.1.2', dst: '10.244.77.1' }))), 'tx_no_route');
+  assert.throws(() => dp.setRoutes([PEER, PEER]), /duplicate/);
+  assert.throws(() => dp.setRoutes([{ subnet: { ip: 0x0af40201, prefixLen: 24 }, publicIp: '198.18.0.2' }]), /host bits/);
+  assert.equal(dp.routeCount, 1, 'a refused snapshot leaves the previous one in place');
+});
+
+test('10,000 peers: every subnet resolves to its own peer, and anti-spoofing holds per peer', () => {
+  const dp = engine('udp');
+  const routes: PeerRoute[] = [];
+  for (let i = 0; i < 10000; i++) {
+    routes.push({ subnet: { ip: (0x0a000000 + ((i + 1) << 8)) >>> 0, prefixLen: 24 }, publicIp: formatIPv4((0xc6120000 + i + 1) >>> 0) });
+  }
+  dp.setRoutes(routes);
+  assert.equal(dp.routeCount, 10000);
+  for (const i of [0, 1, 4999, 9999]) {
+    const dst = formatIPv4((routes[i].subnet.ip + 9) >>> 0);
+    const r = dp.encapForTest(ipv4({ src: '10.244.1.2', dst })) as { peerIp: number };
+    assert.equal(formatIPv4(r.peerIp), routes[i].publicIp);
+  }
+  // Datagrams from peer 42 may only carry sources from peer 42's subnet.
+  const mk = (src: string) => ipv4({ src, dst: '10.244.1.2' });
+  assert.equal(dropOf(dp.decapForTest(routes[42].publicIp, mk(formatIPv4(routes[42].subnet.ip + 5)))), undefined);
+  assert.equal(dropOf(dp.decapForTest(routes[42].publicIp, mk(formatIPv4(routes[43].subnet.ip + 5)))), 'rx_spoofed_src');
+});
