@@ -144,7 +144,8 @@ function nativeOptions(cfg: DatapathConfig) {
     icmpPerSec: cfg.icmpPerSec,
     localNet: cfg.localSubnet.ip,
     localPrefixLen: cfg.localSubnet.prefixLen,
-    icmpSrc: cfg.localSubnet.ip,
+    // ICMP errors come from the unreachable destination: a local source would be dropped as a martian.
+    icmpSrc: 0,
     localMac: cfg.vtepMac ? parseMac(cfg.vtepMac) : undefined,
   };
 }

@@ -83,14 +83,14 @@ test('every transmit drop reason is detected and counted', () => {
   assert.equal(drops.tx_no_route, 1);
 });
 
-test('no route: ICMP net unreachable quoting the offender, from our address, valid checksums', () => {
+test('no route: ICMP net unreachable quoting the offender, from the unreachable address, valid checksums', () => {
   const dp = engine('udp');
   const offender = ipv4({ src: '10.244.1.2', dst: '10.244.9.9', payload: Buffer.from('0800f7ff0000000041424344', 'hex') });
   const r = dp.encapForTest(offender) as { drop: string; icmp?: Buffer };
   assert.ok(r.icmp, 'an ICMP reply is built');
   const icmp = r.icmp!;
   assert.equal(icmp[9], 1);
-  assert.equal(formatIPv4(icmp.readUInt32BE(12)), '10.244.1.0');
+  assert.equal(formatIPv4(icmp.readUInt32BE(12)), '10.244.9.9');
   assert.equal(formatIPv4(icmp.readUInt32BE(16)), '10.244.1.2');
   assert.equal(ipChecksum(icmp.subarray(0, 20)), 0);
   assert.equal(icmp[20], 3);

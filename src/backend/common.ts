@@ -1,0 +1,142 @@
+// Helpers shared by the backends: reading Backend.* fields, the VTEP MAC, peer filtering and
+// serialising host changes so overlapping setPeers/close calls never interleave.
+import { createHash } from 'node:crypto';
+import type { Lease, NetworkConfig } from '../subnet/types';
+import type { ExternalInterface, Logger } from './backend';
+import { formatCidr, formatMac, MAC_RE } from '../net/ip';
+
+/**
+ * flanneld's wire constants (udp/vxlan defaults and encapsulation overheads). Kept here rather than
+ * taken from the datapath module so the kernel backends never load the native addon.
+ */
+export const FLANNEL_DEFAULT_PORT = { udp: 8285, vxlan: 8472 } as const;
+export const FLANNEL_ENCAP_OVERHEAD = { udp: 20 + 8, vxlan: 20 + 8 + 8 + 14 } as const;
+
+/** An optional integer field of the Backend section; errors name `Backend.<field>`. */
+export function backendInt(config: NetworkConfig, field: string, fallback: number, min: number, max: number): number {
+  const v = config.backend.raw[field];
+  if (v === undefined || v === null) return fallback;
+  if (typeof v !== 'number' || !Number.isInteger(v) || v < min || v > max) {
+    throw new Error(`Backend.${field}: must be an integer in ${min}..${max}, got ${JSON.stringify(v)}`);
+  }
+  return v;
+}
+
+/** Backend.Port for the vxlan kinds: flannel treats 0 (and absence) as the kernel default 8472. */
+export function vxlanPort(config: NetworkConfig, fallback: number): number {
+  const port = backendInt(config, 'Port', 0, 0, 65535);
+  return port === 0 ? fallback : port;
+}
+
+/** Backend.VNI (flannel's default is 1; the VXLAN header has 24 bits). */
+export function vxlanVni(config: NetworkConfig): number {
+  return backendInt(config, 'VNI', 1, 0, 0xffffff);
+}
+
+/**
+ * A locally administered unicast MAC derived from the host's addresses and the VNI: a restarted
+ * host publishes the same VtepMAC, so the permanent neighbour entries peers hold stay valid.
+ */
+export function stableVtepMac(iface: ExternalInterface, vni: number): string {
+  const digest = createHash('sha256').update(`vxnet-vtep|${iface.publicIp}|${iface.address}|${vni}`).digest();
+  const mac = Buffer.from(digest.subarray(0, 6));
+  mac[0] = (mac[0] & 0xfe) | 0x02;
+  return formatMac(mac);
+}
+
+/** flannel's vxlan BackendData: `{"VNI":1,"VtepMAC":"aa:bb:cc:dd:ee:ff"}`. */
+export interface VxlanBackendData {
+  VNI: number;
+  VtepMAC: string;
+}
+
+/** The peer's VtepMAC (lower-cased), or a reason why its BackendData is unusable. */
+export function peerVtepMac(lease: Lease): string | { reason: string } {
+  const data = lease.attrs.backendData as Partial<VxlanBackendData> | null | undefined;
+  if (!data || typeof data !== 'object') return { reason: 'BackendData missing' };
+  if (typeof data.VtepMAC !== 'string' || !MAC_RE.test(data.VtepMAC)) {
+    return { reason: `BackendData.VtepMAC invalid: ${JSON.stringify(data.VtepMAC)}` };
+  }
+  return data.VtepMAC.toLowerCase();
+}
+
+export function leaseKey(lease: Lease): string {
+  return formatCidr(lease.subnet);
+}
+
+/**
+ * Keeps the peers `accept` maps to a value, warning once about each peer it rejects (setPeers runs
+ * on every lease change; repeating the same warning each time would drown the log).
+ */
+export class PeerFilter<T> {
+  private warned = new Map<string, string>();
+
+  constructor(
+    private readonly log: Logger,
+    private readonly accept: (lease: Lease) => T | { reason: string },
+  ) {}
+
+  apply(peers: Lease[]): Map<string, { lease: Lease; value: T }> {
+    const out = new Map<string, { lease: Lease; value: T }>();
+    const warned = new Map<string, string>();
+    for (const lease of peers) {
+      const key = leaseKey(lease);
+      const value = this.accept(lease);
+      if (isRejection(value)) {
+        if (this.warned.get(key) !== value.reason) {
+          this.log.warn('ignoring peer lease', { subnet: key, backendType: lease.attrs.backendType, reason: value.reason });
+        }
+        warned.set(key, value.reason);
+      } else if (out.has(key)) {
+        this.log.warn('ignoring duplicate peer lease', { subnet: key });
+      } else {
+        out.set(key, { lease, value });
+      }
+    }
+    this.warned = warned;
+    return out;
+  }
+
+  get skipped(): string[] {
+    return [...this.warned.keys()];
+  }
+}
+
+function isRejection(v: unknown): v is { reason: string } {
+  return typeof v === 'object' && v !== null && typeof (v as { reason?: unknown }).reason === 'string';
+}
+
+/** Runs tasks one at a time in call order; a failed task does not block the ones after it. */
+export class Serial {
+  private tail: Promise<unknown> = Promise.resolve();
+
+  run<T>(task: () => Promise<T>): Promise<T> {
+    const next = this.tail.then(task, task);
+    this.tail = next.catch(() => undefined);
+    return next;
+  }
+}
+
+/** Undo actions for a start() in progress, run newest first when a later step fails. */
+export class Rollback {
+  private readonly steps: Array<() => Promise<unknown> | unknown> = [];
+
+  push(step: () => Promise<unknown> | unknown): void {
+    this.steps.push(step);
+  }
+
+  async run(): Promise<void> {
+    for (const step of this.steps.reverse()) {
+      try {
+        await step();
+      } catch {
+        // Best effort: the original failure is what the caller needs to see.
+      }
+    }
+    this.steps.length = 0;
+  }
+}
+
+export function errorMessage(e: unknown): string {
+  return e instanceof Error ? e.message : String(e);
+}

@@ -1,0 +1,111 @@
+// flannel's "udp" backend on the native datapath: one TUN carrying the whole overlay network and
+// a UDP socket (default port 8285) exchanging bare IP packets with every peer.
+import type { Backend, BackendContext, BackendNetwork, Logger } from './backend';
+import type { Lease, LeaseAttrs } from '../subnet/types';
+import type { Datapath, DatapathConfig, PeerRoute } from '../datapath';
+import { backendInt, FLANNEL_DEFAULT_PORT, FLANNEL_ENCAP_OVERHEAD, PeerFilter, Serial } from './common';
+import { isIPv4 } from '../net/ip';
+
+/** TUN name of the userspace backends (flanneld's udp backend uses flannel0). */
+export const USERSPACE_TUN = 'vxnet0';
+
+/** A started userspace datapath whose routes follow the accepted peers. */
+export class UserspaceNetwork implements BackendNetwork {
+  private readonly serial = new Serial();
+  private closed = false;
+
+  constructor(
+    private readonly kind: string,
+    private readonly datapath: Datapath,
+    private readonly filter: PeerFilter<PeerRoute>,
+    private readonly log: Logger,
+  ) {}
+
+  get mtu(): number {
+    return this.datapath.config.mtu;
+  }
+
+  setPeers(peers: Lease[]): Promise<void> {
+    return this.serial.run(async () => {
+      if (this.closed) throw new Error(`${this.kind}: setPeers after close`);
+      const routes = [...this.filter.apply(peers).values()].map((p) => p.value);
+      this.datapath.setRoutes(routes);
+      this.log.info('peers updated', { backend: this.kind, peers: routes.length });
+    });
+  }
+
+  stats(): Record<string, unknown> {
+    return {
+      backend: this.kind,
+      datapath: 'userspace',
+      device: this.datapath.tunName,
+      mtu: this.mtu,
+      peerCount: this.datapath.peers.length,
+      skippedPeers: this.filter.skipped,
+      ...(this.closed ? {} : this.datapath.stats()),
+    };
+  }
+
+  close(): Promise<void> {
+    return this.serial.run(async () => {
+      this.closed = true;
+      this.datapath.close();
+    });
+  }
+}
+
+/** Opens the datapath; Datapath.create itself leaves nothing behind when it fails. */
+export async function startUserspace(
+  kind: string,
+  cfg: DatapathConfig,
+  filter: PeerFilter<PeerRoute>,
+  log: Logger,
+): Promise<UserspaceNetwork> {
+  // Loaded on demand: only the userspace backends need the native addon.
+  const { Datapath } = await import('../datapath');
+  const datapath = await Datapath.create(cfg);
+  log.info('datapath started', { backend: kind, tun: datapath.tunName, mtu: cfg.mtu, port: cfg.port });
+  return new UserspaceNetwork(kind, datapath, filter, log);
+}
+
+export class UdpBackend implements Backend {
+  readonly type = 'udp';
+  readonly port: number;
+
+  constructor(private readonly ctx: BackendContext) {
+    // flannel: every udp host listens on the same configured port (default 8285).
+    this.port = backendInt(ctx.config, 'Port', FLANNEL_DEFAULT_PORT.udp, 1, 65535);
+  }
+
+  async leaseAttrs(): Promise<LeaseAttrs> {
+    // flanneld's udp backend publishes only PublicIP (no BackendData).
+    return { publicIp: this.ctx.iface.publicIp, backendType: this.type };
+  }
+
+  async start(lease: Lease): Promise<BackendNetwork> {
+    const { config, iface, log } = this.ctx;
+    const port = this.port;
+    // flannel's udp peers accept every lease; "" is what flanneld's udp backend writes.
+    const filter = new PeerFilter<PeerRoute>(log, (l) =>
+      l.attrs.backendType !== 'udp' && l.attrs.backendType !== ''
+        ? { reason: `backend type ${JSON.stringify(l.attrs.backendType)} is not udp` }
+        : !isIPv4(l.attrs.publicIp)
+          ? { reason: `PublicIP invalid: ${JSON.stringify(l.attrs.publicIp)}` }
+          : { subnet: l.subnet, publicIp: l.attrs.publicIp, port },
+    );
+    return startUserspace(
+      'udp',
+      {
+        encap: 'udp',
+        tunName: USERSPACE_TUN,
+        mtu: iface.mtu - FLANNEL_ENCAP_OVERHEAD.udp,
+        network: config.network,
+        localSubnet: lease.subnet,
+        port,
+        bindAddress: iface.address,
+      },
+      filter,
+      log,
+    );
+  }
+}

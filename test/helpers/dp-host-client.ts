@@ -1,0 +1,87 @@
+// Starts test/fixtures/dp-host.js inside a bed host's namespace and talks to it over IPC.
+import path from 'node:path';
+import type { ChildProcess } from 'node:child_process';
+import type { NetBed, BedHost } from '../../src/testbed/netbed';
+import type { DatapathStats } from '../../src/datapath';
+
+export interface DpHostConfig {
+  encap: 'udp' | 'vxlan';
+  localSubnet: string;
+  network?: string;
+  mtu?: number;
+  vtepMac?: string;
+  vni?: number;
+}
+export interface WireRoute {
+  subnet: string;
+  publicIp: string;
+  vtepMac?: string;
+  port?: number;
+}
+
+export class DpHost {
+  private seq = 0;
+  private readonly waiters = new Map<number, (m: Record<string, unknown>) => void>();
+  private constructor(readonly child: ChildProcess) {
+    child.on('message', (m: Record<string, unknown>) => {
+      const w = this.waiters.get(m.id as number);
+      if (w) {
+        this.waiters.delete(m.id as number);
+        w(m);
+      }
+    });
+  }
+
+  static async start(bed: NetBed, host: BedHost, cfg: DpHostConfig): Promise<DpHost> {
+    const fixture = path.resolve(__dirname, '..', 'fixtures', 'dp-host.js');
+    const args = {
+      tunName: 'vxnet0',
+      network: cfg.network ?? '10.244.0.0/16',
+      mtu: cfg.mtu ?? (cfg.encap === 'vxlan' ? 1450 : 1472),
+      bindAddress: host.underlayIp,
+      ...cfg,
+    };
+    const child = bed.spawn(host.ns, [process.execPath, fixture, JSON.stringify(args)], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+    const ready = await new Promise<Record<string, unknown>>((resolve, reject) => {
+      const t = setTimeout(() => reject(new Error(`dp-host in ${host.ns} did not start within 15 s`)), 15000);
+      child.once('message', (m: Record<string, unknown>) => {
+        clearTimeout(t);
+        resolve(m);
+      });
+      child.once('exit', (code) => {
+        clearTimeout(t);
+        reject(new Error(`dp-host in ${host.ns} exited with ${code}`));
+      });
+    });
+    if (!ready.ready) throw new Error(`dp-host in ${host.ns}: ${String(ready.error)}`);
+    return new DpHost(child);
+  }
+
+  private request(msg: Record<string, unknown>): Promise<Record<string, unknown>> {
+    const id = ++this.seq;
+    return new Promise((resolve, reject) => {
+      const t = setTimeout(() => reject(new Error(`dp-host: no answer to ${String(msg.op)} within 10 s`)), 10000);
+      this.waiters.set(id, (m) => {
+        clearTimeout(t);
+        if (m.ok) resolve(m);
+        else reject(new Error(String(m.error)));
+      });
+      this.child.send({ ...msg, id });
+    });
+  }
+
+  async setRoutes(routes: WireRoute[]): Promise<void> {
+    await this.request({ op: 'routes', routes });
+  }
+
+  async stats(): Promise<DatapathStats> {
+    return (await this.request({ op: 'stats' })).stats as DatapathStats;
+  }
+
+  async close(): Promise<void> {
+    if (this.child.exitCode !== null || !this.child.connected) return;
+    const exited = new Promise((r) => this.child.once('exit', r));
+    await this.request({ op: 'close' }).catch(() => undefined);
+    await exited;
+  }
+}
