@@ -191,12 +191,12 @@ class EtcdProcess implements EtcdServer {
       // Stray ETCD_* variables from the environment would silently override our flags.
       if (k.startsWith('ETCD_') && k !== 'ETCD_UNSUPPORTED_ARCH') delete env[k];
     }
-    const [cmd, argv] = this.opts.netns
-      ? ['ip', ['netns', 'exec', this.opts.netns, ETCD_BIN, ...this.args()]]
-      : [ETCD_BIN, this.args()];
+    // `ip netns exec` execs etcd in place, so the pid we hold is etcd's own.
+    const cmd = this.opts.netns ? 'ip' : ETCD_BIN;
+    const argv = this.opts.netns ? ['netns', 'exec', this.opts.netns, ETCD_BIN, ...this.args()] : this.args();
     this.stderrTail = '';
     this.stopped = false;
-    const child = spawn(cmd, argv as string[], { stdio: ['ignore', 'ignore', 'pipe'], env });
+    const child = spawn(cmd, argv, { stdio: ['ignore', 'ignore', 'pipe'], env });
     this.child = child;
     let spawnError: Error | undefined;
     this.exited = new Promise((resolve) => {

@@ -166,6 +166,7 @@ export class NetBed implements LiveBed {
 
   /** Runs `ip [-n ns] -batch -`; a failure names the step, the failing line and the kernel's error. */
   async ipBatch(ns: string | undefined, lines: string[], step?: string): Promise<void> {
+    this.assertAlive();
     const argv = ns === undefined ? ['ip', '-batch', '-'] : ['ip', '-n', ns, '-batch', '-'];
     // Tracked so a signal mid-build kills an in-flight `ip` before it can add a namespace late.
     const r = await runCommand(argv, { input: lines.join('\n') + '\n', timeoutMs: 30_000 }, (c) => this.children.add(c));

@@ -241,14 +241,26 @@ describe('NetBed options, failure and crash cleanup', { timeout: 120_000 }, () =
         });
         void exited.then((code) => reject(new Error(`child exited ${code} before reporting: ${stderr}`)));
       });
-      if (mode !== 'throw') {
-        assert.equal(nsWithPrefix(info.prefix).length, 5);
-        child.kill(mode);
+      try {
+        if (mode !== 'throw') {
+          assert.equal(nsWithPrefix(info.prefix).length, 5);
+          child.kill(mode);
+        }
+        let timer: NodeJS.Timeout | undefined;
+        const code = await Promise.race([exited, new Promise((r) => (timer = setTimeout(r, 10_000, 'still running')))]);
+        clearTimeout(timer);
+        assert.equal(code, expectCode, stderr);
+        if (mode === 'throw') assert.match(stderr, /boom/);
+        assert.deepEqual(nsWithPrefix(info.prefix), []);
+        assert.ok(await waitDead(info.sleeper), `sleep ${info.sleeper} survived its bed`);
+      } finally {
+        // On failure, do not leak the child or its bed into the rest of the run.
+        if (child.exitCode === null && child.signalCode === null) {
+          child.kill('SIGKILL');
+          await exited;
+        }
+        if (nsWithPrefix(info.prefix).length) await NetBed.cleanupStale();
       }
-      assert.equal(await exited, expectCode, stderr);
-      if (mode === 'throw') assert.match(stderr, /boom/);
-      assert.deepEqual(nsWithPrefix(info.prefix), []);
-      assert.ok(await waitDead(info.sleeper), `sleep ${info.sleeper} survived its bed`);
     });
   }
 
