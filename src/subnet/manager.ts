@@ -25,6 +25,8 @@ export interface LeaseManagerOptions {
   retryInitialMs?: number;
   /** Retry delay cap (default 10 s; never more than a quarter of the TTL). */
   retryMaxMs?: number;
+  /** Renew this many seconds before expiry (flanneld --subnet-lease-renew-margin); default half the TTL. */
+  renewMarginSeconds?: number;
 }
 
 export interface LeaseManagerStatus {
@@ -425,10 +427,11 @@ export class LeaseManager extends EventEmitter {
     return false;
   }
 
-  /** Milliseconds until half the TTL of our current etcd lease has passed. */
+  /** Milliseconds until the renew margin before our etcd lease's expiry (half the TTL by default). */
   private renewDue(): number {
     const expires = this.own ? this.own.expiration.getTime() : Date.now();
-    return Math.max(0, expires - this.ttl * 500 - Date.now());
+    const margin = Math.min(this.opts.renewMarginSeconds ?? this.ttl / 2, this.ttl - 1);
+    return Math.max(0, expires - margin * 1000 - Date.now());
   }
 
   private scheduleRenew(ms: number): void {

@@ -1,0 +1,380 @@
+// `vxnet daemon`: flanneld's job on one host. etcd → lease manager → backend → datapath, one way.
+// Everything that can be checked is checked before the first thing is created on the host.
+import { readFileSync } from 'node:fs';
+import type { Backend, BackendNetwork, ExternalInterface } from './backend/backend';
+import { backendKind, createBackend } from './backend/registry';
+import { ControlServer } from './control/socket';
+import type { DaemonOptions } from './daemon/options';
+import type { DaemonStatus, PeerStatus } from './daemon/status';
+import { readSubnetEnv, writeSubnetEnv } from './host/subnet-env';
+import { setupIpMasq, teardownIpMasq } from './host/ipmasq';
+import type { LevelLogger } from './log';
+import { MetricsServer } from './metrics/server';
+import { renderMetrics } from './metrics/prometheus';
+import { cidrEquals, formatCidr, isIPv4 } from './net/ip';
+import { defaultRouteInterface, interfaceWithAddress, linkInfo, linkIPv4 } from './net/iproute';
+import { ConfigError, parseNetworkConfig } from './subnet/config';
+import { configKey } from './subnet/lease';
+import { LeaseManager } from './subnet/manager';
+import { EtcdRegistry } from './subnet/registry';
+import type { Lease, NetworkConfig } from './subnet/types';
+
+export const VERSION: string = (() => {
+  try {
+    return (JSON.parse(readFileSync(`${__dirname}/../../package.json`, 'utf8')) as { version: string }).version;
+  } catch {
+    return '0.0.0';
+  }
+})();
+
+/** A startup failure the user can fix; `field` names the flag or setting at fault. */
+export class StartupError extends Error {
+  constructor(
+    readonly field: string,
+    readonly reason: string,
+  ) {
+    super(`${field}: ${reason}`);
+    this.name = 'StartupError';
+  }
+}
+
+/** flanneld's interface choice: --iface entries in order (name or address), else the default route's. */
+export async function resolveInterface(opts: Pick<DaemonOptions, 'iface' | 'publicIp'>): Promise<ExternalInterface> {
+  const candidates = opts.iface.length > 0 ? opts.iface : [];
+  if (candidates.length === 0) {
+    const dev = await defaultRouteInterface().catch(() => undefined);
+    if (!dev) throw new StartupError('--iface', 'no default route in this namespace to pick an interface from; name the underlay interface with --iface');
+    candidates.push(dev);
+  }
+  const problems: string[] = [];
+  for (const c of candidates) {
+    const name = isIPv4(c) ? await interfaceWithAddress(c).catch(() => undefined) : c;
+    if (!name) {
+      problems.push(`no interface has address ${c}`);
+      continue;
+    }
+    let mtu: number;
+    try {
+      mtu = (await linkInfo(name)).mtu;
+    } catch {
+      problems.push(`no interface named ${name}`);
+      continue;
+    }
+    const address = isIPv4(c) ? c : await linkIPv4(name).catch(() => undefined);
+    if (!address) {
+      problems.push(`${name} has no IPv4 address`);
+      continue;
+    }
+    return { name, address, publicIp: opts.publicIp ?? address, mtu };
+  }
+  throw new StartupError('--iface', problems.join('; '));
+}
+
+function rssBytes(): number {
+  return process.memoryUsage.rss();
+}
+
+/** Subnets a backend holds forwarding state for, read from its stats (peers[] or routes[] with .subnet). */
+function installedSubnets(stats: Record<string, unknown>): Set<string> {
+  const out = new Set<string>();
+  for (const key of ['peers', 'routes']) {
+    const list = stats[key];
+    if (!Array.isArray(list)) continue;
+    for (const item of list) {
+      const sn = (item as { subnet?: unknown })?.subnet;
+      if (typeof sn === 'string') out.add(sn);
+    }
+  }
+  return out;
+}
+
+export class Daemon {
+  private readonly startedAt = new Date();
+  private network: BackendNetwork | undefined;
+  private manager: LeaseManager | undefined;
+  private registry: EtcdRegistry | undefined;
+  private control: ControlServer | undefined;
+  private metrics: MetricsServer | undefined;
+  private ipMasqInstalled = false;
+  private stopping: Promise<void> | undefined;
+  private kind = '';
+  private backend: Backend | undefined;
+  private config: NetworkConfig | undefined;
+  private iface: ExternalInterface | undefined;
+  /** Resolves when the daemon has stopped (signal, fatal error, or stop()). */
+  readonly done: Promise<void>;
+  private resolveDone!: () => void;
+
+  private booting: Promise<void> = Promise.resolve();
+  /** Set once stop() was called (signal or fatal error). */
+  stopRequested = false;
+
+  constructor(
+    private readonly opts: DaemonOptions,
+    private readonly log: LevelLogger,
+  ) {
+    this.done = new Promise((r) => (this.resolveDone = r));
+  }
+
+  /**
+   * Validates everything (flags, interface, etcd, network config, backend options), then acquires
+   * the lease and creates host state. On any failure, whatever was created is removed again.
+   */
+  async start(): Promise<void> {
+    this.booting = this.boot();
+    try {
+      await this.booting;
+    } catch (err) {
+      await this.stop('startup failed');
+      throw err;
+    }
+  }
+
+  private async boot(): Promise<void> {
+    const { opts, log } = this;
+    // 1. Checks that create nothing on the host.
+    const iface = await resolveInterface(opts);
+    this.iface = iface;
+    try {
+      this.control = await ControlServer.listen(opts.controlSocket, (req) => this.handleControl(req.op));
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      throw new StartupError(
+        '--control-socket',
+        code === 'EADDRINUSE' ? `another vxnet daemon already runs for ${opts.subnetFile} in this network namespace (@${opts.controlSocket})` : (err as Error).message,
+      );
+    }
+    if (opts.healthzPort > 0) {
+      try {
+        this.metrics = await MetricsServer.listen(opts.healthzIp, opts.healthzPort, () => renderMetrics(this.status()), () => this.health());
+      } catch (err) {
+        const code = (err as NodeJS.ErrnoException).code;
+        throw new StartupError('--healthz-port', code === 'EADDRINUSE' ? `${opts.healthzIp}:${opts.healthzPort} is already in use` : (err as Error).message);
+      }
+    }
+
+    let netConfText: string | undefined;
+    if (opts.netConfigFile) {
+      netConfText = readFileSync(opts.netConfigFile, 'utf8');
+      try {
+        parseNetworkConfig(netConfText);
+      } catch (err) {
+        if (err instanceof ConfigError) throw new StartupError(`--net-config ${opts.netConfigFile}`, err.message);
+        throw err;
+      }
+    }
+
+    try {
+      this.registry = new EtcdRegistry({
+        endpoints: opts.etcdEndpoints,
+        prefix: opts.etcdPrefix,
+        certFile: opts.etcdCertFile,
+        keyFile: opts.etcdKeyFile,
+        caFile: opts.etcdCaFile,
+        username: opts.etcdUsername,
+        password: opts.etcdPassword,
+      });
+    } catch (err) {
+      throw new StartupError('--etcd-endpoints', (err as Error).message);
+    }
+    const registry = this.registry;
+    const unreachable = (err: unknown) =>
+      new StartupError('--etcd-endpoints', `cannot reach etcd at ${opts.etcdEndpoints.join(',')}: ${(err as { cause?: Error }).cause?.message ?? (err as Error).message}`);
+    if (netConfText !== undefined) {
+      const written = await registry.putNetworkConfigIfAbsent(netConfText).catch((err) => {
+        throw unreachable(err);
+      });
+      log.info(written ? 'wrote network config to etcd' : 'network config already in etcd; --net-config not applied', {
+        key: configKey(registry.prefix),
+        file: opts.netConfigFile,
+      });
+    }
+    const confText = await registry.getNetworkConfig().catch((err) => {
+      throw unreachable(err);
+    });
+    if (confText === undefined) {
+      throw new StartupError('network config', `${configKey(registry.prefix)} is not in etcd: write flannel's net-conf.json there, or pass --net-config FILE`);
+    }
+    let config: NetworkConfig;
+    try {
+      config = parseNetworkConfig(confText);
+    } catch (err) {
+      if (err instanceof ConfigError) throw new StartupError(`network config ${configKey(registry.prefix)}`, err.message);
+      throw err;
+    }
+    this.config = config;
+    let backend: Backend;
+    try {
+      this.kind = backendKind(config);
+      backend = createBackend({ config, iface, log });
+    } catch (err) {
+      throw new StartupError(`network config ${configKey(registry.prefix)}`, (err as Error).message);
+    }
+    this.backend = backend;
+
+    let previousSubnet;
+    try {
+      const prev = await readSubnetEnv(opts.subnetFile);
+      if (prev && cidrEquals(prev.network, config.network)) previousSubnet = prev.subnet;
+    } catch (err) {
+      log.warn('ignoring unreadable subnet file from a previous run', { file: opts.subnetFile, error: (err as Error).message });
+    }
+
+    // 2. The lease, then host state.
+    const attrs = await backend.leaseAttrs();
+    const manager = new LeaseManager(registry, config, attrs, {
+      ttlSeconds: opts.leaseTtlSeconds,
+      renewMarginSeconds: opts.renewMarginMinutes * 60 < opts.leaseTtlSeconds ? opts.renewMarginMinutes * 60 : undefined,
+      previousSubnet,
+      log,
+    });
+    this.manager = manager;
+    manager.on('etcd', (state: string) => log[state === 'connected' ? 'info' : 'warn'](`etcd ${state}`, { endpoints: opts.etcdEndpoints.join(',') }));
+    manager.on('lost', ({ subnet }) => log.error('another host took our subnet; forwarding continues but this host must be restarted to get a new one', { subnet: formatCidr(subnet) }));
+    const lease = await manager.acquire();
+    if (this.stopRequested) throw new Error('stopped during startup');
+
+    this.network = await backend.start(lease);
+    const network = this.network;
+    await writeSubnetEnv(opts.subnetFile, { network: config.network, subnet: lease.subnet, mtu: network.mtu, ipMasq: opts.ipMasq });
+    if (opts.ipMasq) {
+      this.ipMasqInstalled = true;
+      await setupIpMasq(config.network, lease.subnet);
+    }
+    if (this.stopRequested) throw new Error('stopped during startup');
+    await manager.run((peers: Lease[]) =>
+      network.setPeers(peers).catch((err) => log.error('backend failed to apply peers', { error: (err as Error).message })),
+    );
+    log.info('running', {
+      subnet: formatCidr(lease.subnet),
+      backend: this.kind,
+      iface: iface.name,
+      publicIp: iface.publicIp,
+      mtu: network.mtu,
+      subnetFile: opts.subnetFile,
+      control: `@${opts.controlSocket}`,
+      metrics: this.metrics?.address,
+    });
+  }
+
+  private async handleControl(op: string): Promise<unknown> {
+    switch (op) {
+      case 'status':
+        return this.status();
+      case 'ping':
+        return 'pong';
+      default:
+        throw new Error(`unknown op ${JSON.stringify(op)} (status, ping)`);
+    }
+  }
+
+  health(): { ok: boolean; detail: string } {
+    const st = this.manager?.status();
+    if (!this.network || !st) return { ok: false, detail: 'starting' };
+    if (this.stopping) return { ok: false, detail: 'stopping' };
+    if (st.leaseState !== 'held') return { ok: false, detail: `lease ${st.leaseState}` };
+    // Forwarding continues without etcd, so an outage is degraded, not unhealthy.
+    return { ok: true, detail: st.etcd === 'connected' ? 'ok' : `ok (etcd unreachable: ${st.lastError ?? 'no contact'})` };
+  }
+
+  status(): DaemonStatus {
+    const ms = this.manager?.status();
+    const stats = this.network?.stats() ?? {};
+    const installed = installedSubnets(stats);
+    const perPeer = new Map<string, Record<string, number>>();
+    if (Array.isArray(stats.peers)) {
+      for (const p of stats.peers as Array<Record<string, unknown>>) {
+        if (typeof p.subnet === 'string' && typeof p.txPackets === 'number') perPeer.set(p.subnet, p as Record<string, number>);
+      }
+    }
+    const peers: PeerStatus[] = (this.manager?.peers ?? []).map((l) => {
+      const subnet = formatCidr(l.subnet);
+      const data = l.attrs.backendData as { VtepMAC?: unknown } | undefined;
+      const c = perPeer.get(subnet);
+      return {
+        subnet,
+        publicIp: l.attrs.publicIp,
+        backendType: l.attrs.backendType,
+        vtepMac: typeof data?.VtepMAC === 'string' ? data.VtepMAC : undefined,
+        installed: installed.has(subnet) || (installed.size === 0 && typeof stats.peerCount === 'number' && stats.peerCount > 0 && !Array.isArray(stats.peers)),
+        expiration: l.expiration?.toISOString(),
+        ...(c ? { txPackets: c.txPackets, txBytes: c.txBytes, rxPackets: c.rxPackets, rxBytes: c.rxBytes } : {}),
+      };
+    });
+    const counters: Record<string, number> = {};
+    // Gauges (mtu, peerCount) are reported elsewhere; counters are the cumulative numbers.
+    for (const [k, v] of Object.entries(stats)) if (typeof v === 'number' && k !== 'mtu' && k !== 'peerCount') counters[k] = v;
+    const lease = ms?.lease;
+    return {
+      version: VERSION,
+      pid: process.pid,
+      startedAt: this.startedAt.toISOString(),
+      uptimeSeconds: (Date.now() - this.startedAt.getTime()) / 1000,
+      rssBytes: rssBytes(),
+      network: this.config ? formatCidr(this.config.network) : '',
+      subnetFile: this.opts.subnetFile,
+      ipMasq: this.opts.ipMasq,
+      backend: {
+        kind: this.kind,
+        type: this.backend?.type ?? '',
+        mtu: this.network?.mtu ?? 0,
+        device: typeof stats.device === 'string' ? stats.device : undefined,
+        iface: this.iface?.name ?? '',
+        publicIp: this.iface?.publicIp ?? '',
+      },
+      lease: {
+        subnet: lease ? formatCidr(lease.subnet) : '',
+        state: ms?.leaseState ?? 'none',
+        expiration: lease?.expiration?.toISOString(),
+        renewals: ms?.renewals ?? 0,
+        backendData: lease?.attrs.backendData,
+      },
+      etcd: {
+        state: ms?.etcd ?? 'unreachable',
+        endpoints: this.opts.etcdEndpoints,
+        prefix: this.opts.etcdPrefix,
+        lastContact: ms?.lastContact?.toISOString(),
+        lastError: ms?.lastError,
+      },
+      peers,
+      rejected: { ...(ms?.rejected ?? {}) },
+      skippedPeers: Array.isArray(stats.skippedPeers) ? (stats.skippedPeers as string[]) : [],
+      counters,
+      drops: (stats.drops as Record<string, number> | undefined) ?? {},
+    };
+  }
+
+  /** Stops: keeps the etcd lease and the subnet file (a restart takes the same subnet), removes the rest. */
+  stop(reason = 'stop requested'): Promise<void> {
+    if (!this.stopping) {
+      this.stopRequested = true;
+      this.log.info('stopping', { reason });
+      this.stopping = (async () => {
+        // Ends a lease acquisition that is still retrying, then lets startup settle before undoing it.
+        await this.manager?.stop();
+        await this.booting.catch(() => undefined);
+        await this.teardown();
+      })().finally(() => {
+        this.log.info('stopped');
+        this.resolveDone();
+      });
+    }
+    return this.stopping;
+  }
+
+  private async teardown(): Promise<void> {
+    const step = async (what: string, fn: () => Promise<void> | void) => {
+      try {
+        await fn();
+      } catch (err) {
+        this.log.error(`stop: ${what} failed`, { error: (err as Error).message });
+      }
+    };
+    if (this.manager) await step('lease manager', () => this.manager?.stop());
+    if (this.network) await step('backend', () => this.network?.close());
+    if (this.ipMasqInstalled) await step('ip-masq rules', () => teardownIpMasq());
+    if (this.metrics) await step('metrics listener', () => this.metrics?.close());
+    if (this.control) await step('control socket', () => this.control?.close());
+    if (this.registry) await step('etcd client', () => this.registry?.close());
+  }
+}

@@ -1,0 +1,132 @@
+// What `vxnet status` shows and /metrics exports: one plain snapshot of the daemon, built on demand
+// (never per packet), plus its table rendering.
+export interface PeerStatus {
+  subnet: string;
+  publicIp: string;
+  backendType: string;
+  vtepMac?: string;
+  /** Whether the backend holds forwarding state for it (route, FDB/neighbour, datapath entry). */
+  installed: boolean;
+  expiration?: string;
+  txPackets?: number;
+  txBytes?: number;
+  rxPackets?: number;
+  rxBytes?: number;
+}
+
+export interface DaemonStatus {
+  version: string;
+  pid: number;
+  startedAt: string;
+  uptimeSeconds: number;
+  rssBytes: number;
+  network: string;
+  subnetFile: string;
+  ipMasq: boolean;
+  backend: {
+    /** udp, vxlan, kernel-vxlan or host-gw. */
+    kind: string;
+    type: string;
+    mtu: number;
+    device?: string;
+    iface: string;
+    publicIp: string;
+  };
+  lease: {
+    subnet: string;
+    state: 'none' | 'held' | 'lost';
+    expiration?: string;
+    renewals: number;
+    backendData?: unknown;
+  };
+  etcd: {
+    state: 'connected' | 'unreachable';
+    endpoints: string[];
+    prefix: string;
+    lastContact?: string;
+    lastError?: string;
+  };
+  peers: PeerStatus[];
+  /** Leases ignored, by reason (malformed, overlap, outside). */
+  rejected: Record<string, number>;
+  /** Peer leases the backend could not use (e.g. another backend type), with the reason. */
+  skippedPeers: string[];
+  /** Backend counters: packets/bytes each way and drops by reason (userspace) or device counters (kernel). */
+  counters: Record<string, number>;
+  drops: Record<string, number>;
+}
+
+function human(n: number): string {
+  if (n < 1000) return String(n);
+  const units = ['k', 'M', 'G', 'T'];
+  let v = n;
+  let i = -1;
+  while (v >= 1000 && i < units.length - 1) {
+    v /= 1000;
+    i++;
+  }
+  return `${v.toFixed(v < 10 ? 2 : 1)}${units[i]}`;
+}
+
+function table(rows: string[][]): string {
+  const widths = rows[0].map((_, c) => Math.max(...rows.map((r) => (r[c] ?? '').length)));
+  return rows.map((r) => r.map((cell, c) => (c === r.length - 1 ? cell : cell.padEnd(widths[c]))).join('  ')).join('\n');
+}
+
+function duration(s: number): string {
+  if (s < 120) return `${Math.round(s)}s`;
+  if (s < 7200) return `${Math.round(s / 60)}m`;
+  if (s < 172800) return `${(s / 3600).toFixed(1)}h`;
+  return `${(s / 86400).toFixed(1)}d`;
+}
+
+/** The human-readable `vxnet status`. */
+export function formatStatus(st: DaemonStatus, now = Date.now()): string {
+  const out: string[] = [];
+  const expires = st.lease.expiration ? ` (expires in ${duration((Date.parse(st.lease.expiration) - now) / 1000)})` : '';
+  out.push(`vxnet ${st.version}  pid ${st.pid}  up ${duration(st.uptimeSeconds)}  rss ${(st.rssBytes / 1048576).toFixed(1)} MB`);
+  out.push(`network   ${st.network}`);
+  out.push(`lease     ${st.lease.subnet}  ${st.lease.state}${expires}  renewals ${st.lease.renewals}`);
+  out.push(
+    `backend   ${st.backend.kind} (Type ${st.backend.type})  device ${st.backend.device ?? '-'}  mtu ${st.backend.mtu}  ` +
+      `iface ${st.backend.iface}  public-ip ${st.backend.publicIp}${st.ipMasq ? '  ip-masq' : ''}`,
+  );
+  const etcdLine =
+    st.etcd.state === 'connected'
+      ? `connected  ${st.etcd.endpoints.join(',')}`
+      : `UNREACHABLE  ${st.etcd.endpoints.join(',')}  (forwarding with the last known peers; retrying)${st.etcd.lastError ? `  last error: ${st.etcd.lastError}` : ''}`;
+  out.push(`etcd      ${etcdLine}`);
+  out.push(`subnet    ${st.subnetFile}`);
+  out.push('');
+  if (st.peers.length === 0) {
+    out.push('peers     none');
+  } else {
+    const rows = [['PEER SUBNET', 'PUBLIC IP', 'TYPE', 'VTEP MAC', 'STATE', 'TX PKTS', 'RX PKTS', 'TX BYTES', 'RX BYTES']];
+    const shown = st.peers.slice(0, 50);
+    for (const p of shown) {
+      rows.push([
+        p.subnet,
+        p.publicIp,
+        p.backendType || '-',
+        p.vtepMac ?? '-',
+        p.installed ? 'installed' : 'pending',
+        p.txPackets === undefined ? '-' : human(p.txPackets),
+        p.rxPackets === undefined ? '-' : human(p.rxPackets),
+        p.txBytes === undefined ? '-' : human(p.txBytes),
+        p.rxBytes === undefined ? '-' : human(p.rxBytes),
+      ]);
+    }
+    out.push(table(rows));
+    if (st.peers.length > shown.length) out.push(`... and ${st.peers.length - shown.length} more peers (see --json)`);
+  }
+  const rejected = Object.entries(st.rejected).filter(([, n]) => n > 0);
+  if (rejected.length > 0) out.push(`rejected leases: ${rejected.map(([r, n]) => `${r}=${n}`).join(' ')}`);
+  if (st.skippedPeers.length > 0) out.push(`skipped peers: ${st.skippedPeers.join('; ')}`);
+  out.push('');
+  const c = st.counters;
+  const cs = Object.entries(c).map(([k, v]) => `${k}=${human(v)}`);
+  out.push(`counters  ${cs.length ? cs.join(' ') : '-'}`);
+  const drops = Object.entries(st.drops).filter(([, n]) => n > 0);
+  out.push(`drops     ${drops.length ? drops.map(([r, n]) => `${r}=${human(n)}`).join(' ') : 'none'}`);
+  return out.join('\n');
+}

@@ -1,0 +1,65 @@
+// Prometheus text exposition (format 0.0.4) of a daemon status snapshot.
+import type { DaemonStatus } from '../daemon/status';
+
+type Labels = Record<string, string>;
+
+function escapeLabel(v: string): string {
+  return v.replace(/\\/g, '\\\\').replace(/\n/g, '\\n').replace(/"/g, '\\"');
+}
+
+function labelText(labels: Labels): string {
+  const parts = Object.entries(labels).map(([k, v]) => `${k}="${escapeLabel(v)}"`);
+  return parts.length ? `{${parts.join(',')}}` : '';
+}
+
+/** Accumulates metric families, each with its HELP/TYPE header once. */
+class Exposition {
+  private readonly lines: string[] = [];
+  family(name: string, type: 'gauge' | 'counter', help: string, samples: Array<[Labels, number]>): void {
+    this.lines.push(`# HELP ${name} ${help}`, `# TYPE ${name} ${type}`);
+    for (const [labels, v] of samples) this.lines.push(`${name}${labelText(labels)} ${Number.isFinite(v) ? v : 'NaN'}`);
+  }
+  text(): string {
+    return this.lines.join('\n') + '\n';
+  }
+}
+
+/** Counter names that are cumulative (everything but gauges such as mtu or peerCount). */
+const GAUGE_COUNTERS = new Set(['mtu', 'peerCount']);
+
+export function renderMetrics(st: DaemonStatus): string {
+  const e = new Exposition();
+  e.family('vxnet_info', 'gauge', 'Constant 1, labelled with the backend and lease.', [
+    [{ version: st.version, backend: st.backend.kind, subnet: st.lease.subnet, network: st.network, public_ip: st.backend.publicIp }, 1],
+  ]);
+  e.family('vxnet_up', 'gauge', '1 while the daemon holds its lease and its backend runs.', [[{}, st.lease.state === 'held' ? 1 : 0]]);
+  e.family('vxnet_etcd_up', 'gauge', '1 when the last etcd call succeeded.', [[{}, st.etcd.state === 'connected' ? 1 : 0]]);
+  e.family('vxnet_lease_expiry_timestamp_seconds', 'gauge', 'When our etcd lease expires unless renewed.', [
+    [{}, st.lease.expiration ? Date.parse(st.lease.expiration) / 1000 : 0],
+  ]);
+  e.family('vxnet_lease_renewals_total', 'counter', 'Lease renewals since start.', [[{}, st.lease.renewals]]);
+  e.family('vxnet_leases_rejected_total', 'counter', 'Peer leases ignored, by reason.', Object.entries(st.rejected).map(([r, n]) => [{ reason: r }, n]));
+  e.family('vxnet_peers', 'gauge', 'Peer leases known, by whether forwarding state is installed.', [
+    [{ state: 'installed' }, st.peers.filter((p) => p.installed).length],
+    [{ state: 'pending' }, st.peers.filter((p) => !p.installed).length],
+  ]);
+  e.family('vxnet_mtu', 'gauge', 'MTU given to local containers.', [[{}, st.backend.mtu]]);
+  e.family('vxnet_resident_memory_bytes', 'gauge', 'Resident set size of the daemon.', [[{}, st.rssBytes]]);
+  e.family('vxnet_start_time_seconds', 'gauge', 'Daemon start time.', [[{}, Date.parse(st.startedAt) / 1000]]);
+  for (const [name, v] of Object.entries(st.counters)) {
+    if (GAUGE_COUNTERS.has(name)) continue;
+    const metric = `vxnet_${name.replace(/([a-z0-9])([A-Z])/g, '$1_$2').toLowerCase()}_total`;
+    e.family(metric, 'counter', `Datapath counter ${name}.`, [[{}, v]]);
+  }
+  e.family('vxnet_drops_total', 'counter', 'Packets dropped by the datapath, by reason.', Object.entries(st.drops).map(([r, n]) => [{ reason: r }, n]));
+  const withCounters = st.peers.filter((p) => p.txPackets !== undefined);
+  if (withCounters.length > 0) {
+    const per = (f: 'txPackets' | 'rxPackets' | 'txBytes' | 'rxBytes') =>
+      withCounters.map((p): [Labels, number] => [{ peer: p.subnet, public_ip: p.publicIp }, p[f] ?? 0]);
+    e.family('vxnet_peer_tx_packets_total', 'counter', 'Packets sent to each peer.', per('txPackets'));
+    e.family('vxnet_peer_rx_packets_total', 'counter', 'Packets received from each peer.', per('rxPackets'));
+    e.family('vxnet_peer_tx_bytes_total', 'counter', 'Bytes sent to each peer.', per('txBytes'));
+    e.family('vxnet_peer_rx_bytes_total', 'counter', 'Bytes received from each peer.', per('rxBytes'));
+  }
+  return e.text();
+}
