@@ -58,7 +58,8 @@ async function runDaemon(argv: string[]): Promise<number> {
   try {
     await daemon.start();
   } catch (err) {
-    if (daemon.stopRequested && !(err instanceof StartupError)) {
+    // Only a stop requested while starting (a signal) is a clean exit; start() itself calls stop() on failure.
+    if (daemon.interrupted && !(err instanceof StartupError)) {
       await daemon.done;
       return 0;
     }

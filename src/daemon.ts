@@ -108,6 +108,8 @@ export class Daemon {
   private booting: Promise<void> = Promise.resolve();
   /** Set once stop() was called (signal or fatal error). */
   stopRequested = false;
+  /** Set when start() failed because stop() was requested (a signal) while it was still starting. */
+  interrupted = false;
 
   constructor(
     private readonly opts: DaemonOptions,
@@ -125,7 +127,9 @@ export class Daemon {
     try {
       await this.booting;
     } catch (err) {
-      await this.stop('startup failed');
+      // A signal during startup is a clean stop; any other failure is reported by the caller in one line.
+      this.interrupted = this.stopRequested;
+      await this.stop('startup failed', { quiet: !this.interrupted });
       throw err;
     }
   }
@@ -345,17 +349,18 @@ export class Daemon {
   }
 
   /** Stops: keeps the etcd lease and the subnet file (a restart takes the same subnet), removes the rest. */
-  stop(reason = 'stop requested'): Promise<void> {
+  stop(reason = 'stop requested', opts: { quiet?: boolean } = {}): Promise<void> {
     if (!this.stopping) {
       this.stopRequested = true;
-      this.log.info('stopping', { reason });
+      // quiet: undoing a failed startup, whose one-line error the caller prints (teardown failures still log).
+      if (!opts.quiet) this.log.info('stopping', { reason });
       this.stopping = (async () => {
         // Ends a lease acquisition that is still retrying, then lets startup settle before undoing it.
         await this.manager?.stop();
         await this.booting.catch(() => undefined);
         await this.teardown();
       })().finally(() => {
-        this.log.info('stopped');
+        if (!opts.quiet) this.log.info('stopped');
         this.resolveDone();
       });
     }

@@ -1,9 +1,9 @@
 // Helpers shared by the backends: reading Backend.* fields, the VTEP MAC, peer filtering and
 // serialising host changes so overlapping setPeers/close calls never interleave.
 import { createHash } from 'node:crypto';
-import type { Lease, NetworkConfig } from '../subnet/types';
-import type { ExternalInterface, Logger } from './backend';
-import { formatCidr, formatMac, MAC_RE } from '../net/ip';
+import type { Lease, LeaseAttrs, NetworkConfig } from '../subnet/types';
+import type { Backend, BackendContext, BackendNetwork, ExternalInterface, Logger } from './backend';
+import { formatCidr, formatMac, isIPv4, MAC_RE } from '../net/ip';
 
 /**
  * flanneld's wire constants (udp/vxlan defaults and encapsulation overheads). Kept here rather than
@@ -58,6 +58,57 @@ export function peerVtepMac(lease: Lease): string | { reason: string } {
     return { reason: `BackendData.VtepMAC invalid: ${JSON.stringify(data.VtepMAC)}` };
   }
   return data.VtepMAC.toLowerCase();
+}
+
+/** The peer's VtepMAC if it is a vxlan lease with a usable PublicIP and BackendData. */
+export function vxlanPeerMac(lease: Lease): string | { reason: string } {
+  // flannel's vxlan network ignores leases of any other backend type.
+  return checkPeer(lease, ['vxlan']) ?? peerVtepMac(lease);
+}
+
+/** The options of flannel's vxlan Backend section both vxlan datapaths read, and what they derive. */
+export interface VxlanOptions {
+  vni: number;
+  port: number;
+  vtepMac: string;
+}
+
+export function readVxlanOptions(config: NetworkConfig, iface: ExternalInterface): VxlanOptions {
+  const vni = vxlanVni(config);
+  const port = vxlanPort(config, FLANNEL_DEFAULT_PORT.vxlan);
+  // Deterministic, so it is known before the lease is written and survives restarts.
+  return { vni, port, vtepMac: stableVtepMac(iface, vni) };
+}
+
+/** What the userspace and the kernel vxlan backends share: options, BackendType and lease attributes. */
+export abstract class VxlanBackendBase implements Backend {
+  readonly type = 'vxlan';
+  readonly vni: number;
+  readonly port: number;
+  readonly vtepMac: string;
+
+  constructor(protected readonly ctx: BackendContext) {
+    ({ vni: this.vni, port: this.port, vtepMac: this.vtepMac } = readVxlanOptions(ctx.config, ctx.iface));
+  }
+
+  async leaseAttrs(): Promise<LeaseAttrs> {
+    const backendData: VxlanBackendData = { VNI: this.vni, VtepMAC: this.vtepMac };
+    return { publicIp: this.ctx.iface.publicIp, backendType: this.type, backendData };
+  }
+
+  abstract start(lease: Lease): Promise<BackendNetwork>;
+}
+
+/**
+ * Why a lease is no peer of a backend speaking `types` (the first names it in the reason): another
+ * backend type or an unusable PublicIP. Undefined when it may be one.
+ */
+export function checkPeer(lease: Lease, types: readonly string[]): { reason: string } | undefined {
+  if (!types.includes(lease.attrs.backendType)) {
+    return { reason: `backend type ${JSON.stringify(lease.attrs.backendType)} is not ${types[0]}` };
+  }
+  if (!isIPv4(lease.attrs.publicIp)) return { reason: `PublicIP invalid: ${JSON.stringify(lease.attrs.publicIp)}` };
+  return undefined;
 }
 
 export function leaseKey(lease: Lease): string {
@@ -134,6 +185,16 @@ export class Rollback {
       }
     }
     this.steps.length = 0;
+  }
+}
+
+/** Deletions tolerate entries that are already gone; other failures are logged, not thrown. */
+export async function bestEffortDelete(log: Logger, what: string, cmd: () => Promise<unknown>): Promise<void> {
+  try {
+    await cmd();
+  } catch (e) {
+    const msg = errorMessage(e);
+    if (!/No such|Cannot find|not found|does not exist/i.test(msg)) log.warn(`failed to delete ${what}`, { error: msg });
   }
 }
 

@@ -2,9 +2,10 @@
 // IP on the underlay interface; every host must share one L2 segment.
 import type { Backend, BackendContext, BackendNetwork, Logger } from './backend';
 import type { Lease, LeaseAttrs } from '../subnet/types';
-import { formatCidr, isIPv4 } from '../net/ip';
+import { formatCidr } from '../net/ip';
 import { ip, linkExists } from '../net/iproute';
-import { errorMessage, PeerFilter, Serial } from './common';
+import { bestEffortDelete, checkPeer, PeerFilter } from './common';
+import { PeerReconciler } from './reconciler';
 
 interface RouteEntry {
   subnet: string;
@@ -18,51 +19,30 @@ async function onLink(addr: string, dev: string): Promise<boolean> {
 }
 
 class HostGwNetwork implements BackendNetwork {
-  private readonly installed = new Map<string, RouteEntry>();
-  private readonly failed = new Set<string>();
-  private readonly serial = new Serial();
-  private closed = false;
+  private readonly peers: PeerReconciler<RouteEntry>;
 
   constructor(
     private readonly dev: string,
     readonly mtu: number,
-    private readonly filter: PeerFilter<RouteEntry>,
-    private readonly log: Logger,
-  ) {}
-
-  setPeers(peers: Lease[]): Promise<void> {
-    return this.serial.run(async () => {
-      if (this.closed) throw new Error('host-gw: setPeers after close');
-      const want = new Map([...this.filter.apply(peers)].map(([k, p]) => [k, p.value]));
-      for (const [key, have] of this.installed) {
-        if (want.get(key)?.gateway !== have.gateway) await this.remove(key, have);
-      }
-      this.failed.clear();
-      for (const [key, route] of want) {
-        if (this.installed.has(key)) continue;
-        try {
-          if (!(await onLink(route.gateway, this.dev))) {
-            throw new Error(`peer ${route.gateway} is not on the same L2 network as ${this.dev} (host-gw requires it)`);
-          }
-          // replace: a stale route to the same subnet (other gateway or device) is overwritten, as flannel does.
-          await ip('route', 'replace', route.subnet, 'via', route.gateway, 'dev', this.dev);
-          this.installed.set(key, route);
-        } catch (e) {
-          this.failed.add(key);
-          this.log.error('failed to add host-gw route', { subnet: key, gateway: route.gateway, error: errorMessage(e) });
+    filter: PeerFilter<RouteEntry>,
+    log: Logger,
+  ) {
+    this.peers = new PeerReconciler<RouteEntry>('host-gw', filter, {
+      install: async (_key, r) => {
+        if (!(await onLink(r.gateway, dev))) {
+          throw new Error(`peer ${r.gateway} is not on the same L2 network as ${dev} (host-gw requires it)`);
         }
-      }
-    });
+        // replace: a stale route to the same subnet (other gateway or device) is overwritten, as flannel does.
+        await ip('route', 'replace', r.subnet, 'via', r.gateway, 'dev', dev);
+      },
+      remove: (key, r) => bestEffortDelete(log, `host-gw route ${key}`, () => ip('route', 'del', r.subnet, 'via', r.gateway, 'dev', dev)),
+      equal: (a, b) => a.gateway === b.gateway,
+      describe: (r) => ({ gateway: r.gateway }),
+    }, log);
   }
 
-  private async remove(key: string, r: RouteEntry): Promise<void> {
-    try {
-      await ip('route', 'del', r.subnet, 'via', r.gateway, 'dev', this.dev);
-    } catch (e) {
-      const msg = errorMessage(e);
-      if (!/No such process|not found|Cannot find/i.test(msg)) this.log.warn('failed to delete host-gw route', { subnet: key, error: msg });
-    }
-    this.installed.delete(key);
+  setPeers(peers: Lease[]): Promise<void> {
+    return this.peers.setPeers(peers);
   }
 
   stats(): Record<string, unknown> {
@@ -71,19 +51,15 @@ class HostGwNetwork implements BackendNetwork {
       datapath: 'kernel',
       device: this.dev,
       mtu: this.mtu,
-      peerCount: this.installed.size,
-      routes: [...this.installed.values()],
-      failedPeers: [...this.failed],
-      skippedPeers: this.filter.skipped,
+      peerCount: this.peers.installed.size,
+      routes: [...this.peers.installed.values()],
+      failedPeers: this.peers.failed,
+      skippedPeers: this.peers.skipped,
     };
   }
 
   close(): Promise<void> {
-    return this.serial.run(async () => {
-      if (this.closed) return;
-      this.closed = true;
-      for (const [key, r] of [...this.installed]) await this.remove(key, r);
-    });
+    return this.peers.close();
   }
 }
 
@@ -106,11 +82,7 @@ export class HostGwBackend implements Backend {
   async start(_lease: Lease): Promise<BackendNetwork> {
     const { iface, log } = this.ctx;
     if (!(await linkExists(iface.name))) throw new Error(`host-gw: interface ${iface.name} does not exist`);
-    const filter = new PeerFilter<RouteEntry>(log, (l) => {
-      if (l.attrs.backendType !== 'host-gw') return { reason: `backend type ${JSON.stringify(l.attrs.backendType)} is not host-gw` };
-      if (!isIPv4(l.attrs.publicIp)) return { reason: `PublicIP invalid: ${JSON.stringify(l.attrs.publicIp)}` };
-      return { subnet: formatCidr(l.subnet), gateway: l.attrs.publicIp };
-    });
+    const filter = new PeerFilter<RouteEntry>(log, (l) => checkPeer(l, ['host-gw']) ?? { subnet: formatCidr(l.subnet), gateway: l.attrs.publicIp });
     // No encapsulation: containers get the full underlay MTU.
     return new HostGwNetwork(iface.name, iface.mtu, filter, log);
   }

@@ -3,23 +3,12 @@
 // entry and an onlink route, so vxnet and flanneld hosts are interchangeable.
 import { execFileSync } from 'node:child_process';
 import { writeFile } from 'node:fs/promises';
-import type { Backend, BackendContext, BackendNetwork, Logger } from './backend';
-import type { Lease, LeaseAttrs } from '../subnet/types';
-import { Cidr, formatCidr, formatIPv4, isIPv4 } from '../net/ip';
+import type { BackendContext, BackendNetwork, Logger } from './backend';
+import type { Lease } from '../subnet/types';
+import { Cidr, formatCidr, formatIPv4 } from '../net/ip';
 import { bridge, ip } from '../net/iproute';
-import {
-  errorMessage,
-  FLANNEL_DEFAULT_PORT,
-  FLANNEL_ENCAP_OVERHEAD,
-  PeerFilter,
-  peerVtepMac,
-  Rollback,
-  Serial,
-  stableVtepMac,
-  VxlanBackendData,
-  vxlanPort,
-  vxlanVni,
-} from './common';
+import { bestEffortDelete, FLANNEL_ENCAP_OVERHEAD, PeerFilter, Rollback, VxlanBackendBase, vxlanPeerMac } from './common';
+import { PeerReconciler } from './reconciler';
 
 interface DeviceSpec {
   name: string;
@@ -97,51 +86,25 @@ interface PeerEntry {
   mac: string;
 }
 
-const samePeer = (a: PeerEntry, b: PeerEntry) => a.gateway === b.gateway && a.publicIp === b.publicIp && a.mac === b.mac;
-
-/** Deletions tolerate entries that are already gone. */
-async function bestEffortDelete(log: Logger, what: string, cmd: () => Promise<string>): Promise<void> {
-  try {
-    await cmd();
-  } catch (e) {
-    const msg = errorMessage(e);
-    if (!/No such|Cannot find|not found|does not exist/i.test(msg)) log.warn(`failed to delete ${what}`, { error: msg });
-  }
-}
-
 class KernelVxlanNetwork implements BackendNetwork {
-  private readonly installed = new Map<string, PeerEntry>();
-  private readonly failed = new Set<string>();
-  private readonly serial = new Serial();
-  private closed = false;
+  private readonly peers: PeerReconciler<PeerEntry>;
 
   constructor(
     private readonly dev: string,
     readonly mtu: number,
-    private readonly filter: PeerFilter<PeerEntry>,
+    filter: PeerFilter<PeerEntry>,
     private readonly log: Logger,
-  ) {}
+  ) {
+    this.peers = new PeerReconciler<PeerEntry>('kernel-vxlan', filter, {
+      install: (_key, p) => this.addPeer(p),
+      remove: (key, p) => this.removePeer(key, p),
+      equal: (a, b) => a.gateway === b.gateway && a.publicIp === b.publicIp && a.mac === b.mac,
+      describe: (p) => ({ publicIp: p.publicIp, vtepMac: p.mac }),
+    }, log);
+  }
 
   setPeers(peers: Lease[]): Promise<void> {
-    return this.serial.run(async () => {
-      if (this.closed) throw new Error(`kernel-vxlan: setPeers after close`);
-      const want = new Map([...this.filter.apply(peers)].map(([k, p]) => [k, p.value]));
-      for (const [key, have] of this.installed) {
-        const next = want.get(key);
-        if (!next || !samePeer(have, next)) await this.removePeer(key, have);
-      }
-      this.failed.clear();
-      for (const [key, entry] of want) {
-        if (this.installed.has(key)) continue;
-        try {
-          await this.addPeer(entry);
-          this.installed.set(key, entry);
-        } catch (e) {
-          this.failed.add(key);
-          this.log.error('failed to program vxlan peer', { subnet: key, publicIp: entry.publicIp, error: errorMessage(e) });
-        }
-      }
-    });
+    return this.peers.setPeers(peers);
   }
 
   /** flannel's order: neighbour, FDB, then the route (else the kernel would ARP for the gateway). */
@@ -163,7 +126,6 @@ class KernelVxlanNetwork implements BackendNetwork {
     await bestEffortDelete(this.log, `route ${key}`, () => ip('route', 'del', key, 'via', p.gateway, 'dev', d, 'onlink'));
     await bestEffortDelete(this.log, `neighbour ${p.gateway}`, () => ip('neigh', 'del', p.gateway, 'dev', d));
     await bestEffortDelete(this.log, `fdb ${p.mac}`, () => bridge('fdb', 'del', p.mac, 'dev', d, 'dst', p.publicIp, 'self'));
-    this.installed.delete(key);
   }
 
   stats(): Record<string, unknown> {
@@ -172,22 +134,17 @@ class KernelVxlanNetwork implements BackendNetwork {
       datapath: 'kernel',
       device: this.dev,
       mtu: this.mtu,
-      peerCount: this.installed.size,
-      peers: [...this.installed.values()].map((p) => ({ subnet: formatCidr(p.subnet), publicIp: p.publicIp, vtepMac: p.mac })),
-      failedPeers: [...this.failed],
-      skippedPeers: this.filter.skipped,
-      ...(this.closed ? {} : deviceCounters(this.dev)),
+      peerCount: this.peers.installed.size,
+      peers: [...this.peers.installed.values()].map((p) => ({ subnet: formatCidr(p.subnet), publicIp: p.publicIp, vtepMac: p.mac })),
+      failedPeers: this.peers.failed,
+      skippedPeers: this.peers.skipped,
+      ...(this.peers.closed ? {} : deviceCounters(this.dev)),
     };
   }
 
   close(): Promise<void> {
-    return this.serial.run(async () => {
-      if (this.closed) return;
-      this.closed = true;
-      // Routes, neighbours and FDB entries of the device go with it.
-      await bestEffortDelete(this.log, `device ${this.dev}`, () => ip('link', 'del', 'dev', this.dev));
-      this.installed.clear();
-    });
+    // Routes, neighbours and FDB entries of the device go with it.
+    return this.peers.close(() => bestEffortDelete(this.log, `device ${this.dev}`, () => ip('link', 'del', 'dev', this.dev)));
   }
 }
 
@@ -206,25 +163,13 @@ export function deviceCounters(dev: string): Record<string, number> {
   }
 }
 
-export class KernelVxlanBackend implements Backend {
-  readonly type = 'vxlan';
-  readonly vni: number;
-  readonly port: number;
+export class KernelVxlanBackend extends VxlanBackendBase {
   readonly device: string;
-  readonly vtepMac: string;
 
-  constructor(private readonly ctx: BackendContext) {
-    this.vni = vxlanVni(ctx.config);
-    this.port = vxlanPort(ctx.config, FLANNEL_DEFAULT_PORT.vxlan);
+  constructor(ctx: BackendContext) {
+    super(ctx);
     this.device = `flannel.${this.vni}`;
     if (this.device.length > 15) throw new Error(`Backend.VNI: device name ${this.device} exceeds 15 characters`);
-    // Deterministic, so it is known before the lease is written and survives restarts.
-    this.vtepMac = stableVtepMac(ctx.iface, this.vni);
-  }
-
-  async leaseAttrs(): Promise<LeaseAttrs> {
-    const backendData: VxlanBackendData = { VNI: this.vni, VtepMAC: this.vtepMac };
-    return { publicIp: this.ctx.iface.publicIp, backendType: this.type, backendData };
   }
 
   async start(lease: Lease): Promise<BackendNetwork> {
@@ -254,11 +199,8 @@ export class KernelVxlanBackend implements Backend {
     }
     log.info('vxlan device ready', { device: spec.name, vni: spec.vni, vtepMac: spec.mac, port: spec.port, mtu });
     const filter = new PeerFilter<PeerEntry>(log, (l) => {
-      if (l.attrs.backendType !== 'vxlan') return { reason: `backend type ${JSON.stringify(l.attrs.backendType)} is not vxlan` };
-      if (!isIPv4(l.attrs.publicIp)) return { reason: `PublicIP invalid: ${JSON.stringify(l.attrs.publicIp)}` };
-      const mac = peerVtepMac(l);
-      if (typeof mac !== 'string') return mac;
-      return { subnet: l.subnet, gateway: formatIPv4(l.subnet.ip), publicIp: l.attrs.publicIp, mac };
+      const mac = vxlanPeerMac(l);
+      return typeof mac === 'string' ? { subnet: l.subnet, gateway: formatIPv4(l.subnet.ip), publicIp: l.attrs.publicIp, mac } : mac;
     });
     return new KernelVxlanNetwork(spec.name, mtu, filter, log);
   }

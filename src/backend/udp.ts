@@ -2,9 +2,8 @@
 // a UDP socket (default port 8285) exchanging bare IP packets with every peer.
 import type { Backend, BackendContext, BackendNetwork, Logger } from './backend';
 import type { Lease, LeaseAttrs } from '../subnet/types';
-import type { Datapath, DatapathConfig, PeerRoute } from '../datapath';
-import { backendInt, FLANNEL_DEFAULT_PORT, FLANNEL_ENCAP_OVERHEAD, PeerFilter, Serial } from './common';
-import { isIPv4 } from '../net/ip';
+import type { Datapath, DatapathConfig, EncapKind, PeerRoute } from '../datapath';
+import { backendInt, checkPeer, FLANNEL_DEFAULT_PORT, FLANNEL_ENCAP_OVERHEAD, PeerFilter, Serial } from './common';
 
 /** TUN name of the userspace backends (flanneld's udp backend uses flannel0). */
 export const USERSPACE_TUN = 'vxnet0';
@@ -54,6 +53,19 @@ export class UserspaceNetwork implements BackendNetwork {
   }
 }
 
+/** The datapath settings every userspace backend derives from its context and lease. */
+export function userspaceConfig(encap: EncapKind, ctx: BackendContext, lease: Lease, port: number): DatapathConfig {
+  return {
+    encap,
+    tunName: USERSPACE_TUN,
+    mtu: ctx.iface.mtu - FLANNEL_ENCAP_OVERHEAD[encap],
+    network: ctx.config.network,
+    localSubnet: lease.subnet,
+    port,
+    bindAddress: ctx.iface.address,
+  };
+}
+
 /** Opens the datapath; Datapath.create itself leaves nothing behind when it fails. */
 export async function startUserspace(
   kind: string,
@@ -83,29 +95,10 @@ export class UdpBackend implements Backend {
   }
 
   async start(lease: Lease): Promise<BackendNetwork> {
-    const { config, iface, log } = this.ctx;
+    const { log } = this.ctx;
     const port = this.port;
     // flannel's udp peers accept every lease; "" is what flanneld's udp backend writes.
-    const filter = new PeerFilter<PeerRoute>(log, (l) =>
-      l.attrs.backendType !== 'udp' && l.attrs.backendType !== ''
-        ? { reason: `backend type ${JSON.stringify(l.attrs.backendType)} is not udp` }
-        : !isIPv4(l.attrs.publicIp)
-          ? { reason: `PublicIP invalid: ${JSON.stringify(l.attrs.publicIp)}` }
-          : { subnet: l.subnet, publicIp: l.attrs.publicIp, port },
-    );
-    return startUserspace(
-      'udp',
-      {
-        encap: 'udp',
-        tunName: USERSPACE_TUN,
-        mtu: iface.mtu - FLANNEL_ENCAP_OVERHEAD.udp,
-        network: config.network,
-        localSubnet: lease.subnet,
-        port,
-        bindAddress: iface.address,
-      },
-      filter,
-      log,
-    );
+    const filter = new PeerFilter<PeerRoute>(log, (l) => checkPeer(l, ['udp', '']) ?? { subnet: l.subnet, publicIp: l.attrs.publicIp, port });
+    return startUserspace('udp', userspaceConfig('udp', this.ctx, lease, port), filter, log);
   }
 }

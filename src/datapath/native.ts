@@ -1,4 +1,4 @@
-// Loads the compiled addon and declares its exact shape; nothing here adapts behaviour.
+// Loads the compiled addon (lazily) and declares its exact shape; nothing here adapts behaviour.
 import path from 'node:path';
 
 export interface NativeDatapathOptions {
@@ -64,4 +64,15 @@ function load(): NativeAddon {
   throw new Error(`vxnet native addon not built (run \`npm install\`): ${(lastErr as Error)?.message}`);
 }
 
-export const addon: NativeAddon = load();
+let loaded: NativeAddon | undefined;
+
+/** The addon, loaded on first call (a load failure throws, and is retried at the next call). */
+export function loadAddon(): NativeAddon {
+  return (loaded ??= load());
+}
+
+/** The addon, loaded on first property access, so importing this module never needs it built. */
+export const addon: NativeAddon = new Proxy({} as NativeAddon, {
+  get: (_target, prop) => Reflect.get(loadAddon(), prop),
+  has: (_target, prop) => Reflect.has(loadAddon(), prop),
+});

@@ -105,7 +105,9 @@ export class Cluster {
 
   /** Starts the daemon of `host`; by default waits until it serves status and readdresses docker0. */
   async startDaemon(host: BedHost, opts: DaemonStartOptions = {}): Promise<DaemonProcess> {
-    if (this.daemons.get(host.index)?.child.exitCode === null) throw new Error(`${host.name}: daemon already running`);
+    const prev = this.daemons.get(host.index)?.child;
+    // A daemon killed by a signal has exitCode null too: only one with neither is still running.
+    if (prev && prev.exitCode === null && prev.signalCode === null) throw new Error(`${host.name}: daemon already running`);
     const logFile = path.join(this.dir, `${host.name}.log`);
     const log: WriteStream = createWriteStream(logFile, { flags: 'a' });
     const child = this.bed.spawn(host.ns, this.daemonArgv(host, opts.args), { stdio: ['ignore', 'pipe', 'pipe'] });

@@ -1,0 +1,135 @@
+// `npm run demo`: three hosts in network namespaces with a local etcd, one `vxnet daemon` each,
+// docker0 readdressed from subnet.env, cross-host container traffic, `vxnet status`, teardown.
+// `--keep` leaves it running until Ctrl-C; `--backend` picks udp, vxlan, kernel-vxlan or host-gw.
+import { rmSync } from 'node:fs';
+import { Cluster, CLI_JS } from './testbed/cluster';
+import { iperf3Tcp, ping } from './testbed/traffic';
+
+const BACKENDS: Record<string, Record<string, unknown>> = {
+  udp: { Type: 'udp' },
+  vxlan: { Type: 'vxlan' },
+  'kernel-vxlan': { Type: 'vxlan', Datapath: 'kernel' },
+  'host-gw': { Type: 'host-gw' },
+};
+
+interface DemoArgs {
+  keep: boolean;
+  backend: string;
+  hosts: number;
+}
+
+function parseArgs(argv: string[]): DemoArgs {
+  const a: DemoArgs = { keep: false, backend: 'vxlan', hosts: 3 };
+  for (let i = 0; i < argv.length; i++) {
+    const [flag, inline] = argv[i].split('=', 2);
+    const value = () => inline ?? argv[++i];
+    if (flag === '--keep') a.keep = true;
+    else if (flag === '--backend') a.backend = value();
+    else if (flag === '--hosts') a.hosts = Number(value());
+    else throw new Error(`unknown argument ${argv[i]} (use --keep, --backend udp|vxlan|kernel-vxlan|host-gw, --hosts N)`);
+  }
+  if (!BACKENDS[a.backend]) throw new Error(`--backend: unknown ${JSON.stringify(a.backend)} (udp, vxlan, kernel-vxlan, host-gw)`);
+  if (!Number.isInteger(a.hosts) || a.hosts < 2 || a.hosts > 8) throw new Error('--hosts: must be 2..8');
+  return a;
+}
+
+const t0 = Date.now();
+function say(msg: string): void {
+  process.stdout.write(`[${((Date.now() - t0) / 1000).toFixed(1).padStart(5)}s] ${msg}\n`);
+}
+
+function indent(text: string): string {
+  return text
+    .trimEnd()
+    .split('\n')
+    .map((l) => `    ${l}`)
+    .join('\n');
+}
+
+async function main(): Promise<number> {
+  const args = parseArgs(process.argv.slice(2));
+  const netConf = { Network: '10.244.0.0/16', SubnetLen: 24, Backend: BACKENDS[args.backend] };
+  say(`building ${args.hosts} hosts in network namespaces (underlay 198.18.0.0/24, etcd on the switch at 198.18.0.254)`);
+  const c = await Cluster.create({ hosts: args.hosts, tag: 'demo' });
+  let failures = 0;
+  const onSignal = () => {
+    // The testbed's own handler has already removed namespaces and processes synchronously.
+    rmSync(c.dir, { recursive: true, force: true });
+    process.stdout.write('\ninterrupted: namespaces and processes removed\n');
+    process.exit(130);
+  };
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
+  try {
+    say(`etcd ${c.endpoint} running (data in a temp dir); namespaces ${c.bed.namespaceNames().join(' ')}`);
+    const netConfFile = c.writeFile('net-conf.json', JSON.stringify(netConf, null, 2));
+    say(`starting vxnet daemons with --net-config ${JSON.stringify(netConf)}`);
+    // All at once, as hosts booting together would: the etcd transaction keeps their subnets apart.
+    await Promise.all(c.bed.hosts.map((h) => c.startDaemon(h, { args: [`--net-config=${netConfFile}`, '--ip-masq'] })));
+    for (const h of c.bed.hosts) {
+      const env = await c.subnetEnv(h);
+      say(`${h.name} (${h.underlayIp}): lease ${(await c.status(h)).lease.subnet}, FLANNEL_MTU=${env.mtu}; docker0 readdressed, container ${h.containerIp}`);
+    }
+    await c.waitForMesh(30_000);
+    say('every daemon has every peer installed');
+
+    const dockerOpts = await c.bed.execOk(c.host(1).ns, [process.execPath, CLI_JS, 'docker-opts', `--subnet-file=${c.subnetFile(c.host(1))}`]);
+    say(`vxnet docker-opts on h1: ${dockerOpts.trim()}`);
+
+    say('cross-host container traffic:');
+    for (const a of c.bed.hosts) {
+      for (const b of c.bed.hosts) {
+        if (a === b) continue;
+        const r = await ping(c.bed, a.containerNs, b.containerIp as string, { count: 3, intervalS: 0.2, timeoutS: 2 });
+        const ok = r.received === r.transmitted;
+        if (!ok) failures++;
+        const avg = r.rttMs.length ? (r.rttMs.reduce((x, y) => x + y, 0) / r.rttMs.length).toFixed(3) : '-';
+        say(`  ping ${a.name}c ${a.containerIp} -> ${b.name}c ${b.containerIp}: ${r.received}/${r.transmitted} replies, avg ${avg} ms${ok ? '' : '  FAILED'}`);
+      }
+    }
+    const [h1, h2] = c.bed.hosts;
+    try {
+      const r = await iperf3Tcp(c.bed, h2.containerNs, h2.containerIp as string, h1.containerNs, { seconds: 3 });
+      say(`  iperf3 TCP ${h1.name}c -> ${h2.name}c: ${(r.bitsPerSecond / 1e9).toFixed(2)} Gbit/s (1 stream, 3 s)`);
+    } catch (err) {
+      failures++;
+      say(`  iperf3 TCP ${h1.name}c -> ${h2.name}c FAILED: ${(err as Error).message}`);
+    }
+
+    say(`vxnet status on ${h1.name}:`);
+    process.stdout.write(indent(await c.statusTable(h1)) + '\n');
+
+    if (args.keep) {
+      say('--keep: the cluster stays up until Ctrl-C. Try, as root:');
+      process.stdout.write(
+        [
+          `    ip netns exec ${h1.ns} ${process.execPath} ${CLI_JS} status --subnet-file=${c.subnetFile(h1)}`,
+          `    ip netns exec ${h1.containerNs} ping ${h2.containerIp}`,
+          `    ip netns exec ${c.bed.switchNs} etcdctl --endpoints=${c.endpoint} get --prefix /coreos.com/network/`,
+          `    daemon logs: ${c.dir}/h*.log`,
+          '',
+        ].join('\n'),
+      );
+      await new Promise<never>(() => undefined);
+    }
+  } finally {
+    if (!args.keep) {
+      say('tearing down: SIGTERM to the daemons, etcd stopped, namespaces deleted');
+      await c.destroy();
+    }
+  }
+  if (failures > 0) {
+    say(`${failures} traffic check(s) failed`);
+    return 1;
+  }
+  say('done: all cross-host traffic checks passed');
+  return 0;
+}
+
+main().then(
+  (code) => process.exit(code),
+  (err) => {
+    process.stderr.write(`demo failed: ${(err as Error).stack ?? err}\n`);
+    process.exit(1);
+  },
+);
