@@ -62,6 +62,44 @@ interface OwnLease {
 }
 
 /**
+ * Accepted subnets, answering "does this CIDR overlap any of them" in O(32) (CIDRs overlap only by
+ * nesting): exact[L] holds accepted networks of length L, within[L] the /L ancestors of longer ones.
+ */
+export class CidrSet {
+  private readonly exact = new Map<number, Map<number, Cidr>>();
+  private readonly within = new Map<number, Map<number, Cidr>>();
+
+  add(c: Cidr): void {
+    mapAt(this.exact, c.prefixLen).set(c.ip, c);
+    for (let l = 0; l < c.prefixLen; l++) {
+      const m = mapAt(this.within, l);
+      const anc = maskIp(c.ip, l);
+      if (!m.has(anc)) m.set(anc, c);
+    }
+  }
+
+  /** An accepted subnet overlapping `c`, or undefined. */
+  overlapping(c: Cidr): Cidr | undefined {
+    for (const [l, m] of this.exact) {
+      if (l > c.prefixLen) continue;
+      const hit = m.get(maskIp(c.ip, l));
+      if (hit) return hit;
+    }
+    return this.within.get(c.prefixLen)?.get(c.ip);
+  }
+}
+
+function mapAt(outer: Map<number, Map<number, Cidr>>, l: number): Map<number, Cidr> {
+  let m = outer.get(l);
+  if (!m) outer.set(l, (m = new Map()));
+  return m;
+}
+
+function maskIp(ip: number, l: number): number {
+  return l === 0 ? 0 : (ip & (0xffffffff << (32 - l))) >>> 0;
+}
+
+/**
  * Events: 'acquired' (Lease), 'renewed' (Lease), 'peers' (Lease[]), 'rejected' ({key, reason, detail}),
  * 'lost' ({subnet, holder}), 'etcd' ('connected' | 'unreachable').
  */
@@ -97,6 +135,8 @@ export class LeaseManager extends EventEmitter {
   private onPeers: PeersCallback | undefined;
   private peerSig: string | undefined;
   private peerList: Lease[] = [];
+  private readonly decoded = new Map<string, { modRevision: number; result: ReturnType<typeof decodeLeaseValue> }>();
+  private publishQueued = false;
   private pendingPeers: Lease[] | undefined;
   private delivering = false;
 
@@ -369,7 +409,7 @@ export class LeaseManager extends EventEmitter {
       if (key === this.own?.key) ownTouched = true;
     }
     if (ownTouched) void this.checkOwn();
-    this.publish();
+    this.schedulePublish();
   }
 
   /** Our key must exist and be ours: re-create it when it vanished, flag it when someone else took it. */
@@ -478,7 +518,7 @@ export class LeaseManager extends EventEmitter {
         reject(rec, 'malformed', 'key is not a subnet key (a.b.c.d-len)');
         continue;
       }
-      const d = decodeLeaseValue(rec.value);
+      const d = this.decode(rec);
       if (!d.ok) {
         reject(rec, 'malformed', d.reason);
         continue;
@@ -493,18 +533,40 @@ export class LeaseManager extends EventEmitter {
       }
       candidates.push({ rec, subnet: rec.subnet, attrs: d.attrs });
     }
+    for (const key of this.decoded.keys()) if (!this.records.has(key)) this.decoded.delete(key);
     candidates.sort((a, b) => a.rec.createRevision - b.rec.createRevision || (a.rec.key < b.rec.key ? -1 : 1));
     const peers: Lease[] = [];
+    const accepted = new CidrSet();
     for (const c of candidates) {
-      const clash = peers.find((p) => cidrOverlaps(p.subnet, c.subnet));
+      const clash = accepted.overlapping(c.subnet);
       if (clash) {
-        reject(c.rec, 'overlap', `overlaps the older lease ${formatCidr(clash.subnet)}`);
+        reject(c.rec, 'overlap', `overlaps the older lease ${formatCidr(clash)}`);
         continue;
       }
+      accepted.add(c.subnet);
       peers.push({ subnet: c.subnet, attrs: c.attrs, revision: c.rec.modRevision });
     }
     peers.sort((a, b) => a.subnet.ip - b.subnet.ip);
     return { peers, rejected };
+  }
+
+  /** Decoded lease value, reused while the key's modRevision is unchanged (10,000 leases, one event: one parse). */
+  private decode(rec: LeaseRecord): ReturnType<typeof decodeLeaseValue> {
+    const hit = this.decoded.get(rec.key);
+    if (hit && hit.modRevision === rec.modRevision) return hit.result;
+    const result = decodeLeaseValue(rec.value);
+    this.decoded.set(rec.key, { modRevision: rec.modRevision, result });
+    return result;
+  }
+
+  /** Publishes once per burst of watch events instead of once per event. */
+  private schedulePublish(): void {
+    if (this.publishQueued) return;
+    this.publishQueued = true;
+    setImmediate(() => {
+      this.publishQueued = false;
+      this.publish();
+    });
   }
 
   private publish(): void {
@@ -520,7 +582,7 @@ export class LeaseManager extends EventEmitter {
     }
     for (const key of this.rejectedNow.keys()) if (!rejected.has(key)) this.rejectedNow.delete(key);
 
-    const sig = peers.map((p) => `${formatCidr(p.subnet)}=${encodeLeaseValue(p.attrs)}`).join('\n');
+    const sig = peers.map((p) => `${formatCidr(p.subnet)}=${this.records.get(leaseKey(this.registry.prefix, p.subnet))?.value ?? encodeLeaseValue(p.attrs)}`).join('\n');
     if (sig === this.peerSig) return;
     this.peerSig = sig;
     this.peerList = peers;
