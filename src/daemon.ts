@@ -3,6 +3,7 @@
 import { readFileSync } from 'node:fs';
 import type { Backend, BackendNetwork, ExternalInterface } from './backend/backend';
 import { backendKind, createBackend } from './backend/registry';
+import { FieldError } from './errors';
 import { ControlServer } from './control/socket';
 import type { DaemonOptions } from './daemon/options';
 import type { DaemonStatus, PeerStatus } from './daemon/status';
@@ -28,15 +29,7 @@ export const VERSION: string = (() => {
 })();
 
 /** A startup failure the user can fix; `field` names the flag or setting at fault. */
-export class StartupError extends Error {
-  constructor(
-    readonly field: string,
-    readonly reason: string,
-  ) {
-    super(`${field}: ${reason}`);
-    this.name = 'StartupError';
-  }
-}
+export class StartupError extends FieldError {}
 
 /** flanneld's interface choice: --iface entries in order (name or address), else the default route's. */
 export async function resolveInterface(opts: Pick<DaemonOptions, 'iface' | 'publicIp'>): Promise<ExternalInterface> {
@@ -110,6 +103,8 @@ export class Daemon {
   stopRequested = false;
   /** Set when start() failed because stop() was requested (a signal) while it was still starting. */
   interrupted = false;
+  /** Set once startup completed: subnet.env written, ip-masq installed, peers synced once. */
+  private running = false;
 
   constructor(
     private readonly opts: DaemonOptions,
@@ -249,6 +244,7 @@ export class Daemon {
     await manager.run((peers: Lease[]) =>
       network.setPeers(peers).catch((err) => log.error('backend failed to apply peers', { error: (err as Error).message })),
     );
+    this.running = true;
     log.info('running', {
       subnet: formatCidr(lease.subnet),
       backend: this.kind,
@@ -274,8 +270,9 @@ export class Daemon {
 
   health(): { ok: boolean; detail: string } {
     const st = this.manager?.status();
-    if (!this.network || !st) return { ok: false, detail: 'starting' };
     if (this.stopping) return { ok: false, detail: 'stopping' };
+    // Not before subnet.env exists: whoever waits on /healthz next reads it.
+    if (!this.running || !this.network || !st) return { ok: false, detail: 'starting' };
     if (st.leaseState !== 'held') return { ok: false, detail: `lease ${st.leaseState}` };
     // Forwarding continues without etcd, so an outage is degraded, not unhealthy.
     return { ok: true, detail: st.etcd === 'connected' ? 'ok' : `ok (etcd unreachable: ${st.lastError ?? 'no contact'})` };
@@ -311,6 +308,7 @@ export class Daemon {
     const lease = ms?.lease;
     return {
       version: VERSION,
+      state: this.stopping ? 'stopping' : this.running ? 'running' : 'starting',
       pid: process.pid,
       startedAt: this.startedAt.toISOString(),
       uptimeSeconds: (Date.now() - this.startedAt.getTime()) / 1000,

@@ -2,6 +2,7 @@
 // win), and validation that names the offending flag. Nothing here touches the host.
 import * as fs from 'node:fs';
 import path from 'node:path';
+import { FieldError } from '../errors';
 import { isIPv4 } from '../net/ip';
 import { DEFAULT_PREFIX } from '../subnet/lease';
 import { DEFAULT_TTL_SECONDS } from '../subnet/manager';
@@ -40,15 +41,7 @@ export type LogLevelName = (typeof LOG_LEVELS)[number];
 export const DEFAULT_HEALTHZ_PORT = 8286;
 
 /** A bad flag, config-file setting or value; `field` is what the user typed (e.g. "--etcd-endpoints"). */
-export class OptionError extends Error {
-  constructor(
-    readonly field: string,
-    readonly reason: string,
-  ) {
-    super(`${field}: ${reason}`);
-    this.name = 'OptionError';
-  }
-}
+export class OptionError extends FieldError {}
 
 type Kind = 'string' | 'list' | 'bool' | 'int';
 

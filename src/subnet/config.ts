@@ -1,6 +1,7 @@
 // flannel's net-conf.json (the etcd key <prefix>/config): parsed and checked with flannel's rules,
 // every error naming the offending field.
 import { Cidr, cidrContains, cidrCovers, formatIPv4, isIPv4, maskOf, parseCidr, parseIPv4 } from '../net/ip';
+import { FieldError } from '../errors';
 import type { BackendConfig, NetworkConfig } from './types';
 
 export const KNOWN_BACKEND_TYPES = ['udp', 'vxlan', 'host-gw'] as const;
@@ -12,15 +13,7 @@ export type VxlanDatapath = (typeof VXLAN_DATAPATHS)[number];
 export const MAX_VNI = 16777215;
 
 /** A net-conf.json problem; `field` is the JSON path ("Network", "Backend.VNI", or "config" for the whole document). */
-export class ConfigError extends Error {
-  constructor(
-    readonly field: string,
-    readonly reason: string,
-  ) {
-    super(`${field}: ${reason}`);
-    this.name = 'ConfigError';
-  }
-}
+export class ConfigError extends FieldError {}
 
 function isObject(v: unknown): v is Record<string, unknown> {
   return typeof v === 'object' && v !== null && !Array.isArray(v);
