@@ -194,8 +194,13 @@ export async function bestEffortDelete(log: Logger, what: string, cmd: () => Pro
     await cmd();
   } catch (e) {
     const msg = errorMessage(e);
-    if (!/No such|Cannot find|not found|does not exist/i.test(msg)) log.warn(`failed to delete ${what}`, { error: msg });
+    if (!isAbsentError(msg)) log.warn(`failed to delete ${what}`, { error: msg });
   }
+}
+
+/** Whether iproute2's complaint about a deletion means the entry (or its device) is already gone. */
+export function isAbsentError(msg: string): boolean {
+  return /No such|Cannot find|not found|does not exist/i.test(msg);
 }
 
 export function errorMessage(e: unknown): string {

@@ -3,19 +3,39 @@
 import type { Backend, BackendContext, BackendNetwork, Logger } from './backend';
 import type { Lease, LeaseAttrs } from '../subnet/types';
 import { formatCidr } from '../net/ip';
-import { ip, linkExists } from '../net/iproute';
-import { bestEffortDelete, checkPeer, PeerFilter } from './common';
-import { PeerReconciler } from './reconciler';
+import { linkExists, runBatch } from '../net/iproute';
+import { checkPeer, PeerFilter } from './common';
+import { commandHooks } from './peer-commands';
+import { PeerReconciler, type PeerList } from './reconciler';
 
 interface RouteEntry {
   subnet: string;
   gateway: string;
 }
 
-/** The peer's address is on-link when reaching it needs no gateway of its own. */
-async function onLink(addr: string, dev: string): Promise<boolean> {
-  const out = JSON.parse(await ip('-j', 'route', 'get', addr, 'oif', dev)) as Array<{ gateway?: string; type?: string }>;
-  return out.length > 0 && !out[0].gateway && (out[0].type === undefined || out[0].type === 'unicast');
+/**
+ * Peers whose gateway is not on-link on `dev`, i.e. reaching it needs a gateway of its own (one
+ * batched `ip route get` for all the gateways).
+ */
+async function offLinkPeers(peers: PeerList<RouteEntry>, dev: string): Promise<Map<string, string>> {
+  const gateways = [...new Set(peers.map(([, r]) => r.gateway))];
+  const lines = gateways.map((g) => `route get ${g} oif ${dev}`);
+  const { failed, stdout } = await runBatch('ip', lines, ['-j']);
+  // One JSON array per command that succeeded; each names the address it resolved.
+  const routes = new Map<string, { gateway?: string; type?: string }>();
+  for (const doc of stdout.split('\n')) {
+    if (!doc.trim()) continue;
+    for (const r of JSON.parse(doc) as Array<{ dst: string; gateway?: string; type?: string }>) routes.set(r.dst, r);
+  }
+  const why = new Map<string, string>();
+  gateways.forEach((g, i) => {
+    const r = routes.get(g);
+    if (failed.has(i)) why.set(g, `ip ${lines[i]}: ${failed.get(i)}`);
+    else if (!r || r.gateway || (r.type !== undefined && r.type !== 'unicast')) {
+      why.set(g, `peer ${g} is not on the same L2 network as ${dev} (host-gw requires it)`);
+    }
+  });
+  return new Map(peers.filter(([, r]) => why.has(r.gateway)).map(([key, r]) => [key, why.get(r.gateway)!]));
 }
 
 class HostGwNetwork implements BackendNetwork {
@@ -27,18 +47,14 @@ class HostGwNetwork implements BackendNetwork {
     filter: PeerFilter<RouteEntry>,
     log: Logger,
   ) {
-    this.peers = new PeerReconciler<RouteEntry>('host-gw', filter, {
-      install: async (_key, r) => {
-        if (!(await onLink(r.gateway, dev))) {
-          throw new Error(`peer ${r.gateway} is not on the same L2 network as ${dev} (host-gw requires it)`);
-        }
-        // replace: a stale route to the same subnet (other gateway or device) is overwritten, as flannel does.
-        await ip('route', 'replace', r.subnet, 'via', r.gateway, 'dev', dev);
-      },
-      remove: (key, r) => bestEffortDelete(log, `host-gw route ${key}`, () => ip('route', 'del', r.subnet, 'via', r.gateway, 'dev', dev)),
+    this.peers = new PeerReconciler<RouteEntry>('host-gw', filter, commandHooks({
+      check: (peers) => offLinkPeers(peers, dev),
+      // replace: a stale route to the same subnet (other gateway or device) is overwritten, as flannel does.
+      install: (_key, r) => [[{ tool: 'ip', line: `route replace ${r.subnet} via ${r.gateway} dev ${dev}` }]],
+      remove: (_key, r) => [[{ tool: 'ip', line: `route del ${r.subnet} via ${r.gateway} dev ${dev}` }]],
       equal: (a, b) => a.gateway === b.gateway,
       describe: (r) => ({ gateway: r.gateway }),
-    }, log);
+    }, log), log);
   }
 
   setPeers(peers: Lease[]): Promise<void> {

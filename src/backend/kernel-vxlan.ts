@@ -6,8 +6,9 @@ import { writeFile } from 'node:fs/promises';
 import type { BackendContext, BackendNetwork, Logger } from './backend';
 import type { Lease } from '../subnet/types';
 import { Cidr, formatCidr, formatIPv4 } from '../net/ip';
-import { bridge, ip } from '../net/iproute';
+import { ip } from '../net/iproute';
 import { bestEffortDelete, FLANNEL_ENCAP_OVERHEAD, PeerFilter, Rollback, VxlanBackendBase, vxlanPeerMac } from './common';
+import { commandHooks, type PeerSteps } from './peer-commands';
 import { PeerReconciler } from './reconciler';
 
 interface DeviceSpec {
@@ -95,37 +96,43 @@ class KernelVxlanNetwork implements BackendNetwork {
     filter: PeerFilter<PeerEntry>,
     private readonly log: Logger,
   ) {
-    this.peers = new PeerReconciler<PeerEntry>('kernel-vxlan', filter, {
-      install: (_key, p) => this.addPeer(p),
-      remove: (key, p) => this.removePeer(key, p),
+    this.peers = new PeerReconciler<PeerEntry>('kernel-vxlan', filter, commandHooks({
+      install: (key, p) => this.installSteps(key, p),
+      remove: (key, p) => this.removeSteps(key, p),
       equal: (a, b) => a.gateway === b.gateway && a.publicIp === b.publicIp && a.mac === b.mac,
       describe: (p) => ({ publicIp: p.publicIp, vtepMac: p.mac }),
-    }, log);
+    }, log), log);
   }
 
   setPeers(peers: Lease[]): Promise<void> {
     return this.peers.setPeers(peers);
   }
 
-  /** flannel's order: neighbour, FDB, then the route (else the kernel would ARP for the gateway). */
-  private async addPeer(p: PeerEntry): Promise<void> {
-    await ip('neigh', 'replace', p.gateway, 'lladdr', p.mac, 'dev', this.dev, 'nud', 'permanent');
-    try {
-      await bridge('fdb', 'replace', p.mac, 'dev', this.dev, 'dst', p.publicIp, 'self', 'permanent');
-      await ip('route', 'replace', formatCidr(p.subnet), 'via', p.gateway, 'dev', this.dev, 'onlink');
-    } catch (e) {
-      await bestEffortDelete(this.log, 'fdb entry', () => bridge('fdb', 'del', p.mac, 'dev', this.dev, 'dst', p.publicIp, 'self'));
-      await bestEffortDelete(this.log, 'neighbour', () => ip('neigh', 'del', p.gateway, 'dev', this.dev));
-      throw e;
-    }
+  /** flannel's order: neighbour and FDB entry, then the route (else the kernel would ARP for the gateway). */
+  private installSteps(key: string, p: PeerEntry): PeerSteps {
+    const d = this.dev;
+    return [
+      [
+        { tool: 'ip', line: `neigh replace ${p.gateway} lladdr ${p.mac} dev ${d} nud permanent` },
+        { tool: 'bridge', line: `fdb replace ${p.mac} dev ${d} dst ${p.publicIp} self permanent` },
+      ],
+      [{ tool: 'ip', line: `route replace ${key} via ${p.gateway} dev ${d} onlink` }],
+    ];
   }
 
   /** Route first so no traffic is steered at a next hop that is being removed. */
-  private async removePeer(key: string, p: PeerEntry): Promise<void> {
+  private removeSteps(key: string, p: PeerEntry): PeerSteps {
     const d = this.dev;
-    await bestEffortDelete(this.log, `route ${key}`, () => ip('route', 'del', key, 'via', p.gateway, 'dev', d, 'onlink'));
-    await bestEffortDelete(this.log, `neighbour ${p.gateway}`, () => ip('neigh', 'del', p.gateway, 'dev', d));
-    await bestEffortDelete(this.log, `fdb ${p.mac}`, () => bridge('fdb', 'del', p.mac, 'dev', d, 'dst', p.publicIp, 'self'));
+    return [
+      [{ tool: 'ip', line: `route del ${key} via ${p.gateway} dev ${d} onlink` }],
+      [
+        // `ip neigh` ends a whole batch when the kernel refuses one line, as it does deleting an
+        // entry that is gone: setting it first makes the deletion always succeed.
+        { tool: 'ip', line: `neigh replace ${p.gateway} lladdr ${p.mac} dev ${d} nud permanent` },
+        { tool: 'ip', line: `neigh del ${p.gateway} dev ${d}` },
+        { tool: 'bridge', line: `fdb del ${p.mac} dev ${d} dst ${p.publicIp} self` },
+      ],
+    ];
   }
 
   stats(): Record<string, unknown> {
