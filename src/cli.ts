@@ -63,7 +63,8 @@ async function runDaemon(argv: string[]): Promise<number> {
       await daemon.done;
       return 0;
     }
-    return fail(EXIT_FAILURE, err instanceof StartupError ? err.message : `startup failed: ${(err as Error).message}`);
+    // One line, as every startup failure (a require error, say, appends its whole require stack).
+    return fail(EXIT_FAILURE, err instanceof StartupError ? err.message : `startup failed: ${String((err as Error).message).split('\n')[0].trim()}`);
   }
   await daemon.done;
   return 0;

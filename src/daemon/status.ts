@@ -16,6 +16,8 @@ export interface PeerStatus {
 
 export interface DaemonStatus {
   version: string;
+  /** starting until subnet.env, ip-masq and the first peer sync are done; stopping once stop() began. */
+  state?: 'starting' | 'running' | 'stopping';
   pid: number;
   startedAt: string;
   uptimeSeconds: number;

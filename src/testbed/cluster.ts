@@ -142,7 +142,8 @@ export class Cluster {
     for (;;) {
       if (exitCode !== undefined) throw new Error(`${proc.host.name}: daemon exited with ${exitCode} before it was ready:\n${proc.output()}`);
       const st = await this.status(proc.host).catch(() => undefined);
-      if (st && st.lease.state === 'held' && st.backend.mtu > 0) return st;
+      // 'running': subnet.env is written and ip-masq installed (a held lease alone comes earlier).
+      if (st && st.state === 'running' && st.lease.state === 'held' && st.backend.mtu > 0) return st;
       if (Date.now() > deadline) throw new Error(`${proc.host.name}: daemon not ready within ${timeoutMs} ms:\n${proc.output()}`);
       await sleep(100);
     }
