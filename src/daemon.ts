@@ -177,8 +177,14 @@ export class Daemon {
       throw new StartupError('--etcd-endpoints', (err as Error).message);
     }
     const registry = this.registry;
-    const unreachable = (err: unknown) =>
-      new StartupError('--etcd-endpoints', `cannot reach etcd at ${opts.etcdEndpoints.join(',')}: ${(err as { cause?: Error }).cause?.message ?? (err as Error).message}`);
+    const unreachable = (err: unknown) => {
+      // gRPC appends resolver notes and metadata after the reason; the first clause is the useful part.
+      const why = String((err as { cause?: Error }).cause?.message ?? (err as Error).message)
+        .split('\n')[0]
+        .replace(/\.?\s*Resolution note:.*$/, '')
+        .trim();
+      return new StartupError('--etcd-endpoints', `cannot reach etcd at ${opts.etcdEndpoints.join(',')}: ${why}`);
+    };
     if (netConfText !== undefined) {
       const written = await registry.putNetworkConfigIfAbsent(netConfText).catch((err) => {
         throw unreachable(err);
