@@ -17,6 +17,14 @@
       "cflags": ["-Wall", "-Wextra", "-Werror", "-O2", "-pthread"],
       "cflags_cc": ["-std=c++17", "-fexceptions", "-Wall", "-Wextra", "-Werror", "-O2"],
       "ldflags": ["-pthread"]
+    },
+    {
+      "target_name": "pktgen",
+      "type": "executable",
+      "sources": ["native/tools/pktgen.cc"],
+      "cflags": ["-Wall", "-Wextra", "-Werror", "-O2", "-pthread"],
+      "cflags_cc": ["-std=c++17", "-Wall", "-Wextra", "-Werror", "-O2"],
+      "ldflags": ["-pthread"]
     }
   ]
 }

@@ -23,6 +23,8 @@ enum class Ctr : uint8_t {
   TunGroWrites,   // coalesced TCP super-packets written into the TUN
   IcmpSent,       // ICMP unreachable written back into the TUN
   IcmpSuppressed, // no-route packets for which RFC 1122 or the rate limit forbade an ICMP reply
+  RxCsumCompleted,// received TCP/UDP packets whose sender had left the checksum to offload (filled in)
+  RxSuperPackets, // received TCP super-packets (a peer's GSO packet handed over whole), written as TSO
   Count
 };
 const char* ctr_name(Ctr c);

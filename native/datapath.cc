@@ -6,6 +6,8 @@
 #include <netinet/udp.h>
 #include <poll.h>
 #include <pthread.h>
+#include <sched.h>
+#include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
@@ -36,7 +38,7 @@ uint64_t now_ns() {
 }
 
 void name_thread(std::thread& t, const char* role, uint32_t i) {
-  // Thread names are limited to 15 characters: "vxnet-tx" + up to two digits.
+  // Thread names are limited to 15 characters: "vxnet-wk" + up to two digits.
   const std::string name = std::string("vxnet-") + role + std::to_string(i % 100);
   pthread_setname_np(t.native_handle(), name.c_str());
 }
@@ -64,6 +66,8 @@ const char* ctr_name(Ctr c) {
     case Ctr::TunGroWrites: return "tun_gro_writes";
     case Ctr::IcmpSent: return "icmp_unreachable_sent";
     case Ctr::IcmpSuppressed: return "icmp_unreachable_suppressed";
+    case Ctr::RxCsumCompleted: return "rx_csum_completed";
+    case Ctr::RxSuperPackets: return "rx_super_packets";
     case Ctr::Count: break;
   }
   return "unknown";
@@ -139,16 +143,8 @@ bool Datapath::start(std::string* err) {
   for (uint32_t q = 0; q < opts_.queues; ++q) {
     workers_.push_back(std::make_unique<Worker>());
     Worker* w = workers_.back().get();
-    const int fd = tun_fds_[q];
-    w->thread = std::thread([this, w, fd] { tx_loop(w, fd); });
-    name_thread(w->thread, "tx", q);
-  }
-  for (uint32_t q = 0; q < opts_.queues; ++q) {
-    workers_.push_back(std::make_unique<Worker>());
-    Worker* w = workers_.back().get();
-    const int fd = sock_fds_[q];
-    w->thread = std::thread([this, w, fd] { rx_loop(w, fd); });
-    name_thread(w->thread, "rx", q);
+    w->thread = std::thread([this, w, q] { worker_loop(w, q); });
+    name_thread(w->thread, "wk", q);
   }
   running_ = true;
   return true;
@@ -210,16 +206,6 @@ const RouteTable* Datapath::enter(Worker* w) {
   return table_.load(std::memory_order_seq_cst);
 }
 
-bool Datapath::wait_readable(int fd) {
-  pollfd pfd[2] = {{fd, POLLIN, 0}, {stop_fd_, POLLIN, 0}};
-  for (;;) {
-    const int r = ::poll(pfd, 2, -1);
-    if (stopping_.load(std::memory_order_relaxed)) return false;
-    if (r > 0) return (pfd[0].revents & (POLLIN | POLLERR | POLLHUP)) != 0;
-    if (r < 0 && errno != EINTR) return false;
-  }
-}
-
 void Datapath::totals(uint64_t* out) const {
   for (size_t i = 0; i < kNumCounters; ++i) {
     uint64_t sum = test_counters_.get(i);
@@ -252,7 +238,7 @@ Drop Datapath::test_tx(uint8_t* pkt, size_t len, TxResult* out) {
   return d;
 }
 
-Drop Datapath::test_rx(uint32_t src_ip, const uint8_t* dgram, size_t len, RxResult* out) {
+Drop Datapath::test_rx(uint32_t src_ip, uint8_t* dgram, size_t len, RxResult* out) {
   const RouteTable* rt = current_table();
   static const RouteTable kEmpty;
   const Drop d = rx_decap(encap_, rt ? *rt : kEmpty, src_ip, dgram, len, out);
@@ -262,6 +248,10 @@ Drop Datapath::test_rx(uint32_t src_ip, const uint8_t* dgram, size_t len, RxResu
     test_counters_.add(Ctr::RxPackets, 1);
     test_counters_.add(Ctr::RxBytes, out->inner_len);
     test_counters_.peer(out->peer->slot, 2, out->inner_len);
+    // As the rx worker: `out->inner` points into the caller's writable `dgram`.
+    if (complete_offloaded_csum(const_cast<uint8_t*>(out->inner), out->inner_len) == L4Csum::Completed) {
+      test_counters_.add(Ctr::RxCsumCompleted, 1);
+    }
   }
   return d;
 }
@@ -301,65 +291,169 @@ constexpr size_t kMsgCap = 256;
 constexpr size_t kGsoMaxBytes = 65535 - 20 - 8;
 constexpr size_t kGsoMaxSegs = 64;
 
-// Outgoing datagrams of one tx batch: sendmmsg messages with their per-message GSO size.
-struct TxBatch {
-  mmsghdr msgs[kMsgCap];
-  iovec iovs[kMsgCap];
-  alignas(cmsghdr) uint8_t ctrl[kMsgCap][CMSG_SPACE(sizeof(uint16_t))];
-  uint32_t slots[kMsgCap];
-  uint32_t packets[kMsgCap];  // inner packets in the message
-  uint32_t bytes[kMsgCap];    // inner bytes in the message
-  size_t n = 0;
-};
+const RouteTable kEmptyTable;
 
 }  // namespace
 
-void Datapath::tx_loop(Worker* w, int tun_fd) {
-  const size_t batch = opts_.batch;
-  const int sock = sock_fds_[0];
-  const bool vnet = offload_.vnet_hdr;
-  const bool gso = offload_.udp_gso;
-  const size_t overhead = encap_overhead(encap_.kind);
-  std::unique_ptr<uint8_t[]> bufs(new uint8_t[batch * kSlotStride]);
-  std::unique_ptr<TxBatch> tb(new TxBatch());
-  static const RouteTable kEmpty;
-  double icmp_tokens = opts_.icmp_per_sec;
-  uint64_t icmp_last = now_ns();
+// TUN -> peers: reads packets (TSO super-packets cut into segments here), encapsulates them in
+// place and sends them with sendmmsg, segments of one packet as UDP GSO messages.
+class Datapath::TxPath {
+ public:
+  TxPath(Datapath* dp, Worker* w, int tun_fd, int sock)
+      : dp_(dp),
+        w_(w),
+        tun_fd_(tun_fd),
+        sock_(sock),
+        batch_(dp->opts_.batch),
+        vnet_(dp->offload_.vnet_hdr),
+        gso_(dp->offload_.udp_gso),
+        overhead_(encap_overhead(dp->encap_.kind)),
+        bufs_(new uint8_t[batch_ * kSlotStride]),
+        tb_(new Batch()),
+        icmp_tokens_(dp->opts_.icmp_per_sec),
+        icmp_last_(now_ns()) {}
 
-  auto send_all = [&] {
+  // Reads up to `batch` packets from the TUN and sends what they become. Returns true when the TUN
+  // was drained (a read said EAGAIN), false when a full batch was read and more may be waiting.
+  bool pass(const RouteTable& table, size_t* handled) {
+    bool drained = false;
+    size_t n = 0;
+    while (n < batch_) {
+      uint8_t* slot = bufs_.get() + n * kSlotStride;
+      uint8_t* pkt = slot + kHeadroom;
+      uint8_t* rd = vnet_ ? pkt - kVnetHdrLen : pkt;
+      const ssize_t r = ::read(tun_fd_, rd, kMaxPacket);
+      if (r < 0) {
+        if (errno == EINTR) continue;
+        drained = true;  // EAGAIN, or the device is going away: the worker waits for readiness
+        break;
+      }
+      ++n;
+      w_->counters.add(Ctr::TunReads, 1);
+      handle(table, slot, pkt, rd, static_cast<size_t>(r));
+    }
+    *handled += n;
+    send_all();
+    return drained;
+  }
+
+ private:
+  // Outgoing datagrams of one pass: sendmmsg messages with their per-message GSO size.
+  struct Batch {
+    mmsghdr msgs[kMsgCap];
+    iovec iovs[kMsgCap];
+    alignas(cmsghdr) uint8_t ctrl[kMsgCap][CMSG_SPACE(sizeof(uint16_t))];
+    uint32_t slots[kMsgCap];
+    uint32_t packets[kMsgCap];  // inner packets in the message
+    uint32_t bytes[kMsgCap];    // inner bytes in the message
+    size_t n = 0;
+  };
+
+  void handle(const RouteTable& table, uint8_t* slot, uint8_t* pkt, const uint8_t* rd, size_t len) {
+    VnetHdr vh;
+    if (vnet_) {
+      if (len < kVnetHdrLen) {
+        w_->counters.drop(Drop::TxShort);
+        return;
+      }
+      vh = vnet_load(rd);
+      len -= kVnetHdrLen;
+    }
+    const uint8_t gso_type = vh.gso_type & static_cast<uint8_t>(~kVnetGsoEcn);
+    if (gso_type == kVnetGsoTcpV4) {
+      w_->counters.add(Ctr::TunTsoReads, 1);
+      TcpGso plan;
+      const size_t stride = overhead_ + (tcp4_gso_plan(pkt, len, vh.gso_size, &plan) ? plan.hdr + plan.mss : 0);
+      if (stride == overhead_ || plan.segments * stride > kSegArea) {
+        w_->counters.drop(Drop::TxBadIp);
+        return;
+      }
+      // Segment into the slot's segment area: frame k at seg + k*stride, encap header included.
+      uint8_t* seg = slot + kHeadroom + kMaxPacket;
+      const Peer* peer = nullptr;
+      size_t total = 0;
+      Drop d = Drop::Count;
+      for (size_t k = 0; k < plan.segments && d == Drop::Count; ++k) {
+        uint8_t* ip = seg + k * stride + overhead_;
+        const size_t sl = tcp4_gso_segment(pkt, plan, k, ip);
+        TxResult res;
+        d = tx_encap(dp_->encap_, table, ip, sl, &res);
+        peer = res.peer;
+        total = k * stride + res.frame_len;
+      }
+      if (d != Drop::Count) {
+        w_->counters.drop(d);
+        if (d == Drop::TxNoRoute) icmp(pkt, len);
+        return;
+      }
+      const size_t per_msg = gso_ ? std::min(kGsoMaxSegs, kGsoMaxBytes / stride) : 1;
+      for (size_t k = 0; k < plan.segments; k += per_msg) {
+        const size_t cnt = std::min(per_msg, plan.segments - k);
+        const size_t start = k * stride;
+        const size_t end = std::min(total, (k + cnt) * stride);
+        const size_t inner = (end - start) - cnt * overhead_;
+        queue(peer, seg + start, end - start, stride, static_cast<uint32_t>(cnt), static_cast<uint32_t>(inner));
+      }
+      return;
+    }
+    if (gso_type != kVnetGsoNone) {  // UDP or IPv6 GSO: never enabled, never expected
+      w_->counters.drop(Drop::TxBadIp);
+      return;
+    }
+    // The stack left the checksum to us (CHECKSUM_PARTIAL): complete it, peers get full checksums.
+    if ((vh.flags & kVnetFlagNeedsCsum) && !vnet_finish_csum(pkt, len, vh.csum_start, vh.csum_offset)) {
+      w_->counters.drop(Drop::TxBadIp);
+      return;
+    }
+    TxResult res;
+    const Drop d = tx_encap(dp_->encap_, table, pkt, len, &res);
+    if (d != Drop::Count) {
+      w_->counters.drop(d);
+      if (d == Drop::TxNoRoute) icmp(pkt, len);
+      return;
+    }
+    queue(res.peer, res.frame, res.frame_len, res.frame_len, 1, static_cast<uint32_t>(res.frame_len - overhead_));
+  }
+
+  void icmp(const uint8_t* pkt, size_t len) { dp_->send_icmp(w_, tun_fd_, pkt, len, now_ns(), &icmp_tokens_, &icmp_last_); }
+
+  void send_all() {
+    Batch* tb = tb_.get();
     size_t off = 0;
     while (off < tb->n) {
-      const int r = ::sendmmsg(sock, &tb->msgs[off], static_cast<unsigned>(tb->n - off), 0);
+      const int r = ::sendmmsg(sock_, &tb->msgs[off], static_cast<unsigned>(tb->n - off), 0);
       if (r < 0) {
         if (errno == EINTR) continue;
         if (errno == EAGAIN || errno == ENOBUFS) {
-          pollfd pfd[2] = {{sock, POLLOUT, 0}, {stop_fd_, POLLIN, 0}};
+          pollfd pfd[2] = {{sock_, POLLOUT, 0}, {dp_->stop_fd_, POLLIN, 0}};
           ::poll(pfd, 2, 100);
-          if (stopping_.load(std::memory_order_relaxed)) break;
+          if (dp_->stopping_.load(std::memory_order_relaxed)) break;
           continue;
         }
-        for (uint32_t k = 0; k < tb->packets[off]; ++k) w->counters.drop(Drop::TxSendError);
+        for (uint32_t k = 0; k < tb->packets[off]; ++k) w_->counters.drop(Drop::TxSendError);
         ++off;  // this message is refused; go on with the rest
         continue;
       }
-      w->counters.add(Ctr::TxBatches, 1);
+      w_->counters.add(Ctr::TxBatches, 1);
       for (size_t i = off; i < off + static_cast<size_t>(r); ++i) {
-        w->counters.add(Ctr::TxPackets, tb->packets[i]);
-        w->counters.add(Ctr::TxBytes, tb->bytes[i]);
-        w->counters.peer(tb->slots[i], 0, tb->bytes[i], tb->packets[i]);
+        w_->counters.add(Ctr::TxPackets, tb->packets[i]);
+        w_->counters.add(Ctr::TxBytes, tb->bytes[i]);
+        w_->counters.peer(tb->slots[i], 0, tb->bytes[i], tb->packets[i]);
       }
       off += static_cast<size_t>(r);
     }
     tb->n = 0;
-  };
+  }
+
   // Queues one message: `nseg` datagrams of `seg_len` bytes back to back (the last may be shorter).
-  auto queue = [&](const Peer* peer, uint8_t* data, size_t len, size_t seg_len, uint32_t nseg, uint32_t inner) {
+  void queue(const Peer* peer, uint8_t* data, size_t len, size_t seg_len, uint32_t nseg, uint32_t inner) {
+    Batch* tb = tb_.get();
     if (tb->n == kMsgCap) send_all();
     const size_t i = tb->n++;
     tb->iovs[i] = {data, len};
     msghdr& mh = tb->msgs[i].msg_hdr;
     std::memset(&mh, 0, sizeof mh);
-    // Safe to point into the snapshot: it cannot be freed before leave().
+    // Safe to point into the snapshot: the worker leaves it only after send_all().
     mh.msg_name = const_cast<sockaddr_in*>(&peer->addr);
     mh.msg_namelen = sizeof(sockaddr_in);
     mh.msg_iov = &tb->iovs[i];
@@ -377,196 +471,233 @@ void Datapath::tx_loop(Worker* w, int tun_fd) {
     tb->slots[i] = peer->slot;
     tb->packets[i] = nseg;
     tb->bytes[i] = inner;
-  };
-
-  while (!stopping_.load(std::memory_order_relaxed)) {
-    const RouteTable* rt = enter(w);
-    const RouteTable& table = rt ? *rt : kEmpty;
-    bool drained = false;
-    for (size_t n = 0; n < batch; ++n) {
-      uint8_t* slot = bufs.get() + n * kSlotStride;
-      uint8_t* pkt = slot + kHeadroom;
-      uint8_t* rd = vnet ? pkt - kVnetHdrLen : pkt;
-      const ssize_t r = ::read(tun_fd, rd, kMaxPacket);
-      if (r < 0) {
-        if (errno == EINTR) {
-          --n;
-          continue;
-        }
-        drained = true;  // EAGAIN, or the device is going away: wait on poll
-        break;
-      }
-      w->counters.add(Ctr::TunReads, 1);
-      size_t len = static_cast<size_t>(r);
-      VnetHdr vh;
-      if (vnet) {
-        if (len < kVnetHdrLen) {
-          w->counters.drop(Drop::TxShort);
-          continue;
-        }
-        vh = vnet_load(rd);
-        len -= kVnetHdrLen;
-      }
-      const uint8_t gso_type = vh.gso_type & static_cast<uint8_t>(~kVnetGsoEcn);
-      if (gso_type == kVnetGsoTcpV4) {
-        w->counters.add(Ctr::TunTsoReads, 1);
-        TcpGso plan;
-        const size_t stride = overhead + (tcp4_gso_plan(pkt, len, vh.gso_size, &plan) ? plan.hdr + plan.mss : 0);
-        if (stride == overhead || plan.segments * stride > kSegArea) {
-          w->counters.drop(Drop::TxBadIp);
-          continue;
-        }
-        // Segment into the slot's segment area: frame k at seg + k*stride, encap header included.
-        uint8_t* seg = slot + kHeadroom + kMaxPacket;
-        const Peer* peer = nullptr;
-        size_t total = 0;
-        Drop d = Drop::Count;
-        for (size_t k = 0; k < plan.segments && d == Drop::Count; ++k) {
-          uint8_t* ip = seg + k * stride + overhead;
-          const size_t sl = tcp4_gso_segment(pkt, plan, k, ip);
-          TxResult res;
-          d = tx_encap(encap_, table, ip, sl, &res);
-          peer = res.peer;
-          total = k * stride + res.frame_len;
-        }
-        if (d != Drop::Count) {
-          w->counters.drop(d);
-          if (d == Drop::TxNoRoute) send_icmp(w, tun_fd, pkt, len, now_ns(), &icmp_tokens, &icmp_last);
-          continue;
-        }
-        const size_t per_msg = gso ? std::min(kGsoMaxSegs, kGsoMaxBytes / stride) : 1;
-        for (size_t k = 0; k < plan.segments; k += per_msg) {
-          const size_t cnt = std::min(per_msg, plan.segments - k);
-          const size_t start = k * stride;
-          const size_t end = std::min(total, (k + cnt) * stride);
-          const size_t inner = (end - start) - cnt * overhead;
-          queue(peer, seg + start, end - start, stride, static_cast<uint32_t>(cnt), static_cast<uint32_t>(inner));
-        }
-        continue;
-      }
-      if (gso_type != kVnetGsoNone) {  // UDP or IPv6 GSO: never enabled, never expected
-        w->counters.drop(Drop::TxBadIp);
-        continue;
-      }
-      if ((vh.flags & kVnetFlagNeedsCsum) && !vnet_finish_csum(pkt, len, vh.csum_start, vh.csum_offset)) {
-        w->counters.drop(Drop::TxBadIp);
-        continue;
-      }
-      TxResult res;
-      const Drop d = tx_encap(encap_, table, pkt, len, &res);
-      if (d != Drop::Count) {
-        w->counters.drop(d);
-        if (d == Drop::TxNoRoute) send_icmp(w, tun_fd, pkt, len, now_ns(), &icmp_tokens, &icmp_last);
-        continue;
-      }
-      queue(res.peer, res.frame, res.frame_len, res.frame_len, 1, static_cast<uint32_t>(res.frame_len - overhead));
-    }
-    send_all();
-    leave(w);
-    if (drained && !wait_readable(tun_fd)) break;
   }
-  leave(w);
-}
 
-void Datapath::rx_loop(Worker* w, int sock) {
-  const size_t batch = opts_.batch;
-  const int tun_fd = tun_fds_[0];
-  const bool vnet = offload_.vnet_hdr;
-  std::unique_ptr<uint8_t[]> bufs(new uint8_t[batch * kBufStride]);
-  std::unique_ptr<uint8_t[]> gro_store(new uint8_t[TcpCoalescer::kStorage]);
-  TcpCoalescer gro(gro_store.get());
-  std::vector<mmsghdr> msgs(batch);
-  std::vector<iovec> iovs(batch);
-  std::vector<sockaddr_in> addrs(batch);
+  Datapath* dp_;
+  Worker* w_;
+  const int tun_fd_;
+  const int sock_;
+  const size_t batch_;
+  const bool vnet_;
+  const bool gso_;
+  const size_t overhead_;
+  std::unique_ptr<uint8_t[]> bufs_;
+  std::unique_ptr<Batch> tb_;
+  double icmp_tokens_;
+  uint64_t icmp_last_;
+};
+
+// Peers -> TUN: receives datagrams with recvmmsg (UDP GRO trains split here), validates and
+// decapsulates them, completes offloaded checksums, coalesces TCP segments and writes into the TUN.
+class Datapath::RxPath {
+ public:
+  RxPath(Datapath* dp, Worker* w, int tun_fd, int sock)
+      : dp_(dp),
+        w_(w),
+        tun_fd_(tun_fd),
+        sock_(sock),
+        batch_(dp->opts_.batch),
+        vnet_(dp->offload_.vnet_hdr),
+        overhead_(encap_overhead(dp->encap_.kind)),
+        mtu_(dp->opts_.mtu),
+        bufs_(new uint8_t[batch_ * kBufStride]),
+        gro_store_(new uint8_t[TcpCoalescer::kStorage]),
+        gro_(gro_store_.get()),
+        msgs_(batch_),
+        iovs_(batch_),
+        addrs_(batch_),
+        ctrl_(batch_) {
+    for (size_t i = 0; i < batch_; ++i) {
+      iovs_[i].iov_base = bufs_.get() + i * kBufStride + kHeadroom;
+      iovs_[i].iov_len = kMaxPacket;
+    }
+  }
+
+  // One recvmmsg of up to `batch` datagrams, all of it written into the TUN before returning
+  // (nothing is held across passes: latency stays that of one receive). Returns true when the
+  // socket was drained (fewer than a full batch), false when more may be waiting.
+  bool pass(const RouteTable& table, size_t* handled) {
+    for (size_t i = 0; i < batch_; ++i) {
+      msghdr& mh = msgs_[i].msg_hdr;
+      std::memset(&mh, 0, sizeof mh);
+      mh.msg_name = &addrs_[i];
+      mh.msg_namelen = sizeof(sockaddr_in);
+      mh.msg_iov = &iovs_[i];
+      mh.msg_iovlen = 1;
+      mh.msg_control = ctrl_[i].b;
+      mh.msg_controllen = sizeof ctrl_[i].b;
+    }
+    int r;
+    do {
+      r = ::recvmmsg(sock_, msgs_.data(), static_cast<unsigned>(batch_), MSG_DONTWAIT, nullptr);
+    } while (r < 0 && errno == EINTR);
+    if (r <= 0) return true;
+    w_->counters.add(Ctr::RxBatches, 1);
+    for (int i = 0; i < r; ++i) *handled += datagram(table, static_cast<size_t>(i));
+    if (vnet_) gro_.flush(Emit{this});
+    return static_cast<size_t>(r) < batch_;
+  }
+
+ private:
   struct Ctrl {
     alignas(cmsghdr) uint8_t b[CMSG_SPACE(sizeof(int))];
   };
-  std::vector<Ctrl> ctrl(batch);
-  static const RouteTable kEmpty;
-  for (size_t i = 0; i < batch; ++i) {
-    iovs[i].iov_base = bufs.get() + i * kBufStride + kHeadroom;
-    iovs[i].iov_len = kMaxPacket;
-  }
-  // Writes one packet into the TUN, with the virtio_net_hdr in front when the TUN expects one.
-  auto emit = [&](const uint8_t* vh, const uint8_t* pkt, size_t len) {
-    ssize_t wr;
-    size_t want = len;
-    if (vnet) {
-      iovec v[2] = {{const_cast<uint8_t*>(vh), kVnetHdrLen}, {const_cast<uint8_t*>(pkt), len}};
-      want += kVnetHdrLen;
-      wr = ::writev(tun_fd, v, 2);
-      if (vh[1] != kVnetGsoNone) w->counters.add(Ctr::TunGroWrites, 1);
-    } else {
-      wr = ::write(tun_fd, pkt, len);
+  // The coalescer's output.
+  struct Emit {
+    RxPath* rx;
+    void operator()(const uint8_t* vh, const uint8_t* pkt, size_t len) const {
+      if (rx->vnet_ && vh[1] != kVnetGsoNone) rx->w_->counters.add(Ctr::TunGroWrites, 1);
+      rx->write_tun(vh, pkt, len);
     }
-    if (wr != static_cast<ssize_t>(want)) {
-      w->counters.drop(Drop::RxTunWriteError);
-      return;
-    }
-    w->counters.add(Ctr::TunWrites, 1);
   };
 
-  while (!stopping_.load(std::memory_order_relaxed)) {
-    for (size_t i = 0; i < batch; ++i) {
-      msghdr& mh = msgs[i].msg_hdr;
-      std::memset(&mh, 0, sizeof mh);
-      mh.msg_name = &addrs[i];
-      mh.msg_namelen = sizeof(sockaddr_in);
-      mh.msg_iov = &iovs[i];
-      mh.msg_iovlen = 1;
-      mh.msg_control = ctrl[i].b;
-      mh.msg_controllen = sizeof ctrl[i].b;
+  // Writes one packet into the TUN, with the virtio_net_hdr in front when the TUN expects one.
+  void write_tun(const uint8_t* vh, const uint8_t* pkt, size_t len) {
+    ssize_t wr;
+    size_t want = len;
+    if (vnet_) {
+      iovec v[2] = {{const_cast<uint8_t*>(vh), kVnetHdrLen}, {const_cast<uint8_t*>(pkt), len}};
+      want += kVnetHdrLen;
+      wr = ::writev(tun_fd_, v, 2);
+    } else {
+      wr = ::write(tun_fd_, pkt, len);
     }
-    const int r = ::recvmmsg(sock, msgs.data(), static_cast<unsigned>(batch), MSG_DONTWAIT, nullptr);
-    if (r <= 0) {
-      if (r < 0 && errno == EINTR) continue;
-      if (!wait_readable(sock)) break;
-      continue;
+    if (wr != static_cast<ssize_t>(want)) {
+      w_->counters.drop(Drop::RxTunWriteError);
+      return;
     }
-    w->counters.add(Ctr::RxBatches, 1);
-    const RouteTable* rt = enter(w);
-    const RouteTable& table = rt ? *rt : kEmpty;
-    for (int i = 0; i < r; ++i) {
-      msghdr& mh = msgs[i].msg_hdr;
-      const uint8_t* data = static_cast<const uint8_t*>(iovs[i].iov_base);
-      const size_t len = msgs[i].msg_len;
-      if ((mh.msg_flags & MSG_TRUNC) || mh.msg_namelen < sizeof(sockaddr_in) || addrs[i].sin_family != AF_INET) {
-        w->counters.drop(Drop::RxShort);
-        continue;
-      }
-      // With UDP_GRO the kernel may hand us several datagrams of `seg` bytes glued together.
-      size_t seg = len;
-      for (cmsghdr* cm = CMSG_FIRSTHDR(&mh); cm; cm = CMSG_NXTHDR(&mh, cm)) {
-        if (cm->cmsg_level == SOL_UDP && cm->cmsg_type == UDP_GRO && cm->cmsg_len >= CMSG_LEN(sizeof(int))) {
-          int v;
-          std::memcpy(&v, CMSG_DATA(cm), sizeof v);
-          if (v > 0) seg = static_cast<size_t>(v);
-        }
-      }
-      const uint32_t src = ntohl(addrs[i].sin_addr.s_addr);
-      for (size_t off = 0; off < len; off += seg) {
-        const size_t dl = std::min(seg, len - off);
-        RxResult res;
-        const Drop d = rx_decap(encap_, table, src, data + off, dl, &res);
-        if (d != Drop::Count) {
-          w->counters.drop(d);
-          continue;
-        }
-        w->counters.add(Ctr::RxPackets, 1);
-        w->counters.add(Ctr::RxBytes, res.inner_len);
-        w->counters.peer(res.peer->slot, 2, res.inner_len, 1);
-        if (vnet) {
-          gro.push(res.inner, res.inner_len, emit);
-        } else {
-          emit(nullptr, res.inner, res.inner_len);
-        }
+    w_->counters.add(Ctr::TunWrites, 1);
+  }
+
+  // Handles received message `i`; returns the number of datagrams it held.
+  size_t datagram(const RouteTable& table, size_t i) {
+    msghdr& mh = msgs_[i].msg_hdr;
+    const uint8_t* data = static_cast<const uint8_t*>(iovs_[i].iov_base);
+    const size_t len = msgs_[i].msg_len;
+    if ((mh.msg_flags & MSG_TRUNC) || mh.msg_namelen < sizeof(sockaddr_in) || addrs_[i].sin_family != AF_INET) {
+      w_->counters.drop(Drop::RxShort);
+      return 1;
+    }
+    // With UDP_GRO the kernel may hand us several datagrams of `seg` bytes glued together.
+    size_t seg = len;
+    for (cmsghdr* cm = CMSG_FIRSTHDR(&mh); cm; cm = CMSG_NXTHDR(&mh, cm)) {
+      if (cm->cmsg_level == SOL_UDP && cm->cmsg_type == UDP_GRO && cm->cmsg_len >= CMSG_LEN(sizeof(int))) {
+        int v;
+        std::memcpy(&v, CMSG_DATA(cm), sizeof v);
+        if (v > 0) seg = static_cast<size_t>(v);
       }
     }
-    // Nothing is held across batches: latency stays that of one recvmmsg.
-    if (vnet) gro.flush(emit);
-    leave(w);
+    // A GRO train's first datagram is `seg` bytes long. A first inner packet that claims more is no
+    // train but one datagram the sender's kernel handed over whole (a GSO packet over a veth
+    // underlay, whose cmsg carries the inner segment size): take it as one datagram.
+    if (seg < len && len >= overhead_ + 4 && overhead_ + load_be16(data + overhead_ + 2) > seg) seg = len;
+    const uint32_t src = ntohl(addrs_[i].sin_addr.s_addr);
+    size_t n = 0;
+    for (size_t off = 0; off < len; off += seg, ++n) inner(table, src, data + off, std::min(seg, len - off));
+    return n ? n : 1;
+  }
+
+  void inner(const RouteTable& table, uint32_t src, const uint8_t* dgram, size_t len) {
+    RxResult res;
+    const Drop d = rx_decap(dp_->encap_, table, src, dgram, len, &res);
+    if (d != Drop::Count) {
+      w_->counters.drop(d);
+      return;
+    }
+    w_->counters.add(Ctr::RxPackets, 1);
+    w_->counters.add(Ctr::RxBytes, res.inner_len);
+    w_->counters.peer(res.peer->slot, 2, res.inner_len, 1);
+    // The receive buffer is ours: the inner packet may be completed in place.
+    uint8_t* pkt = const_cast<uint8_t*>(res.inner);
+    const bool completed = complete_offloaded_csum(pkt, res.inner_len) == L4Csum::Completed;
+    if (completed) w_->counters.add(Ctr::RxCsumCompleted, 1);
+    if (!vnet_) {
+      write_tun(nullptr, pkt, res.inner_len);
+      return;
+    }
+    uint8_t vh[kVnetHdrLen];
+    if (res.inner_len > mtu_ && tcp4_super_prepare(pkt, res.inner_len, mtu_, completed, vh)) {
+      // A TCP super-packet goes on as TSO, cut to our MTU by the kernel. Anything else this long
+      // is written as it is: the kernel fragments it or answers "fragmentation needed".
+      w_->counters.add(Ctr::RxSuperPackets, 1);
+      gro_.flush_flow_of(pkt, res.inner_len, Emit{this});
+      write_tun(vh, pkt, res.inner_len);
+      return;
+    }
+    gro_.push(pkt, res.inner_len, Emit{this}, completed);
+  }
+
+  Datapath* dp_;
+  Worker* w_;
+  const int tun_fd_;
+  const int sock_;
+  const size_t batch_;
+  const bool vnet_;
+  const size_t overhead_;
+  const size_t mtu_;
+  std::unique_ptr<uint8_t[]> bufs_;
+  std::unique_ptr<uint8_t[]> gro_store_;
+  TcpCoalescer gro_;
+  std::vector<mmsghdr> msgs_;
+  std::vector<iovec> iovs_;
+  std::vector<sockaddr_in> addrs_;
+  std::vector<Ctrl> ctrl_;
+};
+
+// One worker per queue serves both directions of its TUN queue and UDP socket. It runs passes
+// while there is work. Once both fds are drained it blocks in epoll_wait, except after a light
+// burst (a few packets since it last slept: request/response traffic, not a bulk flow): then it
+// first keeps polling without sleeping for up to busy_poll_us, so an answer arriving within that
+// window is handled without a thread wake-up. Bulk flows never spin: the CPU goes to the flows.
+void Datapath::worker_loop(Worker* w, uint32_t q) {
+  const int tun_fd = tun_fds_[q];
+  const int sock = sock_fds_[q];
+  TxPath tx(this, w, tun_fd, sock);
+  RxPath rx(this, w, tun_fd, sock);
+  const int ep = ::epoll_create1(EPOLL_CLOEXEC);
+  if (ep < 0) return;
+  bool ok = true;
+  for (int fd : {tun_fd, sock, stop_fd_}) {
+    epoll_event ev{};
+    ev.events = EPOLLIN;
+    ev.data.fd = fd;
+    ok = ok && ::epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev) == 0;
+  }
+  constexpr size_t kLightBurst = 8;  // packets since the last sleep up to which a spin is worth it
+  const uint64_t spin_ns = static_cast<uint64_t>(opts_.busy_poll_us) * 1000;
+  bool tun_ready = true, sock_ready = true;
+  size_t burst = 0;  // packets handled since the worker last slept
+  epoll_event evs[3];
+  while (ok && !stopping_.load(std::memory_order_relaxed)) {
+    if (tun_ready || sock_ready) {
+      const RouteTable* rt = enter(w);
+      const RouteTable& table = rt ? *rt : kEmptyTable;
+      if (tun_ready) tun_ready = !tx.pass(table, &burst);
+      if (sock_ready) sock_ready = !rx.pass(table, &burst);
+      leave(w);
+      if (tun_ready || sock_ready) continue;  // a full batch: more may be waiting
+    }
+    int n = 0;
+    if (spin_ns && burst <= kLightBurst) {
+      const uint64_t until = now_ns() + spin_ns;
+      // Yield between polls: on a busy machine the thread we wait for may need this CPU.
+      while ((n = ::epoll_wait(ep, evs, 3, 0)) == 0 && now_ns() < until) ::sched_yield();
+    }
+    if (n == 0) {
+      n = ::epoll_wait(ep, evs, 3, -1);
+      burst = 0;
+    }
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      break;
+    }
+    for (int i = 0; i < n; ++i) {
+      if (evs[i].data.fd == tun_fd) tun_ready = true;
+      if (evs[i].data.fd == sock) sock_ready = true;
+    }
   }
   leave(w);
+  ::close(ep);
 }
 
 }  // namespace vxnet

@@ -1,6 +1,7 @@
-// The forwarding engine: a TUN device and a UDP socket joined by worker threads.
-//   tx worker: TUN --read--> tx_encap --sendmmsg--> peers
-//   rx worker: peers --recvmmsg--> rx_decap --write--> TUN
+// The forwarding engine: a TUN device and a UDP socket joined by worker threads, one per queue,
+// each serving both directions of its own TUN queue and UDP socket:
+//   tx pass: TUN --read--> tx_encap --sendmmsg--> peers
+//   rx pass: peers --recvmmsg--> rx_decap --write--> TUN
 // The route table is an immutable snapshot swapped in by publish(); workers announce the
 // generation they read (quiescent-state reclamation), so old snapshots are freed without locks.
 #pragma once
@@ -26,10 +27,11 @@ struct DatapathOptions {
   uint32_t bind_ip = 0;  // host order; 0 = any
   uint16_t port = 8285;
   uint32_t batch = 64;   // packets per sendmmsg/recvmmsg
-  uint32_t queues = 1;   // TUN queues = tx workers = rx sockets
+  uint32_t queues = 1;   // TUN queues = workers = UDP sockets (SO_REUSEPORT)
   uint32_t sock_buf = 4 << 20;
   uint32_t icmp_per_sec = 100;  // rate limit of generated ICMP errors, per tx worker
   bool offload = true;          // TUN TSO + UDP GSO/GRO + receive coalescing, where the kernel has them
+  uint32_t busy_poll_us = 50;   // after work, poll without sleeping this long before blocking (0: never)
 };
 
 // Which offloads the kernel accepted (each falls back independently).
@@ -69,7 +71,8 @@ class Datapath {
   // Synchronous, single-packet paths for tests and microbenchmarks (no fds needed); they
   // count into their own block.
   Drop test_tx(uint8_t* pkt, size_t len, TxResult* out);
-  Drop test_rx(uint32_t src_ip, const uint8_t* dgram, size_t len, RxResult* out);
+  // test_rx completes an offloaded inner checksum in place, as the rx worker does.
+  Drop test_rx(uint32_t src_ip, uint8_t* dgram, size_t len, RxResult* out);
   const RouteTable* current_table() const { return table_.load(std::memory_order_acquire); }
   const EncapConfig& encap() const { return encap_; }
 
@@ -84,11 +87,11 @@ class Datapath {
     uint64_t gen;
   };
 
-  void tx_loop(Worker* w, int tun_fd);
-  void rx_loop(Worker* w, int sock_fd);
+  class TxPath;
+  class RxPath;
+  void worker_loop(Worker* w, uint32_t queue);
   const RouteTable* enter(Worker* w);
   static void leave(Worker* w) { w->active_gen.store(0, std::memory_order_release); }
-  bool wait_readable(int fd);
   void send_icmp(Worker* w, int tun_fd, const uint8_t* pkt, size_t len, uint64_t now_ns, double* tokens,
                  uint64_t* last_ns);
 

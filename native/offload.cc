@@ -11,13 +11,15 @@ namespace {
 constexpr uint8_t kProtoTcp = 6;
 constexpr uint8_t kTcpFin = 0x01, kTcpPsh = 0x08, kTcpAck = 0x10, kTcpCwr = 0x80;
 
-// Sum of the TCP pseudo-header (RFC 793): addresses, protocol, TCP length.
-uint32_t pseudo_sum(const uint8_t* ip, size_t tcp_len) {
+constexpr uint8_t kProtoUdp = 17;
+
+// Sum of the TCP/UDP pseudo-header (RFC 793, RFC 768): addresses, protocol, L4 length.
+uint32_t pseudo_sum(const uint8_t* ip, size_t l4_len, uint8_t proto = kProtoTcp) {
   uint8_t ph[12];
   std::memcpy(ph, ip + 12, 8);
   ph[8] = 0;
-  ph[9] = kProtoTcp;
-  store_be16(ph + 10, static_cast<uint16_t>(tcp_len));
+  ph[9] = proto;
+  store_be16(ph + 10, static_cast<uint16_t>(l4_len));
   return csum_partial(ph, sizeof ph);
 }
 
@@ -59,6 +61,61 @@ bool vnet_finish_csum(uint8_t* pkt, size_t len, uint16_t csum_start, uint16_t cs
   return true;
 }
 
+L4Csum complete_offloaded_csum(uint8_t* pkt, size_t len) {
+  if (len < kIPv4MinHeader) return L4Csum::NotChecked;
+  const size_t ihl = static_cast<size_t>(pkt[0] & 0x0f) * 4;
+  if (ihl < kIPv4MinHeader || ihl > len) return L4Csum::NotChecked;
+  // A fragment's checksum covers the reassembled datagram; senders complete it before fragmenting.
+  if ((load_be16(pkt + 6) & 0x3fff) != 0) return L4Csum::NotChecked;
+  const uint8_t proto = pkt[9];
+  const size_t l4_len = len - ihl;
+  size_t field;
+  if (proto == kProtoTcp) {
+    if (l4_len < 20) return L4Csum::NotChecked;
+    field = ihl + 16;
+  } else if (proto == kProtoUdp) {
+    if (l4_len < 8 || load_be16(pkt + ihl + 4) != l4_len) return L4Csum::NotChecked;
+    field = ihl + 6;
+  } else {
+    return L4Csum::NotChecked;
+  }
+  // The pseudo-header sum is never 0 (the protocol word is not), so UDP's "no checksum" never matches.
+  const uint32_t ph = pseudo_sum(pkt, l4_len, proto);
+  if (load_be16(pkt + field) != ph) return L4Csum::Untouched;
+  // Summing over the field (which holds the pseudo-header sum) completes the checksum; should the
+  // field have held a full checksum equal to that sum by chance, the result is that same value.
+  uint16_t c = csum_fold(csum_partial(pkt + ihl, l4_len));
+  if (proto == kProtoUdp && c == 0) c = 0xffff;  // RFC 768: a computed zero is sent as all ones
+  store_be16(pkt + field, c);
+  return L4Csum::Completed;
+}
+
+bool tcp4_super_prepare(uint8_t* pkt, size_t len, size_t mtu, bool csum_ok, uint8_t* vnet_out) {
+  if (len < kIPv4MinHeader + 20 || len > 65535 || (pkt[0] >> 4) != 4 || pkt[9] != kProtoTcp) return false;
+  const size_t ihl = static_cast<size_t>(pkt[0] & 0x0f) * 4;
+  if (ihl < kIPv4MinHeader || ihl + 20 > len || load_be16(pkt + 2) != len) return false;
+  if ((load_be16(pkt + 6) & 0x3fff) != 0) return false;
+  const size_t thl = static_cast<size_t>(pkt[ihl + 12] >> 4) * 4;
+  const size_t hdr = ihl + thl;
+  if (thl < 20 || hdr >= len || hdr >= mtu) return false;
+  // SYN/RST/URG segments are never GSO; only data with ACK (and PSH/FIN/CWR/ECE) is re-segmented.
+  const uint8_t flags = pkt[ihl + 13];
+  if ((flags & (0x02 | 0x04 | 0x20)) != 0 || (flags & kTcpAck) == 0) return false;
+  const size_t tcp_len = len - ihl;
+  const uint32_t ph = pseudo_sum(pkt, tcp_len);
+  if (!csum_ok && csum_partial(pkt + ihl, tcp_len, ph) != 0xffff) return false;
+  store_be16(pkt + ihl + 16, static_cast<uint16_t>(ph));
+  VnetHdr h;
+  h.flags = kVnetFlagNeedsCsum;
+  h.gso_type = static_cast<uint8_t>(kVnetGsoTcpV4 | ((flags & kTcpCwr) ? kVnetGsoEcn : 0));
+  h.hdr_len = static_cast<uint16_t>(hdr);
+  h.gso_size = static_cast<uint16_t>(mtu - hdr);
+  h.csum_start = static_cast<uint16_t>(ihl);
+  h.csum_offset = 16;
+  vnet_store(vnet_out, h);
+  return true;
+}
+
 bool tcp4_gso_plan(const uint8_t* pkt, size_t len, uint16_t gso_size, TcpGso* plan) {
   if (len < kIPv4MinHeader + 20 || (pkt[0] >> 4) != 4 || gso_size == 0) return false;
   const size_t ihl = static_cast<size_t>(pkt[0] & 0x0f) * 4;
@@ -96,7 +153,7 @@ size_t tcp4_gso_segment(const uint8_t* pkt, const TcpGso& plan, size_t i, uint8_
   return tot;
 }
 
-bool TcpCoalescer::parse(const uint8_t* pkt, size_t len, Key* k) {
+bool TcpCoalescer::parse(const uint8_t* pkt, size_t len, bool csum_ok, Key* k) {
   // Only option-less IPv4 carrying TCP, unfragmented, exactly `len` long.
   if (len < 40 || pkt[0] != 0x45 || pkt[9] != kProtoTcp) return false;
   if ((load_be16(pkt + 6) & 0x3fff) != 0 || load_be16(pkt + 2) != len) return false;
@@ -113,7 +170,7 @@ bool TcpCoalescer::parse(const uint8_t* pkt, size_t len, Key* k) {
   k->mergeable = k->payload > 0 && (k->flags & ~(kTcpAck | kTcpPsh)) == 0 && (k->flags & kTcpAck);
   // A merged super-packet is handed up as checksum-verified, so each segment must verify here;
   // a corrupt one is passed on alone for the stack to reject.
-  if (k->mergeable) k->mergeable = csum_partial(pkt + 20, len - 20, pseudo_sum(pkt, len - 20)) == 0xffff;
+  if (k->mergeable && !csum_ok) k->mergeable = csum_partial(pkt + 20, len - 20, pseudo_sum(pkt, len - 20)) == 0xffff;
   return true;
 }
 

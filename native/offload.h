@@ -6,6 +6,8 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "packet.h"
+
 namespace vxnet {
 
 // struct virtio_net_hdr (10 bytes, host byte order on a TUN without TUNSETVNETBE/LE).
@@ -29,6 +31,19 @@ void vnet_store(uint8_t* p, const VnetHdr& h);
 // Completes a checksum the kernel left partial (NEEDS_CSUM): the field holds the pseudo-header sum.
 bool vnet_finish_csum(uint8_t* pkt, size_t len, uint16_t csum_start, uint16_t csum_offset);
 
+// Receive side: a sender that offloaded its TCP/UDP checksum (Linux CHECKSUM_PARTIAL) leaves the
+// folded pseudo-header sum in the checksum field and relies on the NIC to finish it. A veth never
+// does, so a kernel vxlan peer on a veth underlay puts such packets on the wire, and a UDP socket
+// hands them to us as they are. complete_offloaded_csum() recognises exactly that form and fills in
+// the real checksum over the bytes received; any other value is left alone for the stack to verify.
+enum class L4Csum : uint8_t {
+  NotChecked = 0,  // not TCP/UDP, a fragment, or too short: untouched
+  Completed,       // the field held the pseudo-header sum: the checksum is now computed and stored
+  Untouched,       // a TCP/UDP checksum in any other form (correct, wrong, or UDP "none")
+};
+// `pkt` is a validated IPv4 packet of exactly `len` bytes (its total length).
+L4Csum complete_offloaded_csum(uint8_t* pkt, size_t len);
+
 // An IPv4/TCP super-packet ready to be segmented.
 struct TcpGso {
   size_t ihl = 0;      // IPv4 header bytes
@@ -43,6 +58,14 @@ bool tcp4_gso_plan(const uint8_t* pkt, size_t len, uint16_t gso_size, TcpGso* pl
 // IP id, sequence number, flags and full checksums. Returns its length.
 size_t tcp4_gso_segment(const uint8_t* pkt, const TcpGso& plan, size_t i, uint8_t* out);
 
+// Receive side: a TCP super-packet longer than the TUN MTU. A peer kernel's GSO packet crossing a
+// veth underlay reaches our UDP socket whole (one datagram of up to 64 KiB, never split), so its
+// inner packet is a TSO packet. Checks it (unfragmented IPv4, TCP, lengths; the TCP checksum over
+// all of it unless `csum_ok`), then prepares it to be written into the TUN as a TSO packet cut into
+// segments of at most `mtu` bytes: the checksum field gets the pseudo-header sum and *vnet_out (10
+// bytes) the virtio_net_hdr. False, with the packet unchanged, when it cannot be passed on.
+bool tcp4_super_prepare(uint8_t* pkt, size_t len, size_t mtu, bool csum_ok, uint8_t* vnet_out);
+
 // Receive-side coalescing of TCP segments into super-packets, a few flows at a time.
 // emit(vnet, pkt, len) receives every packet to write into the TUN: `vnet` is the 10-byte
 // virtio_net_hdr to put in front of `pkt`.
@@ -56,10 +79,11 @@ class TcpCoalescer {
 
   // Takes a validated inner IPv4 packet (total length == len): holds it, merges it into a held
   // flow, or emits it at once (after the held data of its flow, to keep order).
+  // `csum_ok`: the caller already verified (or computed) the TCP checksum over these bytes.
   template <typename Emit>
-  void push(const uint8_t* pkt, size_t len, Emit&& emit) {
+  void push(const uint8_t* pkt, size_t len, Emit&& emit, bool csum_ok = false) {
     Key k;
-    if (!parse(pkt, len, &k)) {
+    if (!parse(pkt, len, csum_ok, &k)) {
       emit_direct(pkt, len, emit);
       return;
     }
@@ -82,6 +106,21 @@ class TcpCoalescer {
       emit_flow(slot, emit);
     }
     hold(slot, k, pkt, len);
+  }
+
+  // Emits the held data of the TCP flow of `pkt` (an IPv4 packet of `len` bytes), if any: call it
+  // before a packet of that flow goes to the TUN some other way, to keep the flow in order.
+  template <typename Emit>
+  void flush_flow_of(const uint8_t* pkt, size_t len, Emit&& emit) {
+    const size_t ihl = len >= 20 ? static_cast<size_t>(pkt[0] & 0x0f) * 4 : 0;
+    if (ihl < 20 || ihl + 4 > len) return;
+    Key k{};
+    k.saddr = load_be32(pkt + 12);
+    k.daddr = load_be32(pkt + 16);
+    k.sport = load_be16(pkt + ihl);
+    k.dport = load_be16(pkt + ihl + 2);
+    const int i = find(k);
+    if (i >= 0) emit_flow(static_cast<size_t>(i), emit);
   }
 
   template <typename Emit>
@@ -112,7 +151,7 @@ class TcpCoalescer {
     size_t segments = 0;
   };
   uint8_t* buf(size_t i) { return storage_ + i * (kVnetHdrLen + kMaxSuper); }
-  static bool parse(const uint8_t* pkt, size_t len, Key* k);
+  static bool parse(const uint8_t* pkt, size_t len, bool csum_ok, Key* k);
   int find(const Key& k) const;
   bool merge(size_t i, const Key& k, const uint8_t* pkt, size_t len);
   void hold(size_t i, const Key& k, const uint8_t* pkt, size_t len);

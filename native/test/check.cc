@@ -52,6 +52,33 @@ static std::vector<uint8_t> ipv4_tcp(uint32_t src, uint32_t dst, uint32_t seq, s
   return p;
 }
 
+static uint16_t pseudo(const std::vector<uint8_t>& p, uint8_t proto) {
+  uint8_t ph[12];
+  std::memcpy(ph, &p[12], 8);
+  ph[8] = 0;
+  ph[9] = proto;
+  store_be16(ph + 10, static_cast<uint16_t>(p.size() - 20));
+  return static_cast<uint16_t>(csum_partial(ph, 12));
+}
+
+static std::vector<uint8_t> ipv4_udp(uint32_t src, uint32_t dst, size_t payload) {
+  std::vector<uint8_t> p(28 + payload);
+  p[0] = 0x45;
+  store_be16(&p[2], static_cast<uint16_t>(p.size()));
+  p[8] = 64;
+  p[9] = 17;
+  store_be32(&p[12], src);
+  store_be32(&p[16], dst);
+  store_be16(&p[10], csum_fold(csum_partial(p.data(), 20)));
+  store_be16(&p[20], 5353);
+  store_be16(&p[22], 53);
+  store_be16(&p[24], static_cast<uint16_t>(p.size() - 20));
+  for (size_t i = 0; i < payload; ++i) p[28 + i] = static_cast<uint8_t>(i * 13 + 1);
+  uint16_t c = csum_fold(csum_partial(&p[20], p.size() - 20, pseudo(p, 17)));
+  store_be16(&p[26], c ? c : 0xffff);
+  return p;
+}
+
 static RouteTable* table() {
   std::vector<RouteSpec> specs;
   for (uint32_t i = 1; i <= 300; ++i) {
@@ -135,6 +162,65 @@ static void segment_then_coalesce_round_trip() {
   CHECK(out.size() == 2, "corrupt segment not coalesced");
 }
 
+// A sender that offloaded its checksum leaves the pseudo-header sum in the field: that form, and
+// only that form, is completed; everything else is left for the stack to judge.
+static void offloaded_checksums() {
+  for (size_t payload : {0, 1, 7, 1398}) {
+    const std::vector<uint8_t> good = ipv4_tcp(0x0af40202, 0x0af40102, 5, payload, 0x18);
+    std::vector<uint8_t> p = good;
+    CHECK(complete_offloaded_csum(p.data(), p.size()) == L4Csum::Untouched && p == good, "correct TCP checksum untouched");
+    store_be16(&p[36], pseudo(p, 6));
+    CHECK(complete_offloaded_csum(p.data(), p.size()) == L4Csum::Completed && p == good, "offloaded TCP checksum completed");
+    p = good;
+    store_be16(&p[36], static_cast<uint16_t>(load_be16(&good[36]) ^ 0x0101));
+    const std::vector<uint8_t> bad = p;
+    CHECK(complete_offloaded_csum(p.data(), p.size()) == L4Csum::Untouched && p == bad, "wrong TCP checksum untouched");
+    p = good;
+    store_be16(&p[36], pseudo(p, 6));
+    p[6] = 0x20;  // more fragments
+    CHECK(complete_offloaded_csum(p.data(), p.size()) == L4Csum::NotChecked, "fragment not checked");
+  }
+  for (size_t payload : {0, 3, 1400}) {
+    const std::vector<uint8_t> good = ipv4_udp(0x0af40202, 0x0af40102, payload);
+    std::vector<uint8_t> p = good;
+    CHECK(complete_offloaded_csum(p.data(), p.size()) == L4Csum::Untouched && p == good, "correct UDP checksum untouched");
+    store_be16(&p[26], pseudo(p, 17));
+    CHECK(complete_offloaded_csum(p.data(), p.size()) == L4Csum::Completed && p == good, "offloaded UDP checksum completed");
+    p = good;
+    store_be16(&p[26], 0);
+    CHECK(complete_offloaded_csum(p.data(), p.size()) == L4Csum::Untouched && load_be16(&p[26]) == 0, "UDP without checksum untouched");
+    p = good;
+    store_be16(&p[24], static_cast<uint16_t>(p.size() - 21));
+    CHECK(complete_offloaded_csum(p.data(), p.size()) == L4Csum::NotChecked, "UDP length mismatch not checked");
+  }
+  std::vector<uint8_t> icmp = ipv4_tcp(1, 2, 0, 8, 0x10);
+  icmp[9] = 1;
+  CHECK(complete_offloaded_csum(icmp.data(), icmp.size()) == L4Csum::NotChecked, "ICMP not checked");
+
+  // A TCP super-packet received whole goes on as TSO only with a verified (or just computed) checksum.
+  const size_t mtu = 1450;
+  const std::vector<uint8_t> super = ipv4_tcp(0x0af40202, 0x0af40102, 77, 20000, 0x18);
+  std::vector<uint8_t> p = super;
+  uint8_t vh[kVnetHdrLen];
+  CHECK(tcp4_super_prepare(p.data(), p.size(), mtu, false, vh), "verified super-packet prepared");
+  VnetHdr h = vnet_load(vh);
+  CHECK(h.flags == kVnetFlagNeedsCsum && h.gso_type == kVnetGsoTcpV4 && h.gso_size == mtu - 40 && h.hdr_len == 40 &&
+            h.csum_start == 20 && h.csum_offset == 16,
+        "super-packet vnet header");
+  CHECK(load_be16(&p[36]) == pseudo(p, 6) && std::memcmp(&p[38], &super[38], super.size() - 38) == 0,
+        "super-packet checksum field holds the pseudo-header sum, payload unchanged");
+  p = super;
+  p[5000] ^= 0x40;
+  const std::vector<uint8_t> corrupt = p;
+  CHECK(!tcp4_super_prepare(p.data(), p.size(), mtu, false, vh) && p == corrupt, "corrupt super-packet refused, unchanged");
+  p = super;
+  store_be16(&p[36], pseudo(p, 6));
+  CHECK(complete_offloaded_csum(p.data(), p.size()) == L4Csum::Completed && p == super, "offloaded super-packet completed");
+  std::vector<uint8_t> syn = ipv4_tcp(1, 2, 0, 3000, 0x02);
+  CHECK(!tcp4_super_prepare(syn.data(), syn.size(), mtu, false, vh), "SYN is never TSO");
+  CHECK(!tcp4_super_prepare(p.data(), p.size(), 40, false, vh), "MTU below the headers refused");
+}
+
 static void vectors(const RouteTable& rt) {
   EncapConfig cfg;
   cfg.kind = EncapKind::Vxlan;
@@ -197,6 +283,13 @@ static void fuzz(const RouteTable& rt) {
         CHECK(ipv4_header_ok(rx.inner, rx.inner_len, &tot) && tot == rx.inner_len, "accepted packet is well-formed");
         CHECK(rx.inner >= heap.data() && rx.inner + rx.inner_len <= heap.data() + heap.size(), "inner within datagram");
         gro.push(rx.inner, rx.inner_len, emit);
+        std::vector<uint8_t> inner(rx.inner, rx.inner + rx.inner_len);  // exact size again
+        const bool done = complete_offloaded_csum(inner.data(), inner.size()) == L4Csum::Completed;
+        uint8_t vh[kVnetHdrLen];
+        if (tcp4_super_prepare(inner.data(), inner.size(), 20 + rng() % 100, done, vh)) {
+          CHECK(vnet_load(vh).gso_size > 0, "prepared super-packet has a segment size");
+        }
+        gro.flush_flow_of(inner.data(), inner.size(), emit);
       }
     }
     std::vector<uint8_t> tx(kHeadroom + len);
@@ -225,6 +318,7 @@ int main() {
   if (!rt) return 1;
   checksum_matches_reference();
   segment_then_coalesce_round_trip();
+  offloaded_checksums();
   vectors(*rt);
   fuzz(*rt);
   delete rt;

@@ -26,8 +26,14 @@ export interface DatapathConfig {
   vni?: number;
   /** Our VTEP MAC (vxlan). */
   vtepMac?: string;
+  /** Worker threads, each with its own TUN queue and UDP socket, serving both directions (default 1). */
   queues?: number;
   batch?: number;
+  /**
+   * Microseconds a worker keeps polling without sleeping after its last packet (default 50, 0 =
+   * never): a reply arriving within it is handled without a thread wake-up. Bounded CPU per burst.
+   */
+  busyPollUs?: number;
   icmpPerSec?: number;
 }
 
@@ -63,6 +69,13 @@ export interface DatapathStats {
   tunGroWrites: number;
   icmpUnreachableSent: number;
   icmpUnreachableSuppressed: number;
+  /**
+   * Received TCP/UDP packets whose sender left the checksum to offload (the field held only the
+   * pseudo-header sum, as a kernel peer on a veth underlay sends them); the datapath filled it in.
+   */
+  rxCsumCompleted: number;
+  /** Received TCP super-packets (a peer's GSO packet delivered whole over a veth underlay), written as TSO. */
+  rxSuperPackets: number;
   /** Dropped packets by reason (every reason present, zero or not). */
   drops: Record<string, number>;
   peers: PeerStats[];
@@ -90,6 +103,8 @@ const COUNTER_FIELDS: Record<string, keyof Omit<DatapathStats, 'drops' | 'peers'
   tun_gro_writes: 'tunGroWrites',
   icmp_unreachable_sent: 'icmpUnreachableSent',
   icmp_unreachable_suppressed: 'icmpUnreachableSuppressed',
+  rx_csum_completed: 'rxCsumCompleted',
+  rx_super_packets: 'rxSuperPackets',
 };
 
 /** Every drop reason the datapath counts, in its own order. */
@@ -110,6 +125,12 @@ export function validateDatapathConfig(cfg: DatapathConfig): void {
   }
   if (cfg.port !== undefined && (!Number.isInteger(cfg.port) || cfg.port < 1 || cfg.port > 65535)) {
     throw new DatapathConfigError('port', `must be in 1..65535, got ${cfg.port}`);
+  }
+  if (cfg.busyPollUs !== undefined && (!Number.isInteger(cfg.busyPollUs) || cfg.busyPollUs < 0 || cfg.busyPollUs > 10000)) {
+    throw new DatapathConfigError('busyPollUs', `must be an integer in 0..10000, got ${cfg.busyPollUs}`);
+  }
+  if (cfg.queues !== undefined && (!Number.isInteger(cfg.queues) || cfg.queues < 1 || cfg.queues > 16)) {
+    throw new DatapathConfigError('queues', `must be an integer in 1..16, got ${cfg.queues}`);
   }
   if (cfg.vni !== undefined && (!Number.isInteger(cfg.vni) || cfg.vni < 0 || cfg.vni > 0xffffff)) {
     throw new DatapathConfigError('vni', `must fit in 24 bits (0..16777215), got ${cfg.vni}`);
@@ -141,6 +162,7 @@ function nativeOptions(cfg: DatapathConfig) {
     bindIp: cfg.bindAddress ? parseIPv4(cfg.bindAddress) : 0,
     batch: cfg.batch,
     queues: cfg.queues,
+    busyPollUs: cfg.busyPollUs,
     icmpPerSec: cfg.icmpPerSec,
     localNet: cfg.localSubnet.ip,
     localPrefixLen: cfg.localSubnet.prefixLen,

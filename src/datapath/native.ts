@@ -10,6 +10,7 @@ export interface NativeDatapathOptions {
   port?: number;
   batch?: number;
   queues?: number;
+  busyPollUs?: number;
   sockBuf?: number;
   icmpPerSec?: number;
   localNet?: number;

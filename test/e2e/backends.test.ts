@@ -4,7 +4,7 @@
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import type { ChildProcess } from 'node:child_process';
-import { NetBed, ping, type BedHost } from '../../src/testbed/netbed';
+import { NetBed, iperf3Tcp, ping, type BedHost } from '../../src/testbed/netbed';
 import { listNamespaces } from '../../src/testbed/cleanup';
 import type { BackendNetwork, ExternalInterface, Logger } from '../../src/backend/backend';
 import type { Lease, LeaseAttrs, NetworkConfig } from '../../src/subnet/types';
@@ -29,7 +29,8 @@ type Request =
   | { op: 'stats' }
   | { op: 'close' }
   | { op: 'masq'; network: string; subnet: string }
-  | { op: 'unmasq' };
+  | { op: 'unmasq' }
+  | { op: 'batch'; tool: 'ip' | 'bridge'; lines: string[] };
 interface LogLine {
   level: 'info' | 'warn' | 'error';
   msg: string;
@@ -41,6 +42,7 @@ interface LogLine {
 async function runHost(args: HostArgs): Promise<void> {
   const { createBackend } = await import('../../src/backend/registry');
   const { setupIpMasq, teardownIpMasq } = await import('../../src/host/ipmasq');
+  const { runBatch } = await import('../../src/net/iproute');
   const send = (m: unknown) => process.send?.(m);
   const log: Logger = {
     info: (msg, fields) => send({ log: { level: 'info', msg, fields } }),
@@ -77,6 +79,8 @@ async function runHost(args: HostArgs): Promise<void> {
         return setupIpMasq(parseCidr(req.network), parseCidr(req.subnet, true));
       case 'unmasq':
         return teardownIpMasq();
+      case 'batch':
+        return [...(await runBatch(req.tool, req.lines)).failed];
     }
   };
   process.on('message', (raw) => {
@@ -289,6 +293,19 @@ function defineTests(): void {
       await b1.setPeers([await b2.lease()]);
       assert.deepEqual(await overlayRoutes(bed, h1.ns), ['10.244.2.0/24 via 10.244.2.0 dev flannel.1 onlink']);
 
+      // A peer the kernel refuses (a multicast VtepMAC: no FDB entry) fails alone, and the neighbour
+      // it got before its FDB entry failed is removed again; it is retried until withdrawn.
+      const bad: WireLease = { subnet: '10.244.9.0/24', attrs: { publicIp: h3.underlayIp, backendType: 'vxlan', backendData: { VNI: 1, VtepMAC: '01:00:5e:00:00:09' } } };
+      await b1.setPeers([bad, await b2.lease()]);
+      assert.deepEqual((await b1.stats()).failedPeers, ['10.244.9.0/24']);
+      assert.ok(b1.logs.some((l) => l.level === 'error' && l.fields?.subnet === '10.244.9.0/24' && /^bridge fdb replace .*Operation not supported/.test(String(l.fields?.error))), 'failure logged with its command');
+      assert.deepEqual(await overlayRoutes(bed, h1.ns), ['10.244.2.0/24 via 10.244.2.0 dev flannel.1 onlink']);
+      const neighBad = await json<Array<{ dst: string }>>(bed, h1.ns, ['ip', '-j', 'neigh', 'show', 'dev', 'flannel.1']);
+      assert.deepEqual(neighBad.map((n) => n.dst), ['10.244.2.0']);
+      await assertPings(bed, h1, h2, 'next to a failed peer');
+      await b1.setPeers([await b2.lease()]);
+      assert.deepEqual((await b1.stats()).failedPeers, []);
+
       // A peer whose VtepMAC changed gets its neighbour and FDB entry rewritten, the old MAC dropped.
       const moved = '02:00:5e:00:00:99';
       await b1.setPeers([{ ...(await b2.lease()), attrs: { ...a2, backendData: { VNI: 1, VtepMAC: moved } } }]);
@@ -338,6 +355,28 @@ function defineTests(): void {
       await bad.stop();
     });
 
+    it('ip -batch: failed lines are charged to their own line, also when a line ends the batch early', async () => {
+      // Any backend: the child is only a process in h3's namespace to run the batch.
+      const [b] = track([await HostBackend.spawn(bed, h3, { Type: 'host-gw' })]);
+      const lines = [
+        'neigh replace 10.244.77.1 lladdr 02:00:00:00:77:01 dev eth0 nud permanent',
+        'route replace 10.244.77.0/24 via 198.19.7.7 dev eth0',
+        // iproute2 6.1's `ip neigh` exits on a kernel error: the rest of the batch never runs.
+        'neigh del 10.244.77.99 dev eth0',
+        'route replace 10.244.78.0/24 via 10.244.77.1 dev eth0 onlink',
+        'neigh del 10.244.77.1 dev eth0',
+      ];
+      const failed = new Map(await b.call<Array<[number, string]>>({ op: 'batch', tool: 'ip', lines }));
+      assert.deepEqual([...failed.keys()], [1, 2]);
+      assert.match(failed.get(1)!, /Nexthop has invalid gateway/);
+      assert.match(failed.get(2)!, /No such file or directory/);
+      // The lines after the one that ended the batch ran (again): the route is there, the neighbour gone.
+      assert.deepEqual(await overlayRoutes(bed, h3.ns), ['10.244.78.0/24 via 10.244.77.1 dev eth0 onlink']);
+      assert.deepEqual(await json(bed, h3.ns, ['ip', '-j', 'neigh', 'show', '10.244.77.1', 'dev', 'eth0']), []);
+      await bed.execOk(h3.ns, ['ip', 'route', 'del', '10.244.78.0/24']);
+      await b.stop();
+    });
+
     it('userspace vxlan interoperates with the kernel vxlan device', async () => {
       const [u1, k2] = track(
         await startMesh(bed, [
@@ -347,6 +386,11 @@ function defineTests(): void {
       );
       await assertPings(bed, h1, h2, 'userspace -> kernel vxlan');
       await assertPings(bed, h2, h1, 'kernel -> userspace vxlan');
+      // TCP both ways (the kernel peer leaves inner checksums to offload; the datapath completes them).
+      const out = await iperf3Tcp(bed, h2.containerNs, h2.containerIp!, h1.containerNs, { seconds: 2 });
+      const back = await iperf3Tcp(bed, h1.containerNs, h1.containerIp!, h2.containerNs, { seconds: 2 });
+      assert.ok(out.bytes > 10 * 1024 * 1024, `userspace -> kernel vxlan: TCP moved ${out.bytes} bytes`);
+      assert.ok(back.bytes > 10 * 1024 * 1024, `kernel -> userspace vxlan: TCP moved ${back.bytes} bytes`);
       const s = await u1.stats();
       assert.equal(s.datapath, 'userspace');
       assert.equal(s.mtu, 1450);

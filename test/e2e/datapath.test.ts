@@ -2,13 +2,15 @@
 // both encapsulations, interop with the kernel vxlan device, hostile input, and route churn.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { readFileSync, mkdtempSync, rmSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { readFileSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { NetBed, BedHost, ping, iperf3Tcp } from '../../src/testbed/netbed';
 import { DpHost } from '../helpers/dp-host-client';
 import { ipv4, vxlanFrame, vxlanHeader, ethernet } from '../helpers/packets';
 
+const REPO = path.resolve(__dirname, '..', '..', '..');
 const MAC = (i: number) => `02:00:00:00:00:${i.toString(16).padStart(2, '0')}`;
 
 async function withBed(hosts: number, fn: (bed: NetBed) => Promise<void>): Promise<void> {
@@ -21,12 +23,12 @@ async function withBed(hosts: number, fn: (bed: NetBed) => Promise<void>): Promi
 }
 
 /** Brings up vxnet on each host (containers readdressed) and a full mesh of static routes. */
-async function mesh(bed: NetBed, encap: 'udp' | 'vxlan', hosts: BedHost[]): Promise<DpHost[]> {
+async function mesh(bed: NetBed, encap: 'udp' | 'vxlan', hosts: BedHost[], extra: { queues?: number; busyPollUs?: number } = {}): Promise<DpHost[]> {
   const mtu = encap === 'vxlan' ? 1450 : 1472;
   const dps: DpHost[] = [];
   for (const h of hosts) {
     await h.setContainerSubnet(`10.244.${h.index}.1/24`, mtu);
-    dps.push(await DpHost.start(bed, h, { encap, localSubnet: `10.244.${h.index}.0/24`, vtepMac: MAC(h.index), mtu }));
+    dps.push(await DpHost.start(bed, h, { encap, localSubnet: `10.244.${h.index}.0/24`, vtepMac: MAC(h.index), mtu, ...extra }));
   }
   for (const [i, h] of hosts.entries()) {
     await dps[i].setRoutes(
@@ -52,6 +54,17 @@ for (const encap of ['udp', 'vxlan'] as const) {
       for (const s of [s1, s2]) {
         for (const [reason, n] of Object.entries(s.drops)) if (reason.startsWith('rx_')) assert.equal(n, 0, `no ${reason}`);
       }
+      // Busy polling is bounded: under light request/response traffic (a ping every 100 ms, each
+      // answered by a spin of at most busyPollUs) the datapath processes stay nearly idle.
+      const cpu = () => dps.reduce((sum, d) => {
+        const f = readFileSync(`/proc/${d.child.pid}/stat`, 'utf8').split(') ')[1].split(' ');
+        return sum + (Number(f[11]) + Number(f[12])) / 100; // utime + stime, in clock ticks (USER_HZ 100)
+      }, 0);
+      const cpu0 = cpu();
+      const light = await ping(bed, h1.containerNs, h2.containerIp!, { count: 20, intervalS: 0.1 });
+      const used = cpu() - cpu0;
+      assert.equal(light.received, 20);
+      assert.ok(used < 0.5, `both datapath processes used ${used.toFixed(2)} CPU seconds over 2 s of pings`);
       // An address no peer owns: ICMP net unreachable comes back at once.
       const u = await bed.exec(h1.containerNs, ['ping', '-c', '1', '-W', '2', '10.244.99.1']);
       assert.match(u.stdout, /Destination Net Unreachable/);
@@ -62,6 +75,25 @@ for (const encap of ['udp', 'vxlan'] as const) {
     });
   });
 }
+
+test('two workers per host (multi-queue TUN, SO_REUSEPORT sockets): parallel TCP both ways; busy polling off', { timeout: 150000 }, async () => {
+  await withBed(2, async (bed) => {
+    const [h1, h2] = bed.hosts;
+    const dps = await mesh(bed, 'vxlan', [h1, h2], { queues: 2, busyPollUs: 0 });
+    const link = (await bed.execOk(h1.ns, ['ip', '-d', 'link', 'show', 'vxnet0'])).replace(/\s+/g, ' ');
+    assert.match(link, /multi_queue/, `a multi-queue TUN: ${link}`);
+    assert.match(link, /numqueues 2/, `two queues attached: ${link}`);
+    assert.equal((await ping(bed, h1.containerNs, h2.containerIp!, { count: 5, intervalS: 0.05 })).received, 5);
+    const out = await iperf3Tcp(bed, h2.containerNs, h2.containerIp!, h1.containerNs, { seconds: 3, streams: 4 });
+    const back = await iperf3Tcp(bed, h2.containerNs, h2.containerIp!, h1.containerNs, { seconds: 3, streams: 4, reverse: true });
+    assert.ok(out.bytes > 10 * 1024 * 1024 && back.bytes > 10 * 1024 * 1024, `TCP moved ${out.bytes} and ${back.bytes} bytes`);
+    for (const d of dps) {
+      const s = await d.stats();
+      for (const [reason, n] of Object.entries(s.drops)) if (reason.startsWith('rx_')) assert.equal(n, 0, `no ${reason}`);
+    }
+    for (const d of dps) await d.close();
+  });
+});
 
 /** Reads the VXLAN datagrams of a pcap file (Ethernet link type): outer ports and VXLAN fields. */
 function vxlanInPcap(file: string) {
@@ -89,25 +121,96 @@ function vxlanInPcap(file: string) {
   return out;
 }
 
-test('vxlan interop: vxnet and a kernel vxlan device set up as flannel does, ping both ways, wire format', { timeout: 150000 }, async () => {
+/** One's-complement checksum (RFC 1071) of `parts` together. */
+function csum(...parts: Buffer[]): number {
+  const b = Buffer.concat(parts);
+  let sum = 0;
+  for (let i = 0; i + 1 < b.length; i += 2) sum += b.readUInt16BE(i);
+  if (b.length % 2) sum += b[b.length - 1] << 8;
+  while (sum > 0xffff) sum = (sum & 0xffff) + (sum >>> 16);
+  return ~sum & 0xffff;
+}
+
+/** TCP pseudo-header (RFC 793) of an IPv4 packet. */
+function tcpPseudo(ip: Buffer): Buffer {
+  const ihl = (ip[0] & 15) * 4;
+  const ph = Buffer.alloc(12);
+  ip.copy(ph, 0, 12, 20);
+  ph[9] = 6;
+  ph.writeUInt16BE(ip.readUInt16BE(2) - ihl, 10);
+  return ph;
+}
+
+/** Inner IPv4/TCP packets of the complete VXLAN datagrams from `src` in a pcap, with whether their TCP checksum verifies. */
+function innerTcpInPcap(file: string, src: string): Array<{ ok: boolean; len: number }> {
+  const b = readFileSync(file);
+  const out: Array<{ ok: boolean; len: number }> = [];
+  for (let off = 24; off + 16 <= b.length; ) {
+    const incl = b.readUInt32LE(off + 8);
+    const orig = b.readUInt32LE(off + 12);
+    const f = b.subarray(off + 16, off + 16 + incl);
+    off += 16 + incl;
+    if (incl !== orig || f.length < 14 + 20 + 8 + 22 + 40 || f.readUInt16BE(12) !== 0x0800) continue;
+    if ([...f.subarray(26, 30)].join('.') !== src) continue;
+    // One capture may hold a UDP GSO super-datagram (a veth passes it on whole): VXLAN datagrams
+    // back to back, each VXLAN + Ethernet + the inner packet's total length.
+    for (let d = 14 + (f[14] & 15) * 4 + 8; d + 22 + 40 <= f.length; ) {
+      const inner = f.subarray(d + 22);
+      const tot = inner.readUInt16BE(2);
+      if (tot < 40 || tot > inner.length) break;
+      d += 22 + tot;
+      if (inner[9] !== 6) continue;
+      const ip = inner.subarray(0, tot);
+      out.push({ ok: csum(tcpPseudo(ip), ip.subarray((ip[0] & 15) * 4)) === 0, len: tot });
+    }
+  }
+  return out;
+}
+
+/** The kernel's SNMP counters of a namespace (/proc/net is per namespace), e.g. "Tcp.InCsumErrors". */
+async function snmp(bed: NetBed, ns: string): Promise<Record<string, number>> {
+  const out: Record<string, number> = {};
+  for (const file of ['/proc/net/snmp', '/proc/net/netstat']) {
+    const lines = (await bed.execOk(ns, ['cat', file])).trim().split('\n');
+    for (let i = 0; i + 1 < lines.length; i += 2) {
+      const [kind, ...names] = lines[i].split(/\s+/);
+      const values = lines[i + 1].split(/\s+/).slice(1);
+      names.forEach((n, j) => (out[`${kind.replace(/:$/, '')}.${n}`] = Number(values[j])));
+    }
+  }
+  return out;
+}
+
+/** Host B as flannel's vxlan backend programs it, by hand: nolearning device, /32 address, onlink route, permanent neighbour and FDB entry. */
+async function kernelVxlanHost(bed: NetBed, b: BedHost, peer: { subnet: string; underlayIp: string; mac: string }): Promise<string> {
+  const k = (argv: string[]) => bed.execOk(b.ns, argv);
+  const gw = peer.subnet.replace(/\/.*/, '');
+  await k(['ip', 'link', 'add', 'flannel.1', 'type', 'vxlan', 'id', '1', 'local', b.underlayIp, 'dev', 'eth0', 'dstport', '8472', 'nolearning']);
+  await k(['ip', 'link', 'set', 'flannel.1', 'mtu', '1450', 'up']);
+  await k(['ip', 'addr', 'add', `10.244.${b.index}.0/32`, 'dev', 'flannel.1']);
+  await k(['ip', 'route', 'add', peer.subnet, 'via', gw, 'dev', 'flannel.1', 'onlink']);
+  await k(['ip', 'neigh', 'add', gw, 'lladdr', peer.mac, 'dev', 'flannel.1', 'nud', 'permanent']);
+  await k(['bridge', 'fdb', 'add', peer.mac, 'dev', 'flannel.1', 'dst', peer.underlayIp]);
+  return (JSON.parse(await k(['ip', '-j', 'link', 'show', 'flannel.1'])) as Array<{ address: string }>)[0].address;
+}
+
+test('vxlan interop: vxnet and a kernel vxlan device set up as flannel does: ping and TCP both ways, wire format', { timeout: 180000 }, async () => {
   await withBed(2, async (bed) => {
     const [a, b] = bed.hosts;
     await a.setContainerSubnet('10.244.1.1/24', 1450);
     await b.setContainerSubnet('10.244.2.1/24', 1450);
     const vx = await DpHost.start(bed, a, { encap: 'vxlan', localSubnet: '10.244.1.0/24', vtepMac: MAC(1) });
-    // Host B: flannel's vxlan backend, by hand: nolearning device, /32 address, onlink route,
-    // permanent neighbour and FDB entry per peer VTEP.
-    const k = (argv: string[]) => bed.execOk(b.ns, argv);
-    await k(['ip', 'link', 'add', 'flannel.1', 'type', 'vxlan', 'id', '1', 'local', b.underlayIp, 'dev', 'eth0', 'dstport', '8472', 'nolearning']);
-    await k(['ip', 'link', 'set', 'flannel.1', 'mtu', '1450', 'up']);
-    await k(['ip', 'addr', 'add', '10.244.2.0/32', 'dev', 'flannel.1']);
-    await k(['ip', 'route', 'add', '10.244.1.0/24', 'via', '10.244.1.0', 'dev', 'flannel.1', 'onlink']);
-    await k(['ip', 'neigh', 'add', '10.244.1.0', 'lladdr', MAC(1), 'dev', 'flannel.1', 'nud', 'permanent']);
-    await k(['bridge', 'fdb', 'add', MAC(1), 'dev', 'flannel.1', 'dst', a.underlayIp]);
-    const kmac = (JSON.parse(await k(['ip', '-j', 'link', 'show', 'flannel.1'])) as Array<{ address: string }>)[0].address;
+    const kmac = await kernelVxlanHost(bed, b, { subnet: '10.244.1.0/24', underlayIp: a.underlayIp, mac: MAC(1) });
     await vx.setRoutes([{ subnet: '10.244.2.0/24', publicIp: b.underlayIp, vtepMac: kmac }]);
 
     const dir = mkdtempSync(path.join(tmpdir(), 'vxnet-pcap-'));
+    const stopDump = async (d: ReturnType<NetBed['spawn']>) => {
+      if (d.exitCode === null && d.signalCode === null) {
+        const gone = new Promise((r) => d.once('exit', r));
+        d.kill('SIGINT');
+        await gone;
+      }
+    };
     try {
       const pcap = path.join(dir, 'underlay.pcap');
       const dump = bed.spawn(b.ns, ['tcpdump', '-i', 'eth0', '-nn', '-U', '-s', '128', '-w', pcap, 'udp port 8472'], { stdio: 'ignore' });
@@ -115,8 +218,7 @@ test('vxlan interop: vxnet and a kernel vxlan device set up as flannel does, pin
       assert.equal((await ping(bed, a.containerNs, b.containerIp!, { count: 4, intervalS: 0.2 })).received, 4, 'vxnet -> kernel');
       assert.equal((await ping(bed, b.containerNs, a.containerIp!, { count: 4, intervalS: 0.2 })).received, 4, 'kernel -> vxnet');
       await new Promise((r) => setTimeout(r, 300));
-      dump.kill('SIGINT');
-      await new Promise((r) => dump.once('exit', r));
+      await stopDump(dump);
       const pkts = vxlanInPcap(pcap);
       const fromVxnet = pkts.filter((p) => p.src === a.underlayIp);
       const fromKernel = pkts.filter((p) => p.src === b.underlayIp);
@@ -125,12 +227,119 @@ test('vxlan interop: vxnet and a kernel vxlan device set up as flannel does, pin
         assert.deepEqual([p.dport, p.flags, p.vni, p.innerDst, p.innerSrc, p.innerType], [8472, 0x08, 1, kmac, MAC(1), 0x0800]);
       }
       for (const p of fromKernel) assert.deepEqual([p.dport, p.vni, p.innerDst, p.innerSrc], [8472, 1, MAC(1), kmac]);
+
+      // TCP both ways. vxnet puts complete TCP checksums on the wire (a full capture of the start of
+      // its flow verifies); the kernel peer leaves them to offload, which nothing finishes on a veth
+      // underlay, and vxnet completes them on receipt: no container may count a checksum error.
+      const before = { a: await snmp(bed, a.containerNs), b: await snmp(bed, b.containerNs) };
+      const full = path.join(dir, 'tcp.pcap');
+      const tcpDump = bed.spawn(b.ns, ['tcpdump', '-i', 'eth0', '-nn', '-U', '-s', '0', '-c', '200', '-w', full, `udp port 8472 and src host ${a.underlayIp}`], { stdio: 'ignore' });
+      await new Promise((r) => setTimeout(r, 1000));
+      const out = await iperf3Tcp(bed, b.containerNs, b.containerIp!, a.containerNs, { seconds: 2 });
+      await stopDump(tcpDump);
+      const back = await iperf3Tcp(bed, a.containerNs, a.containerIp!, b.containerNs, { seconds: 2 });
+      assert.ok(out.bytes > 10 * 1024 * 1024, `vxnet -> kernel: TCP moved ${out.bytes} bytes`);
+      assert.ok(back.bytes > 10 * 1024 * 1024, `kernel -> vxnet: TCP moved ${back.bytes} bytes`);
+      const segs = innerTcpInPcap(full, a.underlayIp);
+      assert.ok(segs.length >= 50 && segs.some((x) => x.len > 1000), `captured ${segs.length} full TCP segments from vxnet`);
+      assert.deepEqual(segs.filter((x) => !x.ok), [], 'every inner TCP checksum vxnet sent verifies');
+      const after = { a: await snmp(bed, a.containerNs), b: await snmp(bed, b.containerNs) };
+      for (const side of ['a', 'b'] as const) {
+        for (const c of ['Tcp.InCsumErrors', 'Udp.InCsumErrors']) assert.equal(after[side][c] - before[side][c], 0, `${c} in container ${side}`);
+      }
       const s = await vx.stats();
       for (const [reason, n] of Object.entries(s.drops)) if (reason.startsWith('rx_')) assert.equal(n, 0, `no ${reason}`);
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
     await vx.close();
+  });
+});
+
+/** An IPv4/TCP segment from `src` to `dst` (ACK, optional payload) with a correct checksum, and its pseudo-header sum. */
+function tcpSegment(src: string, dst: string, sport: number, dport: number, seq: number, payload: Buffer) {
+  const tcp = Buffer.alloc(20 + payload.length);
+  tcp.writeUInt16BE(sport, 0);
+  tcp.writeUInt16BE(dport, 2);
+  tcp.writeUInt32BE(seq >>> 0, 4);
+  tcp.writeUInt32BE(1, 8);
+  tcp[12] = 5 << 4;
+  tcp[13] = 0x10; // ACK
+  tcp.writeUInt16BE(512, 14);
+  payload.copy(tcp, 20);
+  const pkt = ipv4({ src, dst, proto: 6, payload: tcp, id: seq & 0xffff });
+  const ph = tcpPseudo(pkt);
+  pkt.writeUInt16BE(csum(ph, tcp), 36);
+  return { pkt, pseudoSum: ~csum(ph) & 0xffff };
+}
+
+test('checksums from the wire: a bad TCP checksum reaches the container as an error, an offloaded one is completed', { timeout: 150000 }, async () => {
+  await withBed(2, async (bed) => {
+    const [h1, h2] = bed.hosts;
+    const dps = await mesh(bed, 'vxlan', [h1, h2]);
+    const n = 20;
+    // Consecutive full-sized data segments of one flow: exactly what the receive coalescer merges.
+    const flow = (port: number, mutate: (seg: ReturnType<typeof tcpSegment>) => Buffer) =>
+      Array.from({ length: n }, (_, i) => mutate(tcpSegment(h1.containerIp!, h2.containerIp!, port, 9, 1000 + i * 1398, Buffer.alloc(1398, i))));
+    const good = flow(40001, (s) => s.pkt);
+    const bad = flow(40002, (s) => {
+      s.pkt[100] ^= 0x5a; // payload corrupted after the checksum was computed
+      return s.pkt;
+    });
+    const offloaded = flow(40003, (s) => {
+      s.pkt.writeUInt16BE(s.pseudoSum, 36);
+      return s.pkt;
+    });
+    // Sent from h1, the real peer (right source address, VXLAN to h2's VTEP), as ONE UDP GSO send:
+    // h2's datapath receives the whole flow in one batch, as it does a peer's TSO output.
+    const dir = mkdtempSync(path.join(tmpdir(), 'vxnet-gso-'));
+    const gsoSend = path.join(dir, 'gso-send');
+    execFileSync('g++', ['-std=c++17', '-O1', '-Wall', '-Wextra', '-Werror', path.join(REPO, 'native', 'test', 'gso-send.cc'), '-o', gsoSend]);
+    let batch = 0;
+    const send = async (pkts: Buffer[]) => {
+      const file = path.join(dir, `batch${++batch}.hex`);
+      writeFileSync(file, pkts.map((p) => vxlanFrame(1, MAC(2), MAC(1), p).toString('hex')).join('\n') + '\n');
+      assert.deepEqual(JSON.parse(await bed.execOk(h1.ns, [gsoSend, h2.underlayIp, '8472', file])), { sent: pkts.length });
+    };
+    const settle = () => new Promise((r) => setTimeout(r, 500));
+    const delta = async (pkts: Buffer[]) => {
+      const s0 = await snmp(bed, h2.containerNs);
+      const d0 = await dps[1].stats();
+      await send(pkts);
+      await settle();
+      const s1 = await snmp(bed, h2.containerNs);
+      const d1 = await dps[1].stats();
+      return {
+        csumErrors: s1['Tcp.InCsumErrors'] - s0['Tcp.InCsumErrors'],
+        inSegs: s1['Tcp.InSegs'] - s0['Tcp.InSegs'],
+        rsts: s1['Tcp.OutRsts'] - s0['Tcp.OutRsts'],
+        vxnetRx: d1.rxPackets - d0.rxPackets,
+        completed: d1.rxCsumCompleted - d0.rxCsumCompleted,
+        merged: d1.tunGroWrites - d0.tunGroWrites,
+      };
+    };
+    // Good segments for a port nobody listens on: accepted by TCP, answered with a reset.
+    const g = await delta(good);
+    assert.equal(g.vxnetRx, n, 'vxnet received every good segment');
+    assert.equal(g.csumErrors, 0, 'good segments verify');
+    assert.ok(g.merged >= 1, 'the receive coalescer merged the good flow (the path under test ran)');
+    assert.ok(g.inSegs >= 1 && g.rsts >= 1, `good segments reach TCP (${g.inSegs} in, ${g.rsts} resets)`);
+    // Corrupted segments: never merged, never marked valid; the container's TCP counts each as a
+    // checksum error and answers none of them.
+    const b = await delta(bad);
+    assert.equal(b.vxnetRx, n, 'vxnet received every corrupted segment');
+    assert.equal(b.completed, 0, 'a wrong checksum is never completed');
+    assert.equal(b.merged, 0, 'corrupted segments are never merged');
+    assert.equal(b.csumErrors, n, 'every corrupted segment is a checksum error in the container');
+    assert.equal(b.rsts, 0, 'no corrupted segment was taken as valid');
+    // Offloaded form (pseudo-header sum only, as a kernel peer on a veth underlay sends): completed.
+    const o = await delta(offloaded);
+    assert.equal(o.completed, n, 'every offloaded checksum completed');
+    assert.equal(o.csumErrors, 0, 'completed segments verify');
+    assert.ok(o.merged >= 1, 'completed segments coalesce like good ones');
+    assert.ok(o.inSegs >= 1 && o.rsts >= 1, `completed segments reach TCP (${o.inSegs} in, ${o.rsts} resets)`);
+    for (const d of dps) await d.close();
+    rmSync(dir, { recursive: true, force: true });
   });
 });
 

@@ -11,6 +11,8 @@ export interface DpHostConfig {
   mtu?: number;
   vtepMac?: string;
   vni?: number;
+  queues?: number;
+  busyPollUs?: number;
 }
 export interface WireRoute {
   subnet: string;

@@ -193,3 +193,57 @@ test('10,000 peers: every subnet resolves to its own peer, and anti-spoofing hol
   assert.equal(dropOf(dp.decapForTest(routes[42].publicIp, mk(formatIPv4(routes[42].subnet.ip + 5)))), undefined);
   assert.equal(dropOf(dp.decapForTest(routes[42].publicIp, mk(formatIPv4(routes[43].subnet.ip + 5)))), 'rx_spoofed_src');
 });
+
+/** An IPv4 TCP (proto 6) or UDP (17) packet from the peer with a correct L4 checksum, and its pseudo-header sum. */
+function l4FromPeer(proto: 6 | 17, payload: Buffer): { pkt: Buffer; field: number; pseudoSum: number } {
+  const hdr = proto === 6 ? Buffer.alloc(20) : Buffer.alloc(8);
+  hdr.writeUInt16BE(40000, 0);
+  hdr.writeUInt16BE(5201, 2);
+  if (proto === 6) {
+    hdr.writeUInt32BE(1, 4);
+    hdr.writeUInt32BE(1, 8);
+    hdr[12] = 5 << 4;
+    hdr[13] = 0x18; // PSH ACK
+    hdr.writeUInt16BE(512, 14);
+  } else {
+    hdr.writeUInt16BE(8 + payload.length, 4);
+  }
+  const seg = Buffer.concat([hdr, payload]);
+  const pkt = fromPeer({ proto, payload: seg });
+  const pseudo = Buffer.alloc(12);
+  pkt.copy(pseudo, 0, 12, 20);
+  pseudo[9] = proto;
+  pseudo.writeUInt16BE(seg.length, 10);
+  const field = 20 + (proto === 6 ? 16 : 6);
+  const sum = ipChecksum(Buffer.concat([pseudo, seg]));
+  pkt.writeUInt16BE(proto === 17 && sum === 0 ? 0xffff : sum, field);
+  return { pkt, field, pseudoSum: ~ipChecksum(pseudo) & 0xffff };
+}
+
+test('inner TCP/UDP checksums: an offloaded one (pseudo-header sum only) is completed, any other left for the stack', () => {
+  const vx = engine('vxlan');
+  const rx = (inner: Buffer) => (vx.decapForTest('198.18.0.2', vxlanFrame(1, OUR_MAC, PEER_MAC, inner)) as { inner: Buffer }).inner;
+  for (const proto of [6, 17] as const) {
+    for (const size of [0, 1, 333, 1380]) {
+      const { pkt, field, pseudoSum } = l4FromPeer(proto, Buffer.alloc(size, size & 0xff));
+      assert.deepEqual(rx(pkt), pkt, `${proto}/${size}: a correct checksum passes unchanged`);
+      const offloaded = Buffer.from(pkt);
+      offloaded.writeUInt16BE(pseudoSum, field);
+      assert.deepEqual(rx(offloaded), pkt, `${proto}/${size}: the offloaded form is completed to the correct checksum`);
+      const wrong = Buffer.from(pkt);
+      wrong.writeUInt16BE(pkt.readUInt16BE(field) ^ 0x0101, field);
+      assert.deepEqual(rx(wrong), wrong, `${proto}/${size}: a wrong checksum passes unchanged (the stack rejects it)`);
+    }
+  }
+  const s = vx.stats();
+  assert.equal(s.rxCsumCompleted, 8, 'one completion per offloaded packet');
+  assert.equal(s.rxPackets, 24);
+});
+
+test('worker options are validated: busyPollUs 0..10000, queues 1..16', () => {
+  const base = { encap: 'udp' as const, tunName: 'unused0', mtu: 1450, network: parseCidr('10.244.0.0/16'), localSubnet: parseCidr('10.244.1.0/24') };
+  for (const busyPollUs of [0, 50, 10000]) Datapath.detached({ ...base, busyPollUs });
+  for (const busyPollUs of [-1, 1.5, 10001]) assert.throws(() => Datapath.detached({ ...base, busyPollUs }), /busyPollUs/);
+  for (const queues of [1, 16]) Datapath.detached({ ...base, queues });
+  for (const queues of [0, 17, 2.5]) assert.throws(() => Datapath.detached({ ...base, queues }), /queues/);
+});

@@ -1,0 +1,151 @@
+// docs/benchmarks.md from a bench result: the table with ratios, the machine, the exact command,
+// scaling, control plane, microbenchmarks and how each figure is measured. Pure function.
+import { BACKENDS, BenchResult, METRIC_KEYS, METRICS, REFERENCE, computeRatios } from './schema';
+import { human } from './stats';
+
+function cell(key: string, v: number | null | undefined): string {
+  if (v === null || v === undefined || !Number.isFinite(v)) return 'n/a';
+  if (key === 'loss64' || key === 'loss') return `${(v * 100).toFixed(2)} %`;
+  if (key.endsWith('Gbps')) return v.toFixed(2);
+  if (key === 'cpuSecPerGB' || key === 'rssMB') return v.toFixed(v < 10 ? 2 : 1);
+  return human(v);
+}
+
+const x = (r: number | null | undefined) => (r === null || r === undefined || !Number.isFinite(r) ? '' : ` (×${r.toFixed(2)})`);
+
+export function renderTable(result: BenchResult): string {
+  const ratios = result.ratios ?? computeRatios(result.backends);
+  const lines = [`| metric | ${BACKENDS.join(' | ')} |`, `|---|${BACKENDS.map(() => '---:').join('|')}|`];
+  for (const k of METRIC_KEYS) {
+    const m = METRICS[k];
+    const cells = BACKENDS.map((b) => cell(k, result.backends[b]?.[k]) + (b === REFERENCE ? '' : x(ratios[b]?.[k])));
+    lines.push(`| ${m.label} (${m.unit}) | ${cells.join(' | ')} |`);
+  }
+  return lines.join('\n');
+}
+
+export interface MarkdownOptions {
+  /** Chart path relative to docs/. */
+  chart: string;
+  json: string;
+}
+
+export function renderMarkdown(result: BenchResult, o: MarkdownOptions): string {
+  const m = result.machine ?? {};
+  const out: string[] = [];
+  out.push('# Benchmarks', '');
+  out.push(
+    '`vxnet bench` (also `npm run bench`) builds its own namespaced bed — an underlay switch, hosts with a docker0 bridge and one',
+    'container each, a local etcd in the switch namespace — runs the real daemon per host and measures every backend in one run.',
+    `Every figure stands beside its ratio to **${REFERENCE}** (the kernel's vxlan device as vxnet's kernel datapath programs it),`,
+    'measured in the same run on the same bed; `host-gw` (no encapsulation) is the ceiling. Absolute numbers depend on the',
+    'machine and on what else it runs; compare ratios, not numbers across machines.',
+    '',
+  );
+  out.push('## Latest run', '');
+  out.push('```sh', result.command ?? 'vxnet bench', '```', '');
+  if (typeof m.addon === 'string' && m.addon !== 'build/Release/vxnet_datapath.node') {
+    out.push(`\`VXNET_ADDON\` pointed the daemons at \`${m.addon}\`, a copy of the build's addon taken before the run so that a concurrent rebuild of \`build/\` could not swap it mid-run (likewise \`VXNET_PKTGEN\`).`, '');
+  }
+  out.push(
+    `${result.quick ? '**Quick (smoke) run**: every measurement shortened to a few seconds. ' : ''}Started ${result.startedAt ?? '?'}, took ${result.durationSeconds ?? '?'} s.`,
+    '',
+  );
+  const load = Array.isArray(m.loadAvgAtStart) ? Number(m.loadAvgAtStart[0]) : NaN;
+  if (Number.isFinite(load) && typeof m.cpus === 'number' && load > m.cpus) {
+    out.push(
+      `**Noisy machine**: the 1-minute load average was ${load} on ${m.cpus} CPUs when the run started (other workloads shared`,
+      'the machine), so figures vary a lot from run to run, ratios too (backends are measured minutes apart): read them as',
+      'indicative, not precise.',
+      '',
+    );
+  }
+  out.push(renderTable(result), '');
+  out.push(`Ratios in parentheses are value / ${REFERENCE}. Raw result: [${o.json}](${o.json}).`, '');
+  out.push(`![bench chart](${o.chart})`, '');
+  const g = result.generator as Record<string, number | null | boolean> | undefined;
+  if (g && g.headroom !== null && g.headroom !== undefined) {
+    out.push(
+      `**Generator check**: over host-gw the same generator delivered ${human(g.hostGwDeliveredPps as number)} packets/s ` +
+        `(offered ${human(g.hostGwOfferedPps as number)}), ×${(g.headroom as number).toFixed(2)} the best userspace backend ` +
+        `(${human(g.bestUserspaceDeliveredPps as number)}), so ${(g.headroom as number) > 1 ? 'the generator was not what limited the userspace figures' : 'the generator may have been the limit'}.`,
+      '',
+    );
+  }
+  const errs = result.errors ?? [];
+  if (errs.length) {
+    out.push('**Measurements that could not run:**', '', ...errs.map((e) => `- ${e}`), '');
+  }
+  out.push('## Machine', '');
+  out.push('| | |', '|---|---|');
+  for (const [k, v] of Object.entries(m)) out.push(`| ${k} | ${Array.isArray(v) ? v.join(', ') : String(v)} |`);
+  out.push('');
+  const sc = result.scaling;
+  if (sc && Object.keys(sc.backends).length) {
+    out.push('## Route-table scaling and control plane', '');
+    out.push(
+      `Leases of /${sc.subnetLen ?? 30} (so 10,000 fit in 10.244.0.0/16). Fake peer leases are written to etcd with their public IP`,
+      'on a third host without a daemon that only counts what arrives (its underlay interface); the 64-byte generator in',
+      "host 1's container spreads its packets over one address in every fake subnet, so every route entry is used.",
+      '',
+    );
+    const peers = [...new Set(Object.values(sc.backends).flatMap((ps) => ps.map((p) => p.peers)))].sort((a, b) => a - b);
+    const names = Object.keys(sc.backends);
+    out.push(`| peers in the route table | ${names.join(' | ')} |`, `|---|${names.map(() => '---:').join('|')}|`);
+    for (const n of peers) {
+      const ref = sc.backends[REFERENCE]?.find((p) => p.peers === n)?.pps;
+      const cells = names.map((b) => {
+        const p = sc.backends[b].find((q) => q.peers === n);
+        if (!p) return 'n/a';
+        const r = b !== REFERENCE && ref && p.pps !== null ? ` (×${(p.pps / ref).toFixed(2)})` : '';
+        return `${human(p.pps)} pps${r}, loss ${cell('loss', p.loss)}`;
+      });
+      out.push(`| ${n.toLocaleString('en-US')} | ${cells.join(' | ')} |`);
+    }
+    out.push('');
+    const cp = sc.controlPlane ?? {};
+    if (Object.keys(cp).length) {
+      const ref = cp[REFERENCE]?.seconds;
+      out.push('| control plane / memory | ' + names.join(' | ') + ' |', `|---|${names.map(() => '---:').join('|')}|`);
+      out.push(
+        '| 1,000 leases written → all installed (s) | ' +
+          names.map((b) => (cp[b]?.seconds != null ? `${cp[b].seconds!.toFixed(2)}${b !== REFERENCE && ref ? ` (×${(cp[b].seconds! / ref).toFixed(2)})` : ''}` : 'n/a')).join(' | ') +
+          ' |',
+      );
+      const rref = sc.rssMB10k?.[REFERENCE];
+      out.push(
+        '| daemon RSS with 10,000 leases (MB) | ' +
+          names.map((b) => (sc.rssMB10k?.[b] != null ? `${sc.rssMB10k[b]!.toFixed(1)}${b !== REFERENCE && rref ? ` (×${(sc.rssMB10k[b]! / rref).toFixed(2)})` : ''}` : 'n/a')).join(' | ') +
+          ' |',
+      );
+      out.push('');
+    }
+  }
+  if (result.micro?.length) {
+    out.push('## Microbenchmarks', '');
+    out.push('`npm run bench:micro` (benchmark package; packet kernels loop natively, so times are per packet, not per N-API call).', '');
+    out.push('| benchmark | ns/op | ops/s | ± |', '|---|---:|---:|---:|');
+    for (const r of result.micro) out.push(`| ${r.name} | ${r.nsPerOp.toFixed(1)} | ${human(r.opsPerSec)} | ${r.rme.toFixed(1)} % |`);
+    out.push('');
+  }
+  out.push('## How each figure is measured', '');
+  out.push(
+    '- **TCP throughput**: `iperf3` from container 1 to container 2 (host 1 → host 2), 1 stream and `-P 4`; receiver-side rate.',
+    '- **RTT p50/p99**: `ping` container to container (≥ 400 samples, 5–10 ms apart), percentiles by linear interpolation.',
+    '- **64-byte forwarding and loss**: `build/Release/pktgen` (native, `sendmmsg` batches of 64 per thread) sends UDP',
+    '  datagrams of 18 bytes (a 64-byte Ethernet frame) from container 1 to container 2 as fast as it can, with CPUs − 1 and',
+    '  with CPUs threads; the run that delivered more is kept. Delivered = rx packets of container 2\'s interface, loss =',
+    '  1 − delivered / sent. On veth the kernel datapaths (kernel-vxlan, host-gw) forward inside the sending thread, so where',
+    '  they show 0 % loss with delivered = offered the figure is the generator+kernel ceiling of this machine: a lower bound',
+    '  for the kernel path, which makes the userspace ratios to it upper bounds. The userspace backends drop what they',
+    '  cannot forward (loss > 0), so their figure is their own limit (generator check above).',
+    '- **Forwarding CPU (CPU s/GB)**: during the 1-stream TCP test, busy CPU time of the whole machine (`/proc/stat`) minus the',
+    '  iperf3 processes\' own user+system time, per GB delivered: the daemons, kernel packet processing (softirq) on the',
+    '  path and background noise. `daemonCpuSecPerGB` in the JSON is the daemon processes alone (≈0 for kernel datapaths).',
+    '- **Daemon RSS**: VmRSS of host 1\'s daemon after its measurements.',
+    '- **Scaling**: see above; **control plane**: from the start of writing 1,000 leases to etcd (transactions of 100) until',
+    "  host 1's daemon reports all of them installed (polled every 50 ms through its control socket).",
+    '',
+  );
+  return out.join('\n');
+}

@@ -1,0 +1,137 @@
+// The shape of `vxnet bench --json FILE`, its validation and the ratios to the kernel reference.
+// Pure code: the runner, the report renderer and the unit tests share it.
+import { ratio } from './stats';
+
+export const BACKENDS = ['udp', 'vxlan', 'kernel-vxlan', 'host-gw'] as const;
+export type BackendName = (typeof BACKENDS)[number];
+
+/** The reference every ratio is taken against. */
+export const REFERENCE: BackendName = 'kernel-vxlan';
+
+export const METRIC_KEYS = ['tcp1Gbps', 'tcp4Gbps', 'rttP50Us', 'rttP99Us', 'pps64', 'loss64', 'cpuSecPerGB', 'rssMB'] as const;
+export type MetricKey = (typeof METRIC_KEYS)[number];
+
+export interface MetricInfo {
+  label: string;
+  unit: string;
+  /** Whether a larger value is better (for the chart's and table's wording only). */
+  higherIsBetter: boolean;
+}
+
+export const METRICS: Record<MetricKey, MetricInfo> = {
+  tcp1Gbps: { label: 'TCP, 1 stream', unit: 'Gbit/s', higherIsBetter: true },
+  tcp4Gbps: { label: 'TCP, 4 streams', unit: 'Gbit/s', higherIsBetter: true },
+  rttP50Us: { label: 'RTT p50', unit: 'µs', higherIsBetter: false },
+  rttP99Us: { label: 'RTT p99', unit: 'µs', higherIsBetter: false },
+  pps64: { label: '64-byte forwarding', unit: 'packets/s', higherIsBetter: true },
+  loss64: { label: '64-byte loss', unit: 'fraction', higherIsBetter: false },
+  cpuSecPerGB: { label: 'Forwarding CPU', unit: 'CPU s/GB', higherIsBetter: false },
+  rssMB: { label: 'Daemon RSS', unit: 'MB', higherIsBetter: false },
+};
+
+/** One backend's figures: the eight required keys (null = could not be measured) plus extras. */
+export type BackendResult = Record<MetricKey, number | null> & {
+  /** Offered 64-byte load: what the generator put on the wire, packets/s. */
+  genPps64?: number | null;
+  /** Generator threads of the kept 64-byte run. */
+  genThreads?: number;
+  /** CPU seconds per GB of the daemon processes alone (0 for kernel datapaths). */
+  daemonCpuSecPerGB?: number | null;
+  rttSamples?: number;
+  mtu?: number;
+  errors?: string[];
+};
+
+export interface ScalingPoint {
+  peers: number;
+  pps: number | null;
+  loss: number | null;
+  offeredPps?: number | null;
+  /** Seconds from writing the step's leases to etcd until all were installed. */
+  installSeconds?: number | null;
+  leasesWritten?: number;
+  rssMB?: number | null;
+}
+
+export interface BenchResult {
+  machine: Record<string, unknown>;
+  backends: Record<BackendName, BackendResult>;
+  command?: string;
+  quick?: boolean;
+  startedAt?: string;
+  durationSeconds?: number;
+  ratios?: Record<string, Record<string, number | null>>;
+  generator?: Record<string, unknown>;
+  scaling?: {
+    subnetLen?: number;
+    backends: Record<string, ScalingPoint[]>;
+    /** Time from 1,000 leases written to etcd until all are installed, per backend. */
+    controlPlane?: Record<string, { leases: number; seconds: number | null; writeSeconds?: number | null }>;
+    /** Daemon RSS with 10,000 leases in etcd, per backend. */
+    rssMB10k?: Record<string, number | null>;
+  };
+  micro?: Array<{ name: string; nsPerOp: number; opsPerSec: number; rme: number; samples: number }>;
+  errors?: string[];
+}
+
+function isObject(v: unknown): v is Record<string, unknown> {
+  return typeof v === 'object' && v !== null && !Array.isArray(v);
+}
+
+/**
+ * Checks the documented shape; returns every problem found (empty when valid). A metric may be null
+ * only when the run recorded why in the backend's `errors`.
+ */
+export function validateResult(doc: unknown): string[] {
+  const problems: string[] = [];
+  if (!isObject(doc)) return ['result is not a JSON object'];
+  if (!isObject(doc.machine)) problems.push('machine: missing or not an object');
+  if (!isObject(doc.backends)) {
+    problems.push('backends: missing or not an object');
+    return problems;
+  }
+  for (const b of BACKENDS) {
+    const r = doc.backends[b];
+    if (!isObject(r)) {
+      problems.push(`backends.${b}: missing`);
+      continue;
+    }
+    const errors = Array.isArray(r.errors) ? r.errors : [];
+    for (const k of METRIC_KEYS) {
+      const v = r[k];
+      if (v === null) {
+        if (errors.length === 0) problems.push(`backends.${b}.${k}: null without an error recorded`);
+      } else if (typeof v !== 'number' || !Number.isFinite(v)) {
+        problems.push(`backends.${b}.${k}: not a finite number (${JSON.stringify(v)})`);
+      } else if (v < 0) {
+        problems.push(`backends.${b}.${k}: negative (${v})`);
+      } else if (k === 'loss64' && v > 1) {
+        problems.push(`backends.${b}.loss64: a fraction must be at most 1 (${v})`);
+      }
+    }
+  }
+  for (const b of Object.keys(doc.backends)) {
+    if (!(BACKENDS as readonly string[]).includes(b)) problems.push(`backends.${b}: unknown backend`);
+  }
+  return problems;
+}
+
+/** value / kernel-vxlan value for every backend and metric (null where either is missing). */
+export function computeRatios(backends: Partial<Record<BackendName, BackendResult>>): Record<string, Record<string, number | null>> {
+  const ref = backends[REFERENCE];
+  const out: Record<string, Record<string, number | null>> = {};
+  for (const b of BACKENDS) {
+    const r = backends[b];
+    if (!r) continue;
+    out[b] = {};
+    for (const k of METRIC_KEYS) out[b][k] = ratio(r[k], ref?.[k]);
+  }
+  return out;
+}
+
+/** An all-null backend entry carrying the reason (used when a backend could not run at all). */
+export function failedBackend(reason: string): BackendResult {
+  const r = { errors: [reason] } as BackendResult;
+  for (const k of METRIC_KEYS) r[k] = null;
+  return r;
+}

@@ -1,0 +1,109 @@
+// The bench result's JSON shape, ratios, and the SVG chart and markdown rendered from a sample result.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { BACKENDS, BenchResult, METRIC_KEYS, computeRatios, failedBackend, validateResult } from '../../bench/lib/schema';
+import { renderChart } from '../../bench/lib/svg';
+import { renderMarkdown, renderTable } from '../../bench/lib/report';
+import { parseArgs } from '../../bench/run';
+
+function sample(): BenchResult {
+  const fig = (k: number) => ({ tcp1Gbps: 3 * k, tcp4Gbps: 4 * k, rttP50Us: 50 / k, rttP99Us: 90 / k, pps64: 60000 * k, loss64: 0.1 / k, cpuSecPerGB: 1 / k, rssMB: 60 });
+  return {
+    machine: { cpus: 2, kernel: '6.1.0', cpuModel: 'Test CPU <x>' },
+    quick: true,
+    command: 'vxnet bench --quick --json out.json',
+    backends: { udp: fig(0.5), vxlan: fig(0.8), 'kernel-vxlan': fig(1), 'host-gw': fig(2) },
+    scaling: {
+      subnetLen: 30,
+      backends: { vxlan: [{ peers: 2, pps: 30000, loss: 0.5 }, { peers: 10000, pps: 28000, loss: 0.52 }], 'kernel-vxlan': [{ peers: 2, pps: 60000, loss: 0 }, { peers: 10000, pps: 40000, loss: 0 }] },
+      controlPlane: { vxlan: { leases: 1000, seconds: 0.8 }, 'kernel-vxlan': { leases: 1000, seconds: 9.5 } },
+      rssMB10k: { vxlan: 90, 'kernel-vxlan': 80 },
+    },
+    micro: [{ name: 'encap udp', nsPerOp: 8, opsPerSec: 1.25e8, rme: 2, samples: 20 }],
+  };
+}
+
+test('a complete result validates and every backend has every documented key', () => {
+  const r = sample();
+  assert.deepEqual(validateResult(r), []);
+  for (const b of BACKENDS) for (const k of METRIC_KEYS) assert.ok(k in r.backends[b], `${b}.${k}`);
+});
+
+test('validation names missing backends, bad values and unexplained nulls', () => {
+  const r = sample() as unknown as { backends: Record<string, Record<string, unknown>> };
+  delete r.backends['host-gw'];
+  r.backends.udp.loss64 = 1.5;
+  r.backends.vxlan.tcp1Gbps = null;
+  r.backends['kernel-vxlan'].rssMB = 'big';
+  const problems = validateResult(r);
+  assert.ok(problems.includes('backends.host-gw: missing'), problems.join('\n'));
+  assert.ok(problems.some((p) => p.startsWith('backends.udp.loss64')));
+  assert.ok(problems.some((p) => p.startsWith('backends.vxlan.tcp1Gbps: null without an error')));
+  assert.ok(problems.some((p) => p.startsWith('backends.kernel-vxlan.rssMB')));
+  assert.deepEqual(validateResult([]), ['result is not a JSON object']);
+});
+
+test('a backend that could not run is all nulls with its reason, and still valid', () => {
+  const r = sample();
+  r.backends.udp = failedBackend('daemon exited');
+  assert.deepEqual(validateResult(r), []);
+  assert.equal(computeRatios(r.backends).udp.tcp1Gbps, null);
+});
+
+test('ratios are taken against kernel-vxlan', () => {
+  const ratios = computeRatios(sample().backends);
+  assert.equal(ratios['kernel-vxlan'].tcp1Gbps, 1);
+  assert.equal(ratios['host-gw'].pps64, 2);
+  assert.equal(ratios.udp.tcp4Gbps, 0.5);
+});
+
+test('the SVG chart is well-formed, escapes text and shows values with ratios', () => {
+  const svg = renderChart(sample());
+  assert.match(svg, /^<svg xmlns="http:\/\/www.w3.org\/2000\/svg"/);
+  assert.match(svg, /<\/svg>\n$/);
+  assert.ok(svg.includes('Test CPU &lt;x&gt;'));
+  assert.ok(!svg.includes('<x>'));
+  for (const b of BACKENDS) assert.ok(svg.includes(`>${b}</text>`), b);
+  assert.ok(svg.includes('×2.00'), 'host-gw ratio');
+  assert.ok(svg.includes('10,000 peers'), 'scaling panel');
+  // Balanced groups and no NaN leaking into coordinates.
+  assert.equal((svg.match(/<g /g) ?? []).length, (svg.match(/<\/g>/g) ?? []).length);
+  assert.ok(!/NaN|undefined/.test(svg));
+  // Rendering is a pure function of the JSON.
+  assert.equal(renderChart(sample()), svg);
+});
+
+test('the chart renders a backend that was not measured without breaking', () => {
+  const r = sample();
+  r.backends.udp = failedBackend('no');
+  const svg = renderChart(r);
+  assert.ok(svg.includes('not measured'));
+  assert.ok(!/NaN/.test(svg));
+});
+
+test('the markdown report carries the table, the command, the machine and the scaling figures', () => {
+  const md = renderMarkdown(sample(), { chart: 'bench/latest.svg', json: 'bench/latest.json' });
+  assert.ok(md.includes('vxnet bench --quick --json out.json'));
+  assert.ok(md.includes(renderTable(sample())));
+  assert.ok(md.includes('| cpus | 2 |'));
+  assert.ok(md.includes('| 10,000 |'));
+  assert.ok(md.includes('![bench chart](bench/latest.svg)'));
+  assert.match(renderTable(sample()), /\| TCP, 1 stream \(Gbit\/s\) \| 1\.50 \(×0\.50\) \| 2\.40 \(×0\.80\) \| 3\.00 \| 6\.00 \(×2\.00\) \|/);
+});
+
+test('bench arguments: quick shortens, lists are checked, unknown flags are usage errors', () => {
+  const q = parseArgs(['--quick', '--json', 'out/r.json']);
+  assert.notEqual(q, 'help');
+  if (q === 'help') return;
+  assert.equal(q.seconds, 3);
+  assert.equal(q.svg, 'out/r.svg');
+  assert.ok(q.pings >= 400);
+  const full = parseArgs([]);
+  if (full === 'help') return;
+  assert.equal(full.seconds, 10);
+  assert.ok(full.pings >= 400);
+  assert.deepEqual(full.backends, [...BACKENDS]);
+  assert.throws(() => parseArgs(['--backends', 'udp,bogus']), /unknown backend/);
+  assert.throws(() => parseArgs(['--frobnicate']), /unknown argument/);
+  assert.equal(parseArgs(['--help']), 'help');
+});
