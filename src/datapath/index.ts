@@ -2,9 +2,23 @@
 // iproute2, and turns peer lists into route snapshots. Packets never come through here.
 import { addon, NativeDatapath } from './native';
 import { Cidr, cidrCovers, formatCidr, formatIPv4, maskOf, parseIPv4, parseMac } from '../net/ip';
+import { writeFileSync } from 'node:fs';
 import { ip } from '../net/iproute';
 
 export type EncapKind = 'udp' | 'vxlan';
+
+/**
+ * The overlay is IPv4: without this the kernel sends router solicitations and MLD reports into the
+ * TUN, which the datapath can only drop (tx_not_ipv4), muddying the drop counters. Best effort:
+ * a kernel without IPv6 has no such file.
+ */
+function disableIPv6(dev: string): void {
+  try {
+    writeFileSync(`/proc/sys/net/ipv6/conf/${dev}/disable_ipv6`, '1');
+  } catch {
+    // No IPv6 in this kernel or namespace: nothing to silence.
+  }
+}
 
 /** Underlay bytes each encapsulation adds: outer IPv4 + UDP (+ VXLAN + inner Ethernet). */
 export const ENCAP_OVERHEAD: Record<EncapKind, number> = { udp: 20 + 8, vxlan: 20 + 8 + 8 + 14 };
@@ -240,6 +254,7 @@ export class Datapath {
       // so the kernel installs "<network> dev <tun>" itself; the local bridge's /24 stays more specific.
       await ip('link', 'set', 'dev', name, 'mtu', String(cfg.mtu));
       await ip('addr', 'add', `${formatIPv4(cfg.localSubnet.ip)}/${cfg.network.prefixLen}`, 'dev', name);
+      disableIPv6(name);
       await ip('link', 'set', 'dev', name, 'up');
       native.start();
     } catch (e) {
