@@ -617,7 +617,7 @@ class Runner {
       const r = await tcp(bed, h2.containerNs, dst, h1.containerNs, 1, this.opts.seconds, pids);
       res.tcp1Gbps = sig(r.gbps);
       const gb = r.bytes / 1e9;
-      res.cpuSecPerGB = gb > 0 ? sig(r.forwardCpuSeconds / gb) : null;
+      res.cpuSecPerGB = gb > 0 ? sig(r.machineCpuSeconds / gb) : null;
       res.daemonCpuSecPerGB = gb > 0 ? sig(r.daemonCpuSeconds / gb) : null;
       this.show(b, 'tcp1Gbps', res.tcp1Gbps, r.retransmits !== undefined ? `  (${r.retransmits} retransmits)` : '');
       this.show(b, 'cpuSecPerGB', res.cpuSecPerGB, `  (daemons alone ${human(res.daemonCpuSecPerGB)} s/GB)`);

@@ -25,7 +25,7 @@ export const METRICS: Record<MetricKey, MetricInfo> = {
   rttP99Us: { label: 'RTT p99', unit: 'µs', higherIsBetter: false },
   pps64: { label: '64-byte forwarding', unit: 'packets/s', higherIsBetter: true },
   loss64: { label: '64-byte loss', unit: 'fraction', higherIsBetter: false },
-  cpuSecPerGB: { label: 'Forwarding CPU', unit: 'CPU s/GB', higherIsBetter: false },
+  cpuSecPerGB: { label: 'CPU per GB moved (whole machine)', unit: 'CPU s/GB', higherIsBetter: false },
   rssMB: { label: 'Daemon RSS', unit: 'MB', higherIsBetter: false },
 };
 
