@@ -295,19 +295,34 @@ const RouteTable kEmptyTable;
 
 }  // namespace
 
-// TUN -> peers: reads packets (TSO super-packets cut into segments here), encapsulates them in
-// place and sends them with sendmmsg, segments of one packet as UDP GSO messages.
-class Datapath::TxPath {
- public:
-  TxPath(Datapath* dp, Worker* w, int tun_fd, int sock)
+// What both directions of one worker share: its fds, batch size and the datapath's encapsulation.
+class Datapath::PathBase {
+ protected:
+  PathBase(Datapath* dp, Worker* w, int tun_fd, int sock)
       : dp_(dp),
         w_(w),
         tun_fd_(tun_fd),
         sock_(sock),
         batch_(dp->opts_.batch),
         vnet_(dp->offload_.vnet_hdr),
+        overhead_(encap_overhead(dp->encap_.kind)) {}
+
+  Datapath* dp_;
+  Worker* w_;
+  const int tun_fd_;
+  const int sock_;
+  const size_t batch_;
+  const bool vnet_;
+  const size_t overhead_;
+};
+
+// TUN -> peers: reads packets (TSO super-packets cut into segments here), encapsulates them in
+// place and sends them with sendmmsg, segments of one packet as UDP GSO messages.
+class Datapath::TxPath : PathBase {
+ public:
+  TxPath(Datapath* dp, Worker* w, int tun_fd, int sock)
+      : PathBase(dp, w, tun_fd, sock),
         gso_(dp->offload_.udp_gso),
-        overhead_(encap_overhead(dp->encap_.kind)),
         bufs_(new uint8_t[batch_ * kSlotStride]),
         tb_(new Batch()),
         icmp_tokens_(dp->opts_.icmp_per_sec),
@@ -473,14 +488,7 @@ class Datapath::TxPath {
     tb->bytes[i] = inner;
   }
 
-  Datapath* dp_;
-  Worker* w_;
-  const int tun_fd_;
-  const int sock_;
-  const size_t batch_;
-  const bool vnet_;
   const bool gso_;
-  const size_t overhead_;
   std::unique_ptr<uint8_t[]> bufs_;
   std::unique_ptr<Batch> tb_;
   double icmp_tokens_;
@@ -489,16 +497,10 @@ class Datapath::TxPath {
 
 // Peers -> TUN: receives datagrams with recvmmsg (UDP GRO trains split here), validates and
 // decapsulates them, completes offloaded checksums, coalesces TCP segments and writes into the TUN.
-class Datapath::RxPath {
+class Datapath::RxPath : PathBase {
  public:
   RxPath(Datapath* dp, Worker* w, int tun_fd, int sock)
-      : dp_(dp),
-        w_(w),
-        tun_fd_(tun_fd),
-        sock_(sock),
-        batch_(dp->opts_.batch),
-        vnet_(dp->offload_.vnet_hdr),
-        overhead_(encap_overhead(dp->encap_.kind)),
+      : PathBase(dp, w, tun_fd, sock),
         mtu_(dp->opts_.mtu),
         bufs_(new uint8_t[batch_ * kBufStride]),
         gro_store_(new uint8_t[TcpCoalescer::kStorage]),
@@ -627,13 +629,6 @@ class Datapath::RxPath {
     gro_.push(pkt, res.inner_len, Emit{this}, completed);
   }
 
-  Datapath* dp_;
-  Worker* w_;
-  const int tun_fd_;
-  const int sock_;
-  const size_t batch_;
-  const bool vnet_;
-  const size_t overhead_;
   const size_t mtu_;
   std::unique_ptr<uint8_t[]> bufs_;
   std::unique_ptr<uint8_t[]> gro_store_;

@@ -87,6 +87,7 @@ class Datapath {
     uint64_t gen;
   };
 
+  class PathBase;
   class TxPath;
   class RxPath;
   void worker_loop(Worker* w, uint32_t queue);
