@@ -8,7 +8,7 @@
 // Exit status: 0 when every measurement ran, 1 when one could not run, 2 for bad arguments,
 // 130 on Ctrl-C. Figures are never judged here. Namespaces, daemons, etcd and temporary files are
 // removed on every exit path (NetBed and the etcd launcher hook process exit and signals).
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { execFileSync, type ChildProcess } from 'node:child_process';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -17,7 +17,8 @@ import { startEtcd, type EtcdServer } from '../src/testbed/etcd';
 import { stopChild } from '../src/testbed/children';
 import { parseNetworkConfig, subnetAt, subnetCount } from '../src/subnet/config';
 import { configKey, encodeLeaseValue, leaseKey, DEFAULT_PREFIX } from '../src/subnet/lease';
-import { formatCidr, formatIPv4, parseCidr } from '../src/net/ip';
+import { cidrHost, formatCidr, formatIPv4, parseCidr } from '../src/net/ip';
+import { readSubnetEnv } from '../src/host/subnet-env';
 import type { AgentRequest, StatusLike, WireLease } from './agent';
 import { flood, PKTGEN, rtt, tcp, type FloodOptions, type FloodResult } from './lib/bedtools';
 import { processRssMB } from './lib/proc';
@@ -272,15 +273,6 @@ function backendSection(b: BackendName): Record<string, unknown> {
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-function parseEnvFile(text: string): Record<string, string> {
-  const out: Record<string, string> = {};
-  for (const line of text.split('\n')) {
-    const m = /^([A-Z_][A-Z0-9_]*)=(.*)$/.exec(line.trim());
-    if (m) out[m[1]] = m[2];
-  }
-  return out;
-}
-
 class Overlay {
   hosts: RunningHost[] = [];
 
@@ -327,13 +319,12 @@ class Overlay {
           if (h.daemon && (h.daemon.exitCode !== null || h.daemon.signalCode !== null)) {
             throw new Error(`daemon on ${h.host.name} exited (${h.daemon.exitCode ?? h.daemon.signalCode}): ${h.logTail().trim().split('\n').slice(-8).join(' | ')}`);
           }
-          if (existsSync(h.subnetFile)) {
-            const env = parseEnvFile(readFileSync(h.subnetFile, 'utf8'));
-            if (env.FLANNEL_SUBNET && env.FLANNEL_MTU) {
-              h.subnet = env.FLANNEL_SUBNET;
-              h.mtu = Number(env.FLANNEL_MTU);
-              break;
-            }
+          // The daemon writes subnet.env atomically, once startup has succeeded.
+          const env = await readSubnetEnv(h.subnetFile);
+          if (env) {
+            h.subnet = `${formatIPv4(cidrHost(env.subnet, 1))}/${env.subnet.prefixLen}`;
+            h.mtu = env.mtu;
+            break;
           }
           if (Date.now() > deadline) throw new Error(`daemon on ${h.host.name} wrote no subnet file in 30 s: ${h.logTail().trim().split('\n').slice(-8).join(' | ')}`);
           await sleep(100);
