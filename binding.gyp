@@ -8,7 +8,9 @@
         "native/encap.cc",
         "native/offload.cc",
         "native/route_table.cc",
-        "native/tun.cc"
+        "native/tun.cc",
+        "native/tun_queue.cc",
+        "native/udp_socket.cc"
       ],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
       "defines": ["NAPI_VERSION=8", "NAPI_CPP_EXCEPTIONS"],

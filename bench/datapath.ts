@@ -10,7 +10,7 @@
 //                               [--pings N] [--slow-pings N] [--json FILE] [--tag TAG]
 //
 // Every namespace it creates is deleted on every exit path (normal end, error, Ctrl-C).
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -32,17 +32,23 @@ interface Options {
   json?: string;
   tag: string;
   quick: boolean;
+  /** iperf3 parallel streams. */
+  streams: number;
+  /** `perf record -a -g` over the TCP phase of each vxnet round, written to FILE.<mode>.<round>. */
+  perf?: string;
+  /** Datapath option overrides for the vxnet modes (JSON, e.g. '{"queues":2}'). */
+  dp: Record<string, unknown>;
 }
 
 function usage(msg?: string): never {
   if (msg) console.error(`bench:datapath: ${msg}`);
-  console.error('usage: node dist/bench/datapath.js [--quick] [--rounds N] [--seconds S] [--modes kernel,vxlan,udp] [--pings N] [--slow-pings N] [--json FILE] [--tag TAG]');
+  console.error('usage: node dist/bench/datapath.js [--quick] [--rounds N] [--seconds S] [--modes kernel,vxlan,udp] [--pings N] [--slow-pings N] [--json FILE] [--tag TAG] [--streams N] [--perf FILE] [--dp JSON]');
   process.exit(2);
 }
 
 function parseArgs(argv: string[]): Options {
   const quick = argv.includes('--quick');
-  const o: Options = { rounds: quick ? 1 : 3, seconds: quick ? 3 : 5, pings: quick ? 200 : 400, slowPings: quick ? 10 : 30, modes: [...MODES], tag: 'dpbench', quick };
+  const o: Options = { rounds: quick ? 1 : 3, seconds: quick ? 3 : 5, pings: quick ? 200 : 400, slowPings: quick ? 10 : 30, modes: [...MODES], tag: 'dpbench', quick, streams: 1, dp: {} };
   const int = (v: string | undefined, name: string, min: number) => {
     const n = Number(v);
     if (!Number.isInteger(n) || n < min) usage(`${name} needs an integer >= ${min}`);
@@ -57,6 +63,15 @@ function parseArgs(argv: string[]): Options {
     else if (a === '--slow-pings') o.slowPings = int(argv[++i], a, 0);
     else if (a === '--json') o.json = argv[++i] ?? usage('--json needs a file');
     else if (a === '--tag') o.tag = argv[++i] ?? usage('--tag needs a value');
+    else if (a === '--streams') o.streams = int(argv[++i], a, 1);
+    else if (a === '--perf') o.perf = argv[++i] ?? usage('--perf needs a file');
+    else if (a === '--dp') {
+      try {
+        o.dp = JSON.parse(argv[++i] ?? '');
+      } catch {
+        usage('--dp needs a JSON object of datapath options');
+      }
+    }
     else if (a === '--modes') {
       const ms = (argv[++i] ?? '').split(',').filter(Boolean);
       if (!ms.length || ms.some((m) => !MODES.includes(m as Mode))) usage(`--modes takes a list of ${MODES.join(',')}`);
@@ -113,7 +128,7 @@ async function kernelVxlan(bed: NetBed, h: BedHost, peer: BedHost): Promise<void
 }
 
 /** Brings `mode` up on both hosts; returns its teardown and a stats reader. */
-async function bringUp(bed: NetBed, mode: Mode, h1: BedHost, h2: BedHost) {
+async function bringUp(bed: NetBed, mode: Mode, h1: BedHost, h2: BedHost, dp: Record<string, unknown>) {
   for (const h of [h1, h2]) await h.setContainerSubnet(`10.244.${h.index}.1/24`, MTU[mode]);
   if (mode === 'kernel') {
     await kernelVxlan(bed, h1, h2);
@@ -127,7 +142,7 @@ async function bringUp(bed: NetBed, mode: Mode, h1: BedHost, h2: BedHost) {
   }
   const dps: DpHost[] = [];
   try {
-    for (const h of [h1, h2]) dps.push(await DpHost.start(bed, h, { encap: mode, localSubnet: `10.244.${h.index}.0/24`, vtepMac: MAC(h.index), mtu: MTU[mode] }));
+    for (const h of [h1, h2]) dps.push(await DpHost.start(bed, h, { encap: mode, localSubnet: `10.244.${h.index}.0/24`, vtepMac: MAC(h.index), mtu: MTU[mode], ...dp }));
     for (const i of [0, 1]) {
       const o = i === 0 ? h2 : h1;
       await dps[i].setRoutes([{ subnet: `10.244.${o.index}.0/24`, publicIp: o.underlayIp, vtepMac: MAC(o.index) }]);
@@ -149,15 +164,20 @@ async function bringUp(bed: NetBed, mode: Mode, h1: BedHost, h2: BedHost) {
   };
 }
 
-async function runRound(bed: NetBed, mode: Mode, o: Options): Promise<Round> {
+async function runRound(bed: NetBed, mode: Mode, o: Options, round: number): Promise<Round> {
   const [h1, h2] = bed.hosts;
-  const up = await bringUp(bed, mode, h1, h2);
+  const up = await bringUp(bed, mode, h1, h2, o.dp);
   try {
     // Warm-up: neighbour entries, route caches, the datapath's first batch.
     await ping(bed, h1.containerNs, h2.containerIp!, { count: 5, intervalS: 0.01, timeoutS: 2 });
     const rtt = await measureRtt(bed, h1, h2, o.pings, 0.01);
     const rttSlow = o.slowPings ? await measureRtt(bed, h1, h2, o.slowPings, 0.2) : undefined;
-    const t = await iperf3Tcp(bed, h2.containerNs, h2.containerIp!, h1.containerNs, { seconds: o.seconds });
+    // The profile covers the middle of the transfer: whole machine, call graphs (where the cycles go).
+    const perf = o.perf
+      ? spawn('perf', ['record', '-a', '-g', '-q', '-o', `${o.perf}.${mode}.${round}`, '--', 'sleep', String(Math.max(1, o.seconds - 2))], { stdio: 'ignore' })
+      : undefined;
+    const t = await iperf3Tcp(bed, h2.containerNs, h2.containerIp!, h1.containerNs, { seconds: o.seconds, streams: o.streams });
+    if (perf && perf.exitCode === null) await new Promise((r) => perf.once('exit', r));
     const datapath = await up.stats();
     return { tcpGbps: t.bitsPerSecond / 1e9, tcpRetransmits: t.retransmits, rtt, rttSlow, ...(datapath ? { datapath } : {}) };
   } finally {
@@ -189,7 +209,7 @@ async function main(): Promise<void> {
   try {
     for (let r = 0; r < o.rounds; r++) {
       for (const mode of o.modes) {
-        const res = await runRound(bed, mode, o);
+        const res = await runRound(bed, mode, o, r + 1);
         rounds[mode].push(res);
         console.log(
           `  round ${r + 1} ${pad(LABEL[mode], 12)}  TCP ${lpad(fmt(res.tcpGbps), 6)} Gbit/s  RTT median ${lpad(fmt(res.rtt.medianUs, 0), 4)} µs p99 ${lpad(fmt(res.rtt.p99Us, 0), 4)} µs` +

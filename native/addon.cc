@@ -89,6 +89,7 @@ class DatapathWrap : public Napi::ObjectWrap<DatapathWrap> {
     opts.encap.local_mask = plen == 0 ? 0 : 0xffffffffu << (32 - plen);
     opts.encap.local_net &= opts.encap.local_mask;
     opts.encap.icmp_src = get_u32(o, "icmpSrc", 0, 0xffffffffu);
+    opts.tun_ip = get_u32(o, "tunIp", 0, 0xffffffffu);
     Napi::Value mac = o.Get("localMac");
     if (!mac.IsUndefined()) {
       Napi::Buffer<uint8_t> b = need_bytes(mac, "datapath option localMac");

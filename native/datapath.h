@@ -1,15 +1,15 @@
-// The forwarding engine: a TUN device and a UDP socket joined by worker threads, one per queue,
-// each serving both directions of its own TUN queue and UDP socket:
-//   tx pass: TUN --read--> tx_encap --sendmmsg--> peers
-//   rx pass: peers --recvmmsg--> rx_decap --write--> TUN
-// The route table is an immutable snapshot swapped in by publish(); workers announce the
-// generation they read (quiescent-state reclamation), so old snapshots are freed without locks.
+// The forwarding engine: a TUN device and UDP sockets joined by worker threads, one per queue.
+// Each worker owns one TUN queue (TunQueue), one receiving UDP socket (bound to the port, the
+// queues' sockets sharing it with SO_REUSEPORT) and a few sending sockets on ephemeral ports (the
+// outer source port: one per inner-flow hash bucket), and runs two passes:
+//   tx pass: TUN --read batch--> cut TSO, route, encapsulate (in place) --sendmmsg batch--> peers
+//   rx pass: peers --recvmmsg batch--> split GRO trains, validate, decapsulate --coalesce, writev--> TUN
+// The route table is an immutable Snapshot swapped in by publish(); workers never lock.
 #pragma once
 
 #include <atomic>
 #include <cstdint>
 #include <memory>
-#include <mutex>
 #include <string>
 #include <thread>
 #include <vector>
@@ -17,6 +17,7 @@
 #include "counters.h"
 #include "encap.h"
 #include "route_table.h"
+#include "snapshot.h"
 
 namespace vxnet {
 
@@ -25,6 +26,7 @@ struct DatapathOptions {
   uint32_t mtu = 1450;
   EncapConfig encap;
   uint32_t bind_ip = 0;  // host order; 0 = any
+  uint32_t tun_ip = 0;   // the TUN's own address (host order): source of our datagrams routed into it
   uint16_t port = 8285;
   uint32_t batch = 64;   // packets per sendmmsg/recvmmsg
   uint32_t queues = 1;   // TUN queues = workers = UDP sockets (SO_REUSEPORT)
@@ -42,8 +44,13 @@ struct OffloadState {
   bool udp_gro = false;   // UDP_GRO: one recvmsg returns many datagrams
 };
 
+class UdpSocket;
+
 class Datapath {
  public:
+  // Sending sockets per worker: outer source ports chosen by inner-flow hash.
+  static constexpr size_t kTxPorts = 8;
+
   explicit Datapath(const DatapathOptions& opts);
   ~Datapath();
   Datapath(const Datapath&) = delete;
@@ -55,9 +62,9 @@ class Datapath {
   // Joins the workers and closes every fd; the (non-persistent) TUN disappears with them.
   void stop();
 
-  void publish(RouteTable* table);
+  void publish(RouteTable* table) { routes_.publish(table); }
   // Frees snapshots no worker can still be reading.
-  void reclaim();
+  void reclaim() { routes_.reclaim(); }
 
   const std::string& tun_name() const { return tun_name_; }
   bool running() const { return running_; }
@@ -73,44 +80,26 @@ class Datapath {
   Drop test_tx(uint8_t* pkt, size_t len, TxResult* out);
   // test_rx completes an offloaded inner checksum in place, as the rx worker does.
   Drop test_rx(uint32_t src_ip, uint8_t* dgram, size_t len, RxResult* out);
-  const RouteTable* current_table() const { return table_.load(std::memory_order_acquire); }
+  const RouteTable* current_table() const { return routes_.current(); }
   const EncapConfig& encap() const { return encap_; }
 
  private:
-  struct Worker {
-    std::atomic<uint64_t> active_gen{0};  // generation being read; 0 = holds no snapshot
-    CounterBlock counters;
-    std::thread thread;
-  };
-  struct Retired {
-    const RouteTable* table;
-    uint64_t gen;
-  };
-
-  class PathBase;
-  class TxPath;
-  class RxPath;
+  struct Worker;
   void worker_loop(Worker* w, uint32_t queue);
-  const RouteTable* enter(Worker* w);
-  static void leave(Worker* w) { w->active_gen.store(0, std::memory_order_release); }
-  void send_icmp(Worker* w, int tun_fd, const uint8_t* pkt, size_t len, uint64_t now_ns, double* tokens,
-                 uint64_t* last_ns);
 
   DatapathOptions opts_;
   OffloadState offload_;
   const EncapConfig encap_;  // immutable once built: workers read it without synchronisation
   std::string tun_name_;
   std::vector<int> tun_fds_;
-  std::vector<int> sock_fds_;
+  std::vector<std::unique_ptr<UdpSocket>> rx_socks_;  // one per queue, bound to the port
+  std::vector<std::unique_ptr<UdpSocket>> tx_socks_;  // kTxPorts per queue
+  std::vector<uint16_t> own_ports_;                   // every port we send from (loop detection)
   int stop_fd_ = -1;  // eventfd that wakes every worker on stop
   std::atomic<bool> stopping_{false};
   bool running_ = false;
 
-  std::atomic<const RouteTable*> table_{nullptr};
-  std::atomic<uint64_t> gen_{1};
-  std::mutex retire_mu_;  // control thread only
-  std::vector<Retired> retired_;
-
+  Snapshot<RouteTable> routes_;
   std::vector<std::unique_ptr<Worker>> workers_;
   CounterBlock test_counters_;
 };

@@ -13,6 +13,8 @@ const char* drop_name(Drop d) {
     case Drop::TxBadIp: return "tx_bad_ip";
     case Drop::TxNoRoute: return "tx_no_route";
     case Drop::TxSendError: return "tx_send_error";
+    case Drop::TxTruncated: return "tx_truncated";
+    case Drop::TxLoop: return "tx_loop";
     case Drop::RxShort: return "rx_short";
     case Drop::RxUnknownPeer: return "rx_unknown_peer";
     case Drop::RxVxlanFlags: return "rx_vxlan_flags";
@@ -40,24 +42,25 @@ bool ipv4_header_ok(const uint8_t* p, size_t avail, size_t* total) {
   return true;
 }
 
-Drop tx_encap(const EncapConfig& cfg, const RouteTable& rt, uint8_t* pkt, size_t len, TxResult* out) {
+Drop tx_route(const RouteTable& rt, const uint8_t* pkt, size_t len, TxResult* out, size_t* tot) {
   if (len < kIPv4MinHeader) return Drop::TxShort;
   if ((pkt[0] >> 4) != 4) return Drop::TxNotIPv4;
   // The local stack built this header; check lengths (we rely on them) but not the checksum.
   const size_t ihl = static_cast<size_t>(pkt[0] & 0x0f) * 4;
-  const size_t tot = load_be16(pkt + 2);
-  if (ihl < kIPv4MinHeader || tot < ihl || tot > len) return Drop::TxBadIp;
+  const size_t t = load_be16(pkt + 2);
+  if (ihl < kIPv4MinHeader || t < ihl || t > len) return Drop::TxBadIp;
   const uint32_t dst = load_be32(pkt + 16);
   out->dst = dst;
   const Peer* peer = rt.lookup(dst);
   if (!peer) return Drop::TxNoRoute;
   out->peer = peer;
-  if (cfg.kind == EncapKind::Udp) {
-    out->frame = pkt;
-    out->frame_len = tot;
-    return Drop::Count;
-  }
-  uint8_t* f = pkt - (kVxlanHeader + kEthHeader);
+  *tot = t;
+  return Drop::Count;
+}
+
+uint8_t* encap_header(const EncapConfig& cfg, const Peer& peer, uint8_t* ip) {
+  if (cfg.kind == EncapKind::Udp) return ip;
+  uint8_t* f = ip - (kVxlanHeader + kEthHeader);
   // VXLAN header: flags (I), 24 reserved bits, VNI, 8 reserved bits.
   f[0] = 0x08;
   f[1] = f[2] = f[3] = 0;
@@ -66,12 +69,63 @@ Drop tx_encap(const EncapConfig& cfg, const RouteTable& rt, uint8_t* pkt, size_t
   f[6] = static_cast<uint8_t>(cfg.vni);
   f[7] = 0;
   uint8_t* eth = f + kVxlanHeader;
-  std::memcpy(eth, peer->mac, 6);
+  std::memcpy(eth, peer.mac, 6);
   std::memcpy(eth + 6, cfg.local_mac, 6);
   store_be16(eth + 12, kEtherTypeIPv4);
-  out->frame = f;
-  out->frame_len = tot + kVxlanHeader + kEthHeader;
+  return f;
+}
+
+Drop tx_encap(const EncapConfig& cfg, const RouteTable& rt, uint8_t* pkt, size_t len, TxResult* out) {
+  size_t tot = 0;
+  const Drop d = tx_route(rt, pkt, len, out, &tot);
+  if (d != Drop::Count) return d;
+  out->frame = encap_header(cfg, *out->peer, pkt);
+  out->frame_len = tot + encap_overhead(cfg.kind);
   return Drop::Count;
+}
+
+uint32_t flow_hash(const uint8_t* pkt, size_t len) {
+  if (len < kIPv4MinHeader) return 0;
+  const size_t ihl = static_cast<size_t>(pkt[0] & 0x0f) * 4;
+  uint32_t h = load_be32(pkt + 12) * 0x9E3779B1u;
+  h = (h ^ load_be32(pkt + 16)) * 0x85EBCA77u;
+  h = (h ^ pkt[9]) * 0xC2B2AE3Du;
+  const bool first_frag = (load_be16(pkt + 6) & 0x3fff) == 0;
+  if ((pkt[9] == 6 || pkt[9] == 17) && first_frag && ihl >= kIPv4MinHeader && ihl + 4 <= len) {
+    h = (h ^ load_be32(pkt + ihl)) * 0x27D4EB2Fu;
+  }
+  return h ^ (h >> 15);
+}
+
+namespace {
+
+// Does a well-formed encapsulated packet for us start at `d` (`len` bytes available)?
+bool encapsulated_packet_at(const EncapConfig& cfg, const uint8_t* d, size_t len) {
+  const size_t hdr = encap_overhead(cfg.kind);
+  if (len < hdr + kIPv4MinHeader) return false;
+  if (cfg.kind == EncapKind::Vxlan) {
+    const uint32_t vni = (static_cast<uint32_t>(d[4]) << 16) | (static_cast<uint32_t>(d[5]) << 8) | d[6];
+    if ((d[0] & 0x08) == 0 || vni != cfg.vni) return false;
+    if (load_be16(d + kVxlanHeader + 12) != kEtherTypeIPv4) return false;
+  }
+  size_t tot = 0;
+  return ipv4_header_ok(d + hdr, len - hdr, &tot);
+}
+
+}  // namespace
+
+bool rx_message_is_one_datagram(const EncapConfig& cfg, const uint8_t* data, size_t len, size_t seg) {
+  if (seg == 0 || seg >= len) return true;
+  const size_t hdr = encap_overhead(cfg.kind);
+  if (len < hdr + kIPv4MinHeader) return false;
+  // The first inner packet must claim exactly the whole message, header checksum valid.
+  size_t tot = 0;
+  if (!ipv4_header_ok(data + hdr, len - hdr, &tot) || hdr + tot != len) return false;
+  for (size_t off = seg; off < len; off += seg) {
+    const size_t n = len - off < seg ? len - off : seg;
+    if (encapsulated_packet_at(cfg, data + off, n)) return false;
+  }
+  return true;
 }
 
 Drop rx_decap(const EncapConfig& cfg, const RouteTable& rt, uint32_t src_ip, const uint8_t* dgram, size_t len,

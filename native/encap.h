@@ -19,6 +19,8 @@ enum class Drop : uint8_t {
   TxBadIp,         // read from TUN: header length or total length inconsistent
   TxNoRoute,       // no peer owns the destination (ICMP unreachable written back)
   TxSendError,     // sendmmsg refused the datagram
+  TxTruncated,     // read from TUN: longer than the read buffer (cut), or shorter than its virtio_net_hdr
+  TxLoop,          // our own encapsulated packet came back through the TUN (underlay routed into the overlay)
   RxShort,         // datagram shorter than the encapsulation + IPv4 header
   RxUnknownPeer,   // outer source address is not a known peer
   RxVxlanFlags,    // VXLAN I flag not set
@@ -52,6 +54,26 @@ struct TxResult {
   size_t frame_len = 0;
   uint32_t dst = 0;            // inner destination (for ICMP on no-route)
 };
+
+// Validates an IPv4 packet read from the TUN (lengths, version) and looks up the peer owning its
+// destination: out->peer, out->dst and the packet's total length in *tot. Writes nothing.
+Drop tx_route(const RouteTable& rt, const uint8_t* pkt, size_t len, TxResult* out, size_t* tot);
+// Writes the encapsulation header for `peer` in front of the inner packet at `ip` (at least
+// encap_overhead() writable bytes before it); returns the start of the UDP payload.
+uint8_t* encap_header(const EncapConfig& cfg, const Peer& peer, uint8_t* ip);
+
+// Hash of the inner flow (addresses, protocol, and ports of unfragmented TCP/UDP): picks the outer
+// UDP source port (RFC 7348 5), so one peer's flows spread over the receiver's sockets while each
+// flow keeps one path. `len` bytes at `pkt` (an IPv4 packet, not validated).
+uint32_t flow_hash(const uint8_t* pkt, size_t len);
+
+// A received message of `len` bytes with a UDP GRO size `seg` < len is normally a train of
+// `seg`-byte datagrams. One kind of message is not: a peer kernel's GSO packet crossing a veth
+// reaches the socket whole, as one datagram far longer than `seg` (the inner TCP MSS). True only
+// when the message is provably that one datagram: the first inner packet claims exactly the whole
+// message and no datagram boundary of the train reading holds a well-formed encapsulated packet.
+// A forged first datagram claiming the train can thus never swallow the genuine datagrams after it.
+bool rx_message_is_one_datagram(const EncapConfig& cfg, const uint8_t* data, size_t len, size_t seg);
 
 // Validates an IPv4 packet read from the TUN at `pkt` (with at least encap_overhead() bytes of
 // writable headroom before it), looks up the peer and writes the encapsulation header in place.

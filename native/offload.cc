@@ -135,21 +135,34 @@ bool tcp4_gso_plan(const uint8_t* pkt, size_t len, uint16_t gso_size, TcpGso* pl
   return true;
 }
 
-size_t tcp4_gso_segment(const uint8_t* pkt, const TcpGso& plan, size_t i, uint8_t* out) {
+size_t tcp4_gso_segment_hdr(const uint8_t* pkt, const TcpGso& plan, size_t i, uint8_t* hdr_out,
+                            const uint8_t** payload, size_t* payload_len) {
   const size_t off = i * plan.mss;
   const size_t chunk = plan.payload - off < plan.mss ? plan.payload - off : plan.mss;
-  std::memcpy(out, pkt, plan.hdr);
-  std::memcpy(out + plan.hdr, pkt + plan.hdr + off, chunk);
+  std::memcpy(hdr_out, pkt, plan.hdr);
   const size_t tot = plan.hdr + chunk;
-  ip_fix(out, plan.ihl, tot, static_cast<uint16_t>(load_be16(pkt + 4) + i));
-  uint8_t* tcp = out + plan.ihl;
+  ip_fix(hdr_out, plan.ihl, tot, static_cast<uint16_t>(load_be16(pkt + 4) + i));
+  uint8_t* tcp = hdr_out + plan.ihl;
   store_be32(tcp + 4, load_be32(pkt + plan.ihl + 4) + static_cast<uint32_t>(off));
   // As tcp_gso_segment: FIN and PSH only on the last segment, CWR only on the first.
   if (i + 1 != plan.segments) tcp[13] &= static_cast<uint8_t>(~(kTcpFin | kTcpPsh));
   if (i != 0) tcp[13] &= static_cast<uint8_t>(~kTcpCwr);
   store_be16(tcp + 16, 0);
   const size_t tcp_len = tot - plan.ihl;
-  store_be16(tcp + 16, csum_fold(csum_partial(tcp, tcp_len, pseudo_sum(out, tcp_len))));
+  const uint8_t* body = pkt + plan.hdr + off;
+  // The TCP header is a multiple of 4 bytes long, so the sum chains across the two pieces (RFC 1071).
+  const uint32_t sum = csum_partial(body, chunk, csum_partial(tcp, plan.hdr - plan.ihl, pseudo_sum(hdr_out, tcp_len)));
+  store_be16(tcp + 16, csum_fold(sum));
+  *payload = body;
+  *payload_len = chunk;
+  return tot;
+}
+
+size_t tcp4_gso_segment(const uint8_t* pkt, const TcpGso& plan, size_t i, uint8_t* out) {
+  const uint8_t* body;
+  size_t chunk;
+  const size_t tot = tcp4_gso_segment_hdr(pkt, plan, i, out, &body, &chunk);
+  std::memcpy(out + plan.hdr, body, chunk);
   return tot;
 }
 
@@ -184,24 +197,22 @@ int TcpCoalescer::find(const Key& k) const {
   return -1;
 }
 
-bool TcpCoalescer::merge(size_t i, const Key& k, const uint8_t* pkt, size_t len) {
+bool TcpCoalescer::merge(size_t i, const Key& k, const uint8_t* pkt) {
   Flow& f = flows_[i];
   if (!k.mergeable || f.closed || k.hdr != f.hdr || k.seq != f.next_seq || k.payload > f.mss) return false;
-  if (f.len + k.payload > kMaxSuper) return false;
-  const uint8_t* held = buf(i) + kVnetHdrLen;
+  if (f.len + k.payload > kMaxSuper || f.segments >= kMaxSegs) return false;
+  const uint8_t* held = f.first;
   // Same TOS, TTL and DF; same ack, data offset, window and options (as the kernel's tcp_gro_receive).
   if (pkt[1] != held[1] || pkt[8] != held[8] || (pkt[6] & 0x40) != (held[6] & 0x40)) return false;
   if (std::memcmp(pkt + 28, held + 28, 5) != 0) return false;  // ack + data offset
   if (std::memcmp(pkt + 34, held + 34, 2) != 0) return false;  // window
   if (std::memcmp(pkt + 40, held + 40, f.hdr - 40) != 0) return false;  // options
-  uint8_t* dst = buf(i) + kVnetHdrLen;
-  std::memcpy(dst + f.len, pkt + k.hdr, k.payload);
+  f.iov[1 + f.segments] = iovec{const_cast<uint8_t*>(pkt + k.hdr), k.payload};
   f.len += k.payload;
   f.next_seq += static_cast<uint32_t>(k.payload);
   ++f.segments;
-  if (k.flags & kTcpPsh) dst[33] |= kTcpPsh;
+  if (k.flags & kTcpPsh) f.psh = true;
   if (k.payload < f.mss || (k.flags & kTcpPsh)) f.closed = true;
-  (void)len;
   return true;
 }
 
@@ -209,6 +220,7 @@ void TcpCoalescer::hold(size_t i, const Key& k, const uint8_t* pkt, size_t len) 
   Flow& f = flows_[i];
   f.used = true;
   f.closed = (k.flags & kTcpPsh) != 0;
+  f.psh = false;
   f.saddr = k.saddr;
   f.daddr = k.daddr;
   f.sport = k.sport;
@@ -218,27 +230,28 @@ void TcpCoalescer::hold(size_t i, const Key& k, const uint8_t* pkt, size_t len) 
   f.mss = k.payload;
   f.len = len;
   f.segments = 1;
-  std::memcpy(buf(i) + kVnetHdrLen, pkt, len);
+  f.first = pkt;
+  f.iov[1] = iovec{const_cast<uint8_t*>(pkt + k.hdr), k.payload};
 }
 
 void TcpCoalescer::finish(size_t i) {
   Flow& f = flows_[i];
-  uint8_t* v = buf(i);
-  uint8_t* ip = v + kVnetHdrLen;
+  uint8_t* ip = f.head + kVnetHdrLen;
+  std::memcpy(ip, f.first, f.hdr);
+  if (f.psh) ip[33] |= kTcpPsh;
+  ip_fix(ip, 20, f.len, load_be16(ip + 4));
+  // Checksum left partial (pseudo-header sum in the field): the stack takes the payload as
+  // verified, which it is: parse() checked every merged segment's own TCP checksum.
+  store_be16(ip + 20 + 16, static_cast<uint16_t>(pseudo_sum(ip, f.len - 20)));
   VnetHdr h;
-  if (f.segments > 1) {
-    ip_fix(ip, 20, f.len, load_be16(ip + 4));
-    // Checksum left partial (pseudo-header sum in the field): the stack takes the payload as
-    // verified, which it is: parse() checked every merged segment's own TCP checksum.
-    store_be16(ip + 20 + 16, static_cast<uint16_t>(pseudo_sum(ip, f.len - 20)));
-    h.flags = kVnetFlagNeedsCsum;
-    h.gso_type = kVnetGsoTcpV4;
-    h.hdr_len = static_cast<uint16_t>(f.hdr);
-    h.gso_size = static_cast<uint16_t>(f.mss);
-    h.csum_start = 20;
-    h.csum_offset = 16;
-  }
-  vnet_store(v, h);
+  h.flags = kVnetFlagNeedsCsum;
+  h.gso_type = kVnetGsoTcpV4;
+  h.hdr_len = static_cast<uint16_t>(f.hdr);
+  h.gso_size = static_cast<uint16_t>(f.mss);
+  h.csum_start = 20;
+  h.csum_offset = 16;
+  vnet_store(f.head, h);
+  f.iov[0] = iovec{ip, f.hdr};
 }
 
 }  // namespace vxnet

@@ -5,6 +5,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <sys/uio.h>
 
 #include "packet.h"
 
@@ -54,8 +55,13 @@ struct TcpGso {
 };
 // Validates a TSO packet (IPv4, TCP, lengths, gso_size); false when it cannot be segmented.
 bool tcp4_gso_plan(const uint8_t* pkt, size_t len, uint16_t gso_size, TcpGso* plan);
-// Writes segment `i` of the plan into `out` (room for hdr + mss bytes): headers with fixed length,
-// IP id, sequence number, flags and full checksums. Returns its length.
+// Writes the headers of segment `i` of the plan into `hdr_out` (plan.hdr bytes): fixed length, IP id,
+// sequence number, flags and full IP and TCP checksums (the TCP one over these headers and the
+// payload slice). The payload stays where it is: *payload/*payload_len point into `pkt` (no copy).
+// Returns the segment's total length.
+size_t tcp4_gso_segment_hdr(const uint8_t* pkt, const TcpGso& plan, size_t i, uint8_t* hdr_out,
+                            const uint8_t** payload, size_t* payload_len);
+// The same, contiguous: writes segment `i` into `out` (room for hdr + mss bytes). Returns its length.
 size_t tcp4_gso_segment(const uint8_t* pkt, const TcpGso& plan, size_t i, uint8_t* out);
 
 // Receive side: a TCP super-packet longer than the TUN MTU. A peer kernel's GSO packet crossing a
@@ -66,16 +72,18 @@ size_t tcp4_gso_segment(const uint8_t* pkt, const TcpGso& plan, size_t i, uint8_
 // bytes) the virtio_net_hdr. False, with the packet unchanged, when it cannot be passed on.
 bool tcp4_super_prepare(uint8_t* pkt, size_t len, size_t mtu, bool csum_ok, uint8_t* vnet_out);
 
-// Receive-side coalescing of TCP segments into super-packets, a few flows at a time.
-// emit(vnet, pkt, len) receives every packet to write into the TUN: `vnet` is the 10-byte
-// virtio_net_hdr to put in front of `pkt`.
+// Receive-side coalescing of TCP segments into super-packets, a few flows at a time, without
+// copying payload: a held flow is a header copy plus slices of the pushed packets, written with one
+// writev. Pushed packets must stay valid and unchanged until they are emitted (flush at the end of a
+// receive pass). emit(vnet, iov, niov, len) receives every packet to write into the TUN: `vnet` is the
+// 10-byte virtio_net_hdr to put in front of the `len` bytes in iov[0..niov).
 class TcpCoalescer {
  public:
   static constexpr size_t kFlows = 8;
   static constexpr size_t kMaxSuper = 65535;
-  static constexpr size_t kStorage = kFlows * (kVnetHdrLen + kMaxSuper);
-  // `storage` must hold kStorage bytes and outlive the coalescer.
-  explicit TcpCoalescer(uint8_t* storage) : storage_(storage) {}
+  static constexpr size_t kMaxSegs = 64;       // payload slices per held flow
+  static constexpr size_t kMaxHdr = 20 + 60;   // option-less IPv4 + the longest TCP header
+  static constexpr size_t kMaxIov = 1 + kMaxSegs;
 
   // Takes a validated inner IPv4 packet (total length == len): holds it, merges it into a held
   // flow, or emits it at once (after the held data of its flow, to keep order).
@@ -89,7 +97,7 @@ class TcpCoalescer {
     }
     const int i = find(k);
     if (i >= 0) {
-      if (merge(static_cast<size_t>(i), k, pkt, len)) return;
+      if (merge(static_cast<size_t>(i), k, pkt)) return;
       emit_flow(static_cast<size_t>(i), emit);
     }
     if (!k.mergeable) {
@@ -142,6 +150,7 @@ class TcpCoalescer {
   struct Flow {
     bool used = false;
     bool closed = false;  // saw a short segment or PSH: nothing may follow
+    bool psh = false;
     uint32_t saddr = 0, daddr = 0;
     uint16_t sport = 0, dport = 0;
     uint32_t next_seq = 0;
@@ -149,26 +158,33 @@ class TcpCoalescer {
     size_t mss = 0;  // payload of the first segment
     size_t len = 0;  // bytes held (from the IP header on)
     size_t segments = 0;
+    const uint8_t* first = nullptr;  // the first packet, as pushed
+    uint8_t head[kVnetHdrLen + kMaxHdr];  // virtio_net_hdr + the super-packet's headers (finish())
+    iovec iov[kMaxIov];                   // [0] headers, then one payload slice per segment
   };
-  uint8_t* buf(size_t i) { return storage_ + i * (kVnetHdrLen + kMaxSuper); }
   static bool parse(const uint8_t* pkt, size_t len, bool csum_ok, Key* k);
   int find(const Key& k) const;
-  bool merge(size_t i, const Key& k, const uint8_t* pkt, size_t len);
+  bool merge(size_t i, const Key& k, const uint8_t* pkt);
   void hold(size_t i, const Key& k, const uint8_t* pkt, size_t len);
-  void finish(size_t i);  // fixes headers and writes the vnet header
+  void finish(size_t i);  // builds the headers and the vnet header of a merged flow
   template <typename Emit>
   void emit_flow(size_t i, Emit& emit) {
+    Flow& f = flows_[i];
+    f.used = false;
+    if (f.segments == 1) {
+      emit_direct(f.first, f.len, emit);
+      return;
+    }
     finish(i);
-    emit(buf(i), buf(i) + kVnetHdrLen, flows_[i].len);
-    flows_[i].used = false;
+    emit(static_cast<const uint8_t*>(f.head), static_cast<const iovec*>(f.iov), f.segments + 1, f.len);
   }
   template <typename Emit>
   static void emit_direct(const uint8_t* pkt, size_t len, Emit& emit) {
     static const uint8_t kNoOffload[kVnetHdrLen] = {};
-    emit(kNoOffload, pkt, len);
+    const iovec v{const_cast<uint8_t*>(pkt), len};
+    emit(static_cast<const uint8_t*>(kNoOffload), &v, size_t{1}, len);
   }
 
-  uint8_t* storage_;
   Flow flows_[kFlows];
   size_t evict_next_ = 0;
 };

@@ -120,16 +120,18 @@ static void segment_then_coalesce_round_trip() {
   TcpGso plan;
   CHECK(tcp4_gso_plan(super.data(), super.size(), mss, &plan), "plan a TSO packet");
   CHECK(plan.segments == 6, "six segments");
-  std::vector<uint8_t> store(TcpCoalescer::kStorage);
-  TcpCoalescer gro(store.data());
+  TcpCoalescer gro;
   std::vector<std::vector<uint8_t>> out;
-  auto emit = [&](const uint8_t* vh, const uint8_t* pkt, size_t len) {
+  auto emit = [&](const uint8_t* vh, const iovec* iov, size_t niov, size_t len) {
     std::vector<uint8_t> v(vh, vh + kVnetHdrLen);
-    v.insert(v.end(), pkt, pkt + len);
+    for (size_t i = 0; i < niov; ++i) v.insert(v.end(), static_cast<const uint8_t*>(iov[i].iov_base), static_cast<const uint8_t*>(iov[i].iov_base) + iov[i].iov_len);
+    CHECK(v.size() == kVnetHdrLen + len, "emitted pieces add up to the length");
     out.push_back(v);
   };
-  std::vector<uint8_t> seg(40 + mss);
+  // The coalescer keeps pointers to pushed packets until it emits them: one buffer per segment.
+  std::vector<std::vector<uint8_t>> segs(plan.segments, std::vector<uint8_t>(40 + mss));
   for (size_t i = 0; i < plan.segments; ++i) {
+    std::vector<uint8_t>& seg = segs[i];
     const size_t n = tcp4_gso_segment(super.data(), plan, i, seg.data());
     size_t tot = 0;
     CHECK(ipv4_header_ok(seg.data(), n, &tot) && tot == n, "segment has a valid IPv4 header");
@@ -245,16 +247,81 @@ static void vectors(const RouteTable& rt) {
   CHECK(rx_decap(cfg, rt, 0xc6120006u, dg.data(), dg.size(), &rx) == Drop::RxSpoofedSrc, "spoof from peer 6");
 }
 
+// A VXLAN datagram (VNI 1, dst MAC aa:..) carrying `inner`.
+static std::vector<uint8_t> vxlan_dgram(const std::vector<uint8_t>& inner) {
+  std::vector<uint8_t> d(22 + inner.size(), 0);
+  d[0] = 0x08;
+  d[6] = 1;
+  std::memset(&d[8], 0xaa, 6);
+  d[20] = 0x08;
+  std::memcpy(&d[22], inner.data(), inner.size());
+  return d;
+}
+
+// UDP GRO trains: a forged first datagram must never make the genuine ones after it part of one
+// oversized packet (cross-datagram disclosure), nor make them vanish.
+static void gro_train_rules() {
+  EncapConfig cfg;
+  cfg.kind = EncapKind::Vxlan;
+  cfg.vni = 1;
+  std::memset(cfg.local_mac, 0xaa, 6);
+  const size_t mss = 1398;
+  std::vector<uint8_t> train;
+  for (int i = 0; i < 3; ++i) {
+    const std::vector<uint8_t> d = vxlan_dgram(ipv4_tcp(0x0af40509, 0x0af40102, 1 + i * mss, mss, 0x10));
+    train.insert(train.end(), d.begin(), d.end());
+  }
+  const size_t seg = 22 + 40 + mss;
+  CHECK(!rx_message_is_one_datagram(cfg, train.data(), train.size(), seg), "genuine train is a train");
+  // Forged first datagram claiming exactly the whole train (header checksum fixed up).
+  std::vector<uint8_t> forged = train;
+  store_be16(&forged[22 + 2], static_cast<uint16_t>(train.size() - 22));
+  store_be16(&forged[22 + 10], 0);
+  store_be16(&forged[22 + 10], csum_fold(csum_partial(&forged[22], 20)));
+  CHECK(!rx_message_is_one_datagram(cfg, forged.data(), forged.size(), seg), "forged first datagram claiming the train: still a train");
+  store_be16(&forged[22 + 2], static_cast<uint16_t>(train.size() + 500 - 22));
+  store_be16(&forged[22 + 10], 0);
+  store_be16(&forged[22 + 10], csum_fold(csum_partial(&forged[22], 20)));
+  CHECK(!rx_message_is_one_datagram(cfg, forged.data(), forged.size(), seg), "first datagram claiming more than the train: still a train");
+  // A peer kernel's GSO packet delivered whole: one datagram, the cmsg holding the inner MSS.
+  const std::vector<uint8_t> whole = vxlan_dgram(ipv4_tcp(0x0af40509, 0x0af40102, 9, 30 * mss, 0x10));
+  CHECK(rx_message_is_one_datagram(cfg, whole.data(), whole.size(), mss), "GSO packet received whole is one datagram");
+  CHECK(rx_message_is_one_datagram(cfg, whole.data(), whole.size(), whole.size()), "no cmsg: one datagram");
+  std::vector<uint8_t> tiny(3, 0);
+  CHECK(!rx_message_is_one_datagram(cfg, tiny.data(), tiny.size(), 1), "3 bytes in 1-byte datagrams: a train of shorts");
+}
+
+// Header-only TSO cutting gives byte-for-byte the segments of the contiguous path.
+static void header_only_segments() {
+  for (size_t mss : {48, 536, 1398}) {
+    const std::vector<uint8_t> super = ipv4_tcp(0x0af40102, 0x0af40202, 4242, 20000 + mss / 2, 0x19);
+    TcpGso plan;
+    CHECK(tcp4_gso_plan(super.data(), super.size(), static_cast<uint16_t>(mss), &plan), "plan");
+    bool same = true;
+    for (size_t i = 0; i < plan.segments; ++i) {
+      std::vector<uint8_t> a(plan.hdr + mss), h(plan.hdr);
+      const size_t n = tcp4_gso_segment(super.data(), plan, i, a.data());
+      const uint8_t* body;
+      size_t blen;
+      const size_t m = tcp4_gso_segment_hdr(super.data(), plan, i, h.data(), &body, &blen);
+      same = same && n == m && m == plan.hdr + blen && std::memcmp(a.data(), h.data(), plan.hdr) == 0 &&
+             std::memcmp(a.data() + plan.hdr, body, blen) == 0 && body >= super.data() && body + blen <= super.data() + super.size();
+    }
+    CHECK(same, "header-only segments equal the copied ones");
+  }
+}
+
 // Random bytes (and random mutations of good packets) into every parser: must never crash or read
 // out of bounds, and whatever is accepted must be a well-formed IPv4 packet.
 static void fuzz(const RouteTable& rt) {
   std::mt19937 rng(42);
-  std::vector<uint8_t> store(TcpCoalescer::kStorage);
-  TcpCoalescer gro(store.data());
+  TcpCoalescer gro;
   size_t accepted = 0, emitted_bad = 0;
-  auto emit = [&](const uint8_t*, const uint8_t* pkt, size_t len) {
+  auto emit = [&](const uint8_t*, const iovec* iov, size_t niov, size_t len) {
+    std::vector<uint8_t> pkt;
+    for (size_t i = 0; i < niov; ++i) pkt.insert(pkt.end(), static_cast<const uint8_t*>(iov[i].iov_base), static_cast<const uint8_t*>(iov[i].iov_base) + iov[i].iov_len);
     size_t tot = 0;
-    if (!ipv4_header_ok(pkt, len, &tot) || tot != len) ++emitted_bad;
+    if (pkt.size() != len || !ipv4_header_ok(pkt.data(), len, &tot) || tot != len) ++emitted_bad;
   };
   for (int iter = 0; iter < 200000; ++iter) {
     const size_t len = rng() % 200;
@@ -291,6 +358,7 @@ static void fuzz(const RouteTable& rt) {
         }
         gro.flush_flow_of(inner.data(), inner.size(), emit);
       }
+      gro.flush(emit);  // held packets point into `heap`, freed after this iteration
     }
     std::vector<uint8_t> tx(kHeadroom + len);
     if (len) std::memcpy(&tx[kHeadroom], heap.data(), len);
@@ -320,6 +388,8 @@ int main() {
   segment_then_coalesce_round_trip();
   offloaded_checksums();
   vectors(*rt);
+  gro_train_rules();
+  header_only_segments();
   fuzz(*rt);
   delete rt;
   std::printf("native-check: %d passed, %d failed\n", g_pass, g_fail);

@@ -13,6 +13,9 @@ export const FLANNEL_DEFAULT_PORT = { udp: 8285, vxlan: 8472 } as const;
 export const FLANNEL_ENCAP_OVERHEAD = { udp: 20 + 8, vxlan: 20 + 8 + 8 + 14 } as const;
 
 /** An optional integer field of the Backend section; errors name `Backend.<field>`. */
+/** Most datapath worker threads (TUN queues) a userspace backend may ask for (Backend.Workers). */
+export const MAX_WORKERS = 16;
+
 export function backendInt(config: NetworkConfig, field: string, fallback: number, min: number, max: number): number {
   const v = config.backend.raw[field];
   if (v === undefined || v === null) return fallback;

@@ -3,7 +3,7 @@
 import type { Backend, BackendContext, BackendNetwork, Logger } from './backend';
 import type { Lease, LeaseAttrs } from '../subnet/types';
 import type { Datapath, DatapathConfig, EncapKind, PeerRoute } from '../datapath';
-import { backendInt, checkPeer, FLANNEL_DEFAULT_PORT, FLANNEL_ENCAP_OVERHEAD, PeerFilter, Serial } from './common';
+import { backendInt, checkPeer, FLANNEL_DEFAULT_PORT, FLANNEL_ENCAP_OVERHEAD, MAX_WORKERS, PeerFilter, Serial } from './common';
 
 /** TUN name of the userspace backends (flanneld's udp backend uses flannel0). */
 export const USERSPACE_TUN = 'vxnet0';
@@ -55,7 +55,10 @@ export class UserspaceNetwork implements BackendNetwork {
 
 /** The datapath settings every userspace backend derives from its context and lease. */
 export function userspaceConfig(encap: EncapKind, ctx: BackendContext, lease: Lease, port: number): DatapathConfig {
+  // vxnet's own key: worker threads (TUN queues); absent = one per core.
+  const workers = backendInt(ctx.config, 'Workers', 0, 1, MAX_WORKERS);
   return {
+    ...(workers ? { queues: workers } : {}),
     encap,
     tunName: USERSPACE_TUN,
     mtu: ctx.iface.mtu - FLANNEL_ENCAP_OVERHEAD[encap],

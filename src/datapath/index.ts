@@ -3,6 +3,7 @@
 import { addon, NativeDatapath } from './native';
 import { Cidr, cidrCovers, formatCidr, formatIPv4, maskOf, parseIPv4, parseMac } from '../net/ip';
 import { writeFileSync } from 'node:fs';
+import os from 'node:os';
 import { ip } from '../net/iproute';
 
 export type EncapKind = 'udp' | 'vxlan';
@@ -40,7 +41,7 @@ export interface DatapathConfig {
   vni?: number;
   /** Our VTEP MAC (vxlan). */
   vtepMac?: string;
-  /** Worker threads, each with its own TUN queue and UDP socket, serving both directions (default 1). */
+  /** Worker threads, each with its own TUN queue and UDP sockets, serving both directions (default: one per core, at most 16). */
   queues?: number;
   batch?: number;
   /**
@@ -166,6 +167,11 @@ export function validateDatapathConfig(cfg: DatapathConfig): void {
   }
 }
 
+/** One worker per core the process may run on (at most 16 TUN queues). */
+export function defaultQueues(): number {
+  return Math.max(1, Math.min(16, os.availableParallelism()));
+}
+
 function nativeOptions(cfg: DatapathConfig) {
   return {
     tunName: cfg.tunName,
@@ -175,13 +181,15 @@ function nativeOptions(cfg: DatapathConfig) {
     port: cfg.port ?? DEFAULT_PORT[cfg.encap],
     bindIp: cfg.bindAddress ? parseIPv4(cfg.bindAddress) : 0,
     batch: cfg.batch,
-    queues: cfg.queues,
+    queues: cfg.queues ?? defaultQueues(),
     busyPollUs: cfg.busyPollUs,
     icmpPerSec: cfg.icmpPerSec,
     localNet: cfg.localSubnet.ip,
     localPrefixLen: cfg.localSubnet.prefixLen,
     // ICMP errors come from the unreachable destination: a local source would be dropped as a martian.
     icmpSrc: 0,
+    // The TUN's own address: a datagram of ours from it that comes back through the TUN is a loop.
+    tunIp: cfg.localSubnet.ip,
     localMac: cfg.vtepMac ? parseMac(cfg.vtepMac) : undefined,
   };
 }

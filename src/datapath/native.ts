@@ -10,6 +10,7 @@ export interface NativeDatapathOptions {
   port?: number;
   batch?: number;
   queues?: number;
+  tunIp?: number;
   busyPollUs?: number;
   sockBuf?: number;
   icmpPerSec?: number;

@@ -139,7 +139,8 @@ test('every receive drop reason is detected and counted', () => {
 test('drop reasons exported from the addon are exactly the documented set', () => {
   assert.deepEqual([...DROP_REASONS].sort(), [
     'rx_bad_ip', 'rx_bad_vni', 'rx_dst_mac', 'rx_ethertype', 'rx_short', 'rx_spoofed_src', 'rx_tun_write_error',
-    'rx_unknown_peer', 'rx_vxlan_flags', 'rx_wrong_dst', 'tx_bad_ip', 'tx_no_route', 'tx_not_ipv4', 'tx_send_error', 'tx_short',
+    'rx_unknown_peer', 'rx_vxlan_flags', 'rx_wrong_dst', 'tx_bad_ip', 'tx_loop', 'tx_no_route', 'tx_not_ipv4', 'tx_send_error', 'tx_short',
+    'tx_truncated',
   ]);
 });
 

@@ -1,0 +1,107 @@
+#include "tun_queue.h"
+
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
+namespace vxnet {
+
+TunQueue::TunQueue(int fd, bool vnet, size_t batch, CounterBlock* counters)
+    : fd_(fd),
+      vnet_(vnet),
+      batch_(batch),
+      ctr_(counters),
+      slots_(new uint8_t[batch * kSlotStride]),
+      hdrs_(new uint8_t[kHdrSlots * kHdrStride]) {}
+
+size_t TunQueue::read(size_t max, TunPacket* out, bool* drained) {
+  *drained = false;
+  if (max > batch_) max = batch_;
+  size_t n = 0;
+  while (n < max) {
+    uint8_t* pkt = slots_.get() + n * kSlotStride + kHeadroom;
+    uint8_t* rd = vnet_ ? pkt - kVnetHdrLen : pkt;
+    // The virtio_net_hdr is read into the headroom, so the packet itself starts at `pkt`.
+    const ssize_t r = ::read(fd_, rd, kReadCap);
+    if (r < 0) {
+      if (errno == EINTR) continue;
+      *drained = true;  // EAGAIN, or the device is going away: the worker waits for readiness
+      break;
+    }
+    ctr_->add(Ctr::TunReads, 1);
+    TunPacket& p = out[n++];
+    p.pkt = pkt;
+    p.vh = VnetHdr();
+    p.truncated = static_cast<size_t>(r) >= kReadCap;
+    size_t len = static_cast<size_t>(r);
+    if (vnet_) {
+      if (len < kVnetHdrLen) {
+        p.truncated = true;  // not even the header: nothing to forward
+        len = kVnetHdrLen;
+      }
+      p.vh = vnet_load(rd);
+      len -= kVnetHdrLen;
+    }
+    p.len = len;
+  }
+  return n;
+}
+
+TsoSegment TunQueue::tso_segment(const TunPacket& p, const TcpGso& plan, size_t k) {
+  TsoSegment s;
+  s.hdr = hdrs_.get() + (hdr_used_++) * kHdrStride + kHeadroom;
+  const size_t tot = tcp4_gso_segment_hdr(p.pkt, plan, k, s.hdr, &s.payload, &s.payload_len);
+  s.hdr_len = tot - s.payload_len;
+  return s;
+}
+
+bool TunQueue::write(const uint8_t* vh, const iovec* iov, size_t niov, size_t len) {
+  iovec v[1 + TcpCoalescer::kMaxIov];
+  size_t n = 0;
+  size_t want = len;
+  if (vnet_) {
+    v[n++] = iovec{const_cast<uint8_t*>(vh), kVnetHdrLen};
+    want += kVnetHdrLen;
+    if (vh[1] != kVnetGsoNone) ctr_->add(Ctr::TunGroWrites, 1);
+  }
+  for (size_t i = 0; i < niov && n < sizeof v / sizeof v[0]; ++i) v[n++] = iov[i];
+  ssize_t wr;
+  do {
+    wr = ::writev(fd_, v, static_cast<int>(n));
+  } while (wr < 0 && errno == EINTR);
+  if (wr != static_cast<ssize_t>(want)) {
+    ctr_->drop(Drop::RxTunWriteError);
+    return false;
+  }
+  ctr_->add(Ctr::TunWrites, 1);
+  return true;
+}
+
+void TunQueue::deliver(const uint8_t* pkt, size_t len, bool csum_ok) {
+  if (!vnet_) {
+    const iovec v{const_cast<uint8_t*>(pkt), len};
+    write(nullptr, &v, 1, len);
+    return;
+  }
+  gro_.push(pkt, len, Emit{this}, csum_ok);
+}
+
+void TunQueue::deliver_whole(const uint8_t* vh, const uint8_t* pkt, size_t len) {
+  if (vnet_) gro_.flush_flow_of(pkt, len, Emit{this});
+  const iovec v{const_cast<uint8_t*>(pkt), len};
+  write(vh, &v, 1, len);
+}
+
+void TunQueue::flush() {
+  if (vnet_) gro_.flush(Emit{this});
+}
+
+bool TunQueue::write_plain(const uint8_t* pkt, size_t len) {
+  uint8_t no_offload[kVnetHdrLen] = {};
+  iovec v[2] = {{no_offload, kVnetHdrLen}, {const_cast<uint8_t*>(pkt), len}};
+  const size_t want = len + (vnet_ ? kVnetHdrLen : 0);
+  return ::writev(fd_, vnet_ ? v : v + 1, vnet_ ? 2 : 1) == static_cast<ssize_t>(want);
+}
+
+}  // namespace vxnet
