@@ -66,6 +66,11 @@ bool TunQueue::write(const uint8_t* vh, const iovec* iov, size_t niov, size_t le
     if (vh[1] != kVnetGsoNone) ctr_->add(Ctr::TunGroWrites, 1);
   }
   for (size_t i = 0; i < niov && n < sizeof v / sizeof v[0]; ++i) v[n++] = iov[i];
+  if (tap_) {
+    tap_(tap_ctx_, vh, iov, niov, len);
+    ctr_->add(Ctr::TunWrites, 1);
+    return true;
+  }
   ssize_t wr;
   do {
     wr = ::writev(fd_, v, static_cast<int>(n));
@@ -99,6 +104,11 @@ void TunQueue::flush() {
 
 bool TunQueue::write_plain(const uint8_t* pkt, size_t len) {
   uint8_t no_offload[kVnetHdrLen] = {};
+  if (tap_) {
+    const iovec one{const_cast<uint8_t*>(pkt), len};
+    tap_(tap_ctx_, no_offload, &one, 1, len);
+    return true;
+  }
   iovec v[2] = {{no_offload, kVnetHdrLen}, {const_cast<uint8_t*>(pkt), len}};
   const size_t want = len + (vnet_ ? kVnetHdrLen : 0);
   return ::writev(fd_, vnet_ ? v : v + 1, vnet_ ? 2 : 1) == static_cast<ssize_t>(want);

@@ -71,6 +71,13 @@ class TunQueue {
   // Writes one packet with no offload flags (ICMP errors); false when the kernel refused it.
   bool write_plain(const uint8_t* pkt, size_t len);
 
+  // Tests and fuzzing: what would be written goes to `tap` instead of the fd.
+  using Tap = void (*)(void* ctx, const uint8_t* vh, const iovec* iov, size_t niov, size_t len);
+  void set_tap(Tap tap, void* ctx) {
+    tap_ = tap;
+    tap_ctx_ = ctx;
+  }
+
  private:
   struct Emit {
     TunQueue* q;
@@ -86,6 +93,8 @@ class TunQueue {
   std::unique_ptr<uint8_t[]> hdrs_;
   size_t hdr_used_ = 0;
   TcpCoalescer gro_;
+  Tap tap_ = nullptr;
+  void* tap_ctx_ = nullptr;
 };
 
 }  // namespace vxnet

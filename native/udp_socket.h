@@ -90,6 +90,14 @@ class UdpSendBatch {
   // Ends the open message, if any.
   void close_open();
 
+  // Tests and fuzzing: messages go to `sink` (returning how many it took, or -1 for a refused
+  // first message) instead of sendmmsg.
+  using Sink = int (*)(void* ctx, mmsghdr* msgs, unsigned n);
+  void set_sink(Sink sink, void* ctx) {
+    sink_ = sink;
+    sink_ctx_ = ctx;
+  }
+
   // Sends everything: sendmmsg, retried after EAGAIN/ENOBUFS until `stop_fd` is readable.
   // on_sent(tag, ok) is called for every message; returns the number of sendmmsg calls.
   template <typename OnSent>
@@ -114,6 +122,8 @@ class UdpSendBatch {
   size_t cur_bytes_ = 0;
   bool cur_closed_ = false;  // its last datagram is shorter than seg: nothing may follow
   SendTag cur_tag_{};
+  Sink sink_ = nullptr;
+  void* sink_ctx_ = nullptr;
 };
 
 // One recvmmsg worth of messages.

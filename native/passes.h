@@ -1,0 +1,301 @@
+// A worker's two passes, each a pipeline over one batch:
+//   TxPass: TUN queue --read batch--> cut TSO / complete checksums --> route --> encapsulate in place
+//           --> UDP send batches (one per sending socket, i.e. outer source port) --sendmmsg-->
+//   RxPass: UDP --recvmmsg batch--> split GRO trains --> validate, decapsulate --> complete checksums
+//           --> TUN queue (coalesce) --writev-->
+// They see only what they are handed (PassEnv, their queue, sockets and counters), never the Datapath.
+#pragma once
+
+#include <time.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "counters.h"
+#include "encap.h"
+#include "offload.h"
+#include "route_table.h"
+#include "tun_queue.h"
+#include "udp_socket.h"
+
+namespace vxnet {
+
+inline uint64_t mono_ns() {
+  timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return static_cast<uint64_t>(ts.tv_sec) * 1000000000ull + static_cast<uint64_t>(ts.tv_nsec);
+}
+
+// Token bucket for generated ICMP errors: `rate` per second sustained, the same as burst; no reply
+// is better than a reply storm.
+class IcmpLimiter {
+ public:
+  explicit IcmpLimiter(uint32_t rate) : rate_(rate), tokens_(rate), last_(mono_ns()) {}
+  bool take() {
+    const uint64_t now = mono_ns();
+    tokens_ += static_cast<double>(now - last_) * 1e-9 * rate_;
+    if (tokens_ > rate_) tokens_ = rate_;
+    last_ = now;
+    if (tokens_ < 1.0) return false;
+    tokens_ -= 1.0;
+    return true;
+  }
+
+ private:
+  const double rate_;
+  double tokens_;
+  uint64_t last_;
+};
+
+// What a worker's passes need from the datapath, handed over explicitly (read-only after start).
+struct PassEnv {
+  const EncapConfig& encap;
+  size_t batch;
+  size_t mtu;
+  uint32_t bind_ip;
+  uint32_t tun_ip;
+  const std::vector<uint16_t>& own_ports;
+  int stop_fd;
+  const std::atomic<bool>& stopping;
+};
+
+// TUN -> peers: read batch -> (cut TSO) -> route -> encapsulate in place -> send batch.
+class TxPass {
+ public:
+  TxPass(const PassEnv& env, TunQueue& tun, UdpSocket* const* socks, size_t nsocks, CounterBlock& ctr,
+         uint32_t icmp_per_sec)
+      : env_(env),
+        tun_(tun),
+        socks_(socks),
+        nsocks_(nsocks),
+        ctr_(ctr),
+        overhead_(encap_overhead(env.encap.kind)),
+        pkts_(new TunPacket[env.batch]),
+        icmp_(icmp_per_sec) {
+    for (size_t i = 0; i < nsocks_; ++i) out_.push_back(std::make_unique<UdpSendBatch>(socks_[i]->gso()));
+  }
+
+  // Returns true when the TUN queue was drained, false when a full batch was read.
+  bool run(const RouteTable& table, size_t* handled) {
+    bool drained = false;
+    const size_t n = tun_.read(env_.batch, pkts_.get(), &drained);
+    for (size_t i = 0; i < n; ++i) handle(table, pkts_[i]);
+    send_all();
+    *handled += n;
+    return drained;
+  }
+
+  // One packet as read: cut, routed, encapsulated and queued (sent by send_all()).
+  void handle(const RouteTable& table, TunPacket& p) {
+    if (p.truncated) {
+      ctr_.drop(Drop::TxTruncated);
+      return;
+    }
+    const uint8_t gso_type = p.vh.gso_type & static_cast<uint8_t>(~kVnetGsoEcn);
+    if (gso_type == kVnetGsoTcpV4) {
+      tso(table, p);
+      return;
+    }
+    if (gso_type != kVnetGsoNone) {  // UDP or IPv6 GSO: never enabled, never expected
+      ctr_.drop(Drop::TxBadIp);
+      return;
+    }
+    // The stack left the checksum to us (CHECKSUM_PARTIAL): complete it, peers get full checksums.
+    if ((p.vh.flags & kVnetFlagNeedsCsum) && !vnet_finish_csum(p.pkt, p.len, p.vh.csum_start, p.vh.csum_offset)) {
+      ctr_.drop(Drop::TxBadIp);
+      return;
+    }
+    TxResult r;
+    size_t tot = 0;
+    const Drop d = tx_route(table, p.pkt, p.len, &r, &tot);
+    if (d != Drop::Count) {
+      drop(d, p);
+      return;
+    }
+    if (own_datagram(p.pkt, tot)) {
+      ctr_.drop(Drop::TxLoop);
+      return;
+    }
+    uint8_t* f = encap_header(env_.encap, *r.peer, p.pkt);
+    add(socket_for(p.pkt, tot), *r.peer, f, tot + overhead_, nullptr, 0, static_cast<uint32_t>(tot));
+  }
+
+  // A TSO super-packet: segments with headers built in the TUN queue's arena, payload in place.
+  void tso(const RouteTable& table, TunPacket& p) {
+    ctr_.add(Ctr::TunTsoReads, 1);
+    TcpGso plan;
+    if (!tcp4_gso_plan(p.pkt, p.len, p.vh.gso_size, &plan) || overhead_ + plan.hdr + plan.mss > kMaxDatagram) {
+      ctr_.drop(Drop::TxBadIp);
+      return;
+    }
+    TxResult r;
+    size_t tot = 0;
+    const Drop d = tx_route(table, p.pkt, p.len, &r, &tot);
+    if (d != Drop::Count) {
+      drop(d, p);
+      return;
+    }
+    const size_t sock = socket_for(p.pkt, tot);
+    for (size_t k = 0; k < plan.segments; ++k) {
+      if (tun_.hdr_free() == 0) {  // every header handed out is in a pending message: send them
+        send_all();
+        tun_.hdr_reset();
+      }
+      const TsoSegment s = tun_.tso_segment(p, plan, k);
+      uint8_t* f = encap_header(env_.encap, *r.peer, s.hdr);
+      add(sock, *r.peer, f, overhead_ + s.hdr_len, s.payload, s.payload_len, static_cast<uint32_t>(s.hdr_len + s.payload_len));
+    }
+  }
+
+  // Sends every queued message.
+  void send_all() {
+    for (size_t i = 0; i < nsocks_; ++i) send(i);
+  }
+  // Tests and fuzzing: every send batch hands its messages to `sink` instead of the socket.
+  void set_sink(UdpSendBatch::Sink sink, void* ctx) {
+    for (auto& b : out_) b->set_sink(sink, ctx);
+  }
+
+ private:
+  void drop(Drop d, const TunPacket& p) {
+    ctr_.drop(d);
+    if (d == Drop::TxNoRoute) icmp(p.pkt, p.len);
+  }
+
+  // One datagram of one inner packet, in one or two pieces: appended to the open message to the
+  // same peer when the sizes allow (UDP GSO also for small packets), else a new message.
+  void add(size_t sock, const Peer& peer, const uint8_t* p1, size_t l1, const uint8_t* p2, size_t l2, uint32_t inner) {
+    UdpSendBatch& b = *out_[sock];
+    const size_t len = l1 + l2;
+    const size_t pieces = p2 ? 2 : 1;
+    if (!b.can_append(&peer.addr, peer.slot, len, pieces)) {
+      b.close_open();
+      if (!b.room(pieces)) send(sock);
+      b.begin(&peer.addr, peer.slot, len);
+    }
+    b.piece(p1, l1);
+    if (p2) b.piece(p2, l2);
+    b.datagram_done(len, 1, inner);
+  }
+
+  // The sending socket (outer source port) of the packet's flow.
+  size_t socket_for(const uint8_t* pkt, size_t len) const { return flow_hash(pkt, len) % nsocks_; }
+
+  void send(size_t i) {
+    UdpSendBatch& b = *out_[i];
+    if (b.empty()) return;
+    const size_t calls = b.flush(socks_[i]->fd(), env_.stop_fd, env_.stopping, [this](const SendTag& t, bool ok) {
+      if (ok) {
+        ctr_.add(Ctr::TxPackets, t.packets);
+        ctr_.add(Ctr::TxBytes, t.bytes);
+        ctr_.peer(t.slot, 0, t.bytes, t.packets);
+      } else {
+        for (uint32_t k = 0; k < t.packets; ++k) ctr_.drop(Drop::TxSendError);
+      }
+    });
+    ctr_.add(Ctr::TxBatches, calls);
+  }
+
+  // Our own sending socket's datagram, routed back into the TUN: encapsulating it again would
+  // loop forever (every round gets a fresh outer header, no TTL is consumed).
+  bool own_datagram(const uint8_t* pkt, size_t tot) const {
+    if (pkt[9] != 17) return false;
+    const size_t ihl = static_cast<size_t>(pkt[0] & 0x0f) * 4;
+    if (ihl + 8 > tot || (load_be16(pkt + 6) & 0x1fff) != 0) return false;
+    const uint32_t src = load_be32(pkt + 12);
+    if ((env_.tun_ip == 0 || src != env_.tun_ip) && (env_.bind_ip == 0 || src != env_.bind_ip)) return false;
+    const uint16_t sport = load_be16(pkt + ihl);
+    return std::find(env_.own_ports.begin(), env_.own_ports.end(), sport) != env_.own_ports.end();
+  }
+
+  void icmp(const uint8_t* pkt, size_t len) {
+    uint8_t reply[kIcmpReplyMax];
+    const size_t n = build_icmp_unreachable(env_.encap, pkt, len, reply);
+    if (n == 0 || !icmp_.take()) {
+      ctr_.add(Ctr::IcmpSuppressed, 1);
+      return;
+    }
+    ctr_.add(tun_.write_plain(reply, n) ? Ctr::IcmpSent : Ctr::IcmpSuppressed, 1);
+  }
+
+  const PassEnv& env_;
+  TunQueue& tun_;
+  UdpSocket* const* socks_;
+  const size_t nsocks_;
+  CounterBlock& ctr_;
+  const size_t overhead_;
+  std::unique_ptr<TunPacket[]> pkts_;
+  std::vector<std::unique_ptr<UdpSendBatch>> out_;  // one per sending socket
+  IcmpLimiter icmp_;
+};
+
+// Peers -> TUN: receive batch -> split GRO trains -> validate, decapsulate -> coalesce, write batch.
+class RxPass {
+ public:
+  RxPass(const PassEnv& env, UdpSocket& sock, TunQueue& tun, CounterBlock& ctr)
+      : env_(env), sock_(sock), tun_(tun), ctr_(ctr), in_(env.batch) {}
+
+  // One recvmmsg, all of it written into the TUN before returning (nothing is held across passes:
+  // latency stays that of one receive). Returns true when the socket was drained.
+  bool run(const RouteTable& table, size_t* handled) {
+    const size_t n = in_.recv(sock_.fd());
+    if (n == 0) return true;
+    ctr_.add(Ctr::RxBatches, 1);
+    for (size_t i = 0; i < n; ++i) *handled += message(table, in_.msg(i));
+    tun_.flush();
+    return n < env_.batch;
+  }
+
+  // Handles one received message; returns the number of datagrams it held. What it delivers may
+  // be held by the TUN queue until its flush().
+  size_t message(const RouteTable& table, const UdpRecvBatch::Msg& m) {
+    if (m.bad || m.len == 0) {
+      ctr_.drop(Drop::RxShort);
+      return 1;
+    }
+    if (m.seg < m.len && !rx_message_is_one_datagram(env_.encap, m.data, m.len, m.seg)) {
+      size_t n = 0;
+      for (size_t off = 0; off < m.len; off += m.seg, ++n) datagram(table, m.src_ip, m.data + off, std::min(m.seg, m.len - off));
+      return n;
+    }
+    datagram(table, m.src_ip, m.data, m.len);
+    return 1;
+  }
+
+ private:
+  void datagram(const RouteTable& table, uint32_t src, uint8_t* dgram, size_t len) {
+    RxResult res;
+    const Drop d = rx_decap(env_.encap, table, src, dgram, len, &res);
+    if (d != Drop::Count) {
+      ctr_.drop(d);
+      return;
+    }
+    ctr_.add(Ctr::RxPackets, 1);
+    ctr_.add(Ctr::RxBytes, res.inner_len);
+    ctr_.peer(res.peer->slot, 2, res.inner_len, 1);
+    // The receive buffer is ours: the inner packet may be completed in place.
+    uint8_t* pkt = const_cast<uint8_t*>(res.inner);
+    const bool completed = complete_offloaded_csum(pkt, res.inner_len) == L4Csum::Completed;
+    if (completed) ctr_.add(Ctr::RxCsumCompleted, 1);
+    uint8_t vh[kVnetHdrLen];
+    if (tun_.vnet() && res.inner_len > env_.mtu && tcp4_super_prepare(pkt, res.inner_len, env_.mtu, completed, vh)) {
+      // A TCP super-packet goes on as TSO, cut to our MTU by the kernel. Anything else this long
+      // is written as it is: the kernel fragments it or answers "fragmentation needed".
+      ctr_.add(Ctr::RxSuperPackets, 1);
+      tun_.deliver_whole(vh, pkt, res.inner_len);
+      return;
+    }
+    tun_.deliver(pkt, res.inner_len, completed);
+  }
+
+  const PassEnv& env_;
+  UdpSocket& sock_;
+  TunQueue& tun_;
+  CounterBlock& ctr_;
+  UdpRecvBatch in_;
+};
+
+}  // namespace vxnet
