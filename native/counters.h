@@ -25,6 +25,7 @@ enum class Ctr : uint8_t {
   IcmpSuppressed, // no-route packets for which RFC 1122 or the rate limit forbade an ICMP reply
   RxCsumCompleted,// received TCP/UDP packets whose sender had left the checksum to offload (filled in)
   RxSuperPackets, // received TCP super-packets (a peer's GSO packet handed over whole), written as TSO
+  TunUsoReads,    // UDP super-packets read from the TUN (a local UDP_SEGMENT sender), cut here
   Count
 };
 const char* ctr_name(Ctr c);

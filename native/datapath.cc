@@ -59,6 +59,7 @@ const char* ctr_name(Ctr c) {
     case Ctr::IcmpSuppressed: return "icmp_unreachable_suppressed";
     case Ctr::RxCsumCompleted: return "rx_csum_completed";
     case Ctr::RxSuperPackets: return "rx_super_packets";
+    case Ctr::TunUsoReads: return "tun_uso_reads";
     case Ctr::Count: break;
   }
   return "unknown";
@@ -83,10 +84,11 @@ bool Datapath::open(std::string* err) {
     *err = "datapath already open";
     return false;
   }
-  bool tso = false;
-  if (!open_tun(opts_.tun_name, opts_.queues, opts_.offload, &tun_fds_, &tun_name_, &tso, err)) return false;
+  bool tso = false, uso = false;
+  if (!open_tun(opts_.tun_name, opts_.queues, opts_.offload, &tun_fds_, &tun_name_, &tso, &uso, err)) return false;
   offload_.vnet_hdr = opts_.offload;
   offload_.tun_tso = tso;
+  offload_.tun_uso = uso;
   offload_.udp_gso = opts_.offload;
   offload_.udp_gro = opts_.offload;
   own_ports_.clear();

@@ -40,6 +40,7 @@ struct DatapathOptions {
 struct OffloadState {
   bool vnet_hdr = false;  // TUN reads/writes carry a virtio_net_hdr
   bool tun_tso = false;   // the stack may hand us TCP super-packets
+  bool tun_uso = false;   // ... and UDP super-packets (TUN_F_USO4, Linux >= 6.2)
   bool udp_gso = false;   // UDP_SEGMENT: one sendmsg carries many datagrams
   bool udp_gro = false;   // UDP_GRO: one recvmsg returns many datagrams
 };

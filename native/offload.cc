@@ -254,4 +254,110 @@ void TcpCoalescer::finish(size_t i) {
   f.iov[0] = iovec{ip, f.hdr};
 }
 
+bool udp4_gso_plan(const uint8_t* pkt, size_t len, uint16_t gso_size, UdpGso* plan) {
+  if (len < kIPv4MinHeader + 8 || (pkt[0] >> 4) != 4 || gso_size == 0 || pkt[9] != kProtoUdp) return false;
+  const size_t ihl = static_cast<size_t>(pkt[0] & 0x0f) * 4;
+  if (ihl < kIPv4MinHeader || ihl + 8 > len || load_be16(pkt + 2) != len) return false;
+  if ((load_be16(pkt + 6) & 0x3fff) != 0) return false;
+  plan->ihl = ihl;
+  plan->payload = len - ihl - 8;
+  plan->seg = gso_size;
+  if (plan->payload == 0) return false;
+  plan->segments = (plan->payload + plan->seg - 1) / plan->seg;
+  return true;
+}
+
+size_t udp4_gso_segment_hdr(const uint8_t* pkt, const UdpGso& plan, size_t i, uint8_t* hdr_out,
+                            const uint8_t** payload, size_t* payload_len) {
+  const size_t off = i * plan.seg;
+  const size_t chunk = plan.payload - off < plan.seg ? plan.payload - off : plan.seg;
+  const size_t hdr = plan.ihl + 8;
+  std::memcpy(hdr_out, pkt, hdr);
+  const size_t tot = hdr + chunk;
+  ip_fix(hdr_out, plan.ihl, tot, static_cast<uint16_t>(load_be16(pkt + 4) + i));
+  uint8_t* udp = hdr_out + plan.ihl;
+  store_be16(udp + 4, static_cast<uint16_t>(8 + chunk));
+  store_be16(udp + 6, 0);
+  const uint8_t* body = pkt + hdr + off;
+  uint16_t c = csum_fold(csum_partial(body, chunk, csum_partial(udp, 8, pseudo_sum(hdr_out, 8 + chunk, kProtoUdp))));
+  if (c == 0) c = 0xffff;  // RFC 768: a computed zero is sent as all ones
+  store_be16(udp + 6, c);
+  *payload = body;
+  *payload_len = chunk;
+  return tot;
+}
+
+bool UdpCoalescer::parse(const uint8_t* pkt, size_t len, bool csum_ok, Key* k) {
+  if (len < 28 || pkt[0] != 0x45 || pkt[9] != kProtoUdp) return false;
+  if ((load_be16(pkt + 6) & 0x3fff) != 0 || load_be16(pkt + 2) != len) return false;
+  k->saddr = load_be32(pkt + 12);
+  k->daddr = load_be32(pkt + 16);
+  k->sport = load_be16(pkt + 20);
+  k->dport = load_be16(pkt + 22);
+  k->has_ports = true;
+  if (load_be16(pkt + 24) != len - 20) return false;
+  k->payload = len - 28;
+  if (k->payload == 0 || load_be16(pkt + 26) == 0) return false;  // no payload, or no checksum to trust
+  // Merged datagrams are handed up as verified: each must verify here.
+  return csum_ok || csum_partial(pkt + 20, len - 20, pseudo_sum(pkt, len - 20, kProtoUdp)) == 0xffff;
+}
+
+int UdpCoalescer::find(const Key& k) const {
+  for (size_t i = 0; i < kFlows; ++i) {
+    const Flow& f = flows_[i];
+    if (f.used && f.k.saddr == k.saddr && f.k.daddr == k.daddr && f.k.sport == k.sport && f.k.dport == k.dport) {
+      return static_cast<int>(i);
+    }
+  }
+  return -1;
+}
+
+bool UdpCoalescer::merge(size_t i, const Key& k, const uint8_t* pkt, size_t len) {
+  Flow& f = flows_[i];
+  if (f.closed || f.segments >= kMaxSegs || k.payload > f.seg || f.len + k.payload > 65535) return false;
+  const uint8_t* held = f.pkts[0];
+  // Same TOS, TTL and DF (the merged packet carries the first one's header).
+  if (pkt[1] != held[1] || pkt[8] != held[8] || (pkt[6] & 0x40) != (held[6] & 0x40)) return false;
+  f.pkts[f.segments] = pkt;
+  f.lens[f.segments] = len;
+  f.iov[1 + f.segments] = iovec{const_cast<uint8_t*>(pkt + 28), k.payload};
+  ++f.segments;
+  f.len += k.payload;
+  if (k.payload < f.seg) f.closed = true;
+  return true;
+}
+
+void UdpCoalescer::hold(size_t i, const Key& k, const uint8_t* pkt, size_t len) {
+  Flow& f = flows_[i];
+  f.used = true;
+  f.closed = false;
+  f.k = k;
+  f.seg = k.payload;
+  f.len = len;
+  f.segments = 1;
+  f.pkts[0] = pkt;
+  f.lens[0] = len;
+  f.iov[1] = iovec{const_cast<uint8_t*>(pkt + 28), k.payload};
+}
+
+void UdpCoalescer::finish(size_t i) {
+  Flow& f = flows_[i];
+  uint8_t* ip = f.head + kVnetHdrLen;
+  std::memcpy(ip, f.pkts[0], 28);
+  ip_fix(ip, 20, f.len, load_be16(ip + 4));
+  // The stack cuts the packet into datagrams of `seg` payload bytes and sets each length; the
+  // checksum is left partial: every merged datagram's own checksum verified in parse().
+  store_be16(ip + 24, static_cast<uint16_t>(f.len - 20));
+  store_be16(ip + 26, static_cast<uint16_t>(pseudo_sum(ip, f.len - 20, kProtoUdp)));
+  VnetHdr h;
+  h.flags = kVnetFlagNeedsCsum;
+  h.gso_type = kVnetGsoUdpL4;
+  h.hdr_len = 28;
+  h.gso_size = static_cast<uint16_t>(f.seg);
+  h.csum_start = 20;
+  h.csum_offset = 6;
+  vnet_store(f.head, h);
+  f.iov[0] = iovec{ip, 28};
+}
+
 }  // namespace vxnet

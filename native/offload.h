@@ -16,6 +16,7 @@ constexpr size_t kVnetHdrLen = 10;
 constexpr uint8_t kVnetFlagNeedsCsum = 1;
 constexpr uint8_t kVnetGsoNone = 0;
 constexpr uint8_t kVnetGsoTcpV4 = 1;
+constexpr uint8_t kVnetGsoUdpL4 = 5;  // VIRTIO_NET_HDR_GSO_UDP_L4 (TUN: Linux >= 6.2, TUN_F_USO4)
 constexpr uint8_t kVnetGsoEcn = 0x80;
 
 struct VnetHdr {
@@ -177,6 +178,115 @@ class TcpCoalescer {
     }
     finish(i);
     emit(static_cast<const uint8_t*>(f.head), static_cast<const iovec*>(f.iov), f.segments + 1, f.len);
+  }
+  template <typename Emit>
+  static void emit_direct(const uint8_t* pkt, size_t len, Emit& emit) {
+    static const uint8_t kNoOffload[kVnetHdrLen] = {};
+    const iovec v{const_cast<uint8_t*>(pkt), len};
+    emit(static_cast<const uint8_t*>(kNoOffload), &v, size_t{1}, len);
+  }
+
+  Flow flows_[kFlows];
+  size_t evict_next_ = 0;
+};
+
+// A UDP super-packet read from the TUN (GSO_UDP_L4: a sender's UDP_SEGMENT send, or a forwarded
+// GRO train): IPv4 + UDP header, then datagram payloads of gso_size bytes (the last may be shorter).
+struct UdpGso {
+  size_t ihl = 0;
+  size_t payload = 0;  // all payload bytes
+  size_t seg = 0;      // payload bytes per datagram
+  size_t segments = 0;
+};
+bool udp4_gso_plan(const uint8_t* pkt, size_t len, uint16_t gso_size, UdpGso* plan);
+// Writes the IPv4 + UDP headers of datagram `i` into hdr_out (ihl + 8 bytes): length, IP id, and the
+// full UDP checksum over the headers and the payload slice (0 computed is sent as 0xFFFF). The
+// payload stays in place. Returns the datagram's total length.
+size_t udp4_gso_segment_hdr(const uint8_t* pkt, const UdpGso& plan, size_t i, uint8_t* hdr_out,
+                            const uint8_t** payload, size_t* payload_len);
+
+// Receive-side coalescing of UDP datagrams of one flow (same addresses and ports, equal payload
+// sizes, the last may be shorter) into one GSO_UDP_L4 packet: the receiving host's stack carries
+// one packet to the container and cuts it in front of the socket. Only datagrams whose checksum
+// verified (or was just computed) are merged, since the merged packet is handed up as verified.
+// emit(vnet, iov, niov, len) returns false when the kernel refused a merged packet: its datagrams
+// are then emitted one by one. Pushed packets must stay valid until flush().
+class UdpCoalescer {
+ public:
+  static constexpr size_t kFlows = 8;
+  static constexpr size_t kMaxSegs = 64;
+
+  template <typename Emit>
+  void push(const uint8_t* pkt, size_t len, Emit&& emit, bool csum_ok) {
+    Key k;
+    if (!parse(pkt, len, csum_ok, &k)) {
+      flush_key(k, emit);  // keep the flow in order
+      emit_direct(pkt, len, emit);
+      return;
+    }
+    const int i = find(k);
+    if (i >= 0) {
+      if (merge(static_cast<size_t>(i), k, pkt, len)) return;
+      emit_flow(static_cast<size_t>(i), emit);
+    }
+    size_t slot = kFlows;
+    for (size_t j = 0; j < kFlows && slot == kFlows; ++j) {
+      if (!flows_[j].used) slot = j;
+    }
+    if (slot == kFlows) {
+      slot = evict_next_;
+      evict_next_ = (evict_next_ + 1) % kFlows;
+      emit_flow(slot, emit);
+    }
+    hold(slot, k, pkt, len);
+  }
+
+  template <typename Emit>
+  void flush(Emit&& emit) {
+    for (size_t i = 0; i < kFlows; ++i) {
+      if (flows_[i].used) emit_flow(i, emit);
+    }
+  }
+
+ private:
+  struct Key {
+    uint32_t saddr = 0, daddr = 0;
+    uint16_t sport = 0, dport = 0;
+    size_t payload = 0;
+    bool has_ports = false;
+  };
+  struct Flow {
+    bool used = false;
+    bool closed = false;
+    Key k;
+    size_t seg = 0;  // payload bytes of the first datagram
+    size_t len = 0;  // bytes of the merged packet (IP header on)
+    size_t segments = 0;
+    const uint8_t* pkts[kMaxSegs];
+    size_t lens[kMaxSegs];
+    uint8_t head[kVnetHdrLen + 28];
+    iovec iov[1 + kMaxSegs];
+  };
+  static bool parse(const uint8_t* pkt, size_t len, bool csum_ok, Key* k);
+  int find(const Key& k) const;
+  bool merge(size_t i, const Key& k, const uint8_t* pkt, size_t len);
+  void hold(size_t i, const Key& k, const uint8_t* pkt, size_t len);
+  void finish(size_t i);
+  template <typename Emit>
+  void flush_key(const Key& k, Emit& emit) {
+    if (!k.has_ports) return;
+    const int i = find(k);
+    if (i >= 0) emit_flow(static_cast<size_t>(i), emit);
+  }
+  template <typename Emit>
+  void emit_flow(size_t i, Emit& emit) {
+    Flow& f = flows_[i];
+    f.used = false;
+    if (f.segments > 1) {
+      finish(i);
+      if (emit(static_cast<const uint8_t*>(f.head), static_cast<const iovec*>(f.iov), f.segments + 1, f.len)) return;
+    }
+    for (size_t s = 0; s < f.segments; ++s) emit_direct(f.pkts[s], f.lens[s], emit);
   }
   template <typename Emit>
   static void emit_direct(const uint8_t* pkt, size_t len, Emit& emit) {

@@ -99,7 +99,11 @@ class TxPass {
       tso(table, p);
       return;
     }
-    if (gso_type != kVnetGsoNone) {  // UDP or IPv6 GSO: never enabled, never expected
+    if (gso_type == kVnetGsoUdpL4) {
+      uso(table, p);
+      return;
+    }
+    if (gso_type != kVnetGsoNone) {  // IPv6 GSO: never enabled, never expected
       ctr_.drop(Drop::TxBadIp);
       return;
     }
@@ -160,6 +164,37 @@ class TxPass {
   }
 
  private:
+  // A UDP super-packet (a local sender's UDP_SEGMENT send): cut into datagrams like TSO.
+  void uso(const RouteTable& table, TunPacket& p) {
+    ctr_.add(Ctr::TunUsoReads, 1);
+    UdpGso plan;
+    if (!udp4_gso_plan(p.pkt, p.len, p.vh.gso_size, &plan) || overhead_ + plan.ihl + 8 + plan.seg > kMaxDatagram) {
+      ctr_.drop(Drop::TxBadIp);
+      return;
+    }
+    TxResult r;
+    size_t tot = 0;
+    const Drop d = tx_route(table, p.pkt, p.len, &r, &tot);
+    if (d != Drop::Count) {
+      drop(d, p);
+      return;
+    }
+    if (own_datagram(p.pkt, tot)) {
+      ctr_.drop(Drop::TxLoop);
+      return;
+    }
+    const size_t sock = socket_for(p.pkt, tot);
+    for (size_t k = 0; k < plan.segments; ++k) {
+      if (tun_.hdr_free() == 0) {
+        send_all();
+        tun_.hdr_reset();
+      }
+      const TsoSegment s = tun_.uso_segment(p, plan, k);
+      uint8_t* f = encap_header(env_.encap, *r.peer, s.hdr);
+      add(sock, *r.peer, f, overhead_ + s.hdr_len, s.payload, s.payload_len, static_cast<uint32_t>(s.hdr_len + s.payload_len));
+    }
+  }
+
   void drop(Drop d, const TunPacket& p) {
     ctr_.drop(d);
     if (d == Drop::TxNoRoute) icmp(p.pkt, p.len);

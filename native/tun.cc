@@ -11,9 +11,16 @@
 
 namespace vxnet {
 
+namespace {
+// linux/if_tun.h of Linux 6.2; older userspace headers lack them.
+constexpr unsigned kTunFUso4 = 0x20;
+constexpr unsigned kTunFUso6 = 0x40;
+}  // namespace
+
 bool open_tun(const std::string& name, unsigned queues, bool vnet_hdr, std::vector<int>* fds, std::string* actual,
-              bool* offload, std::string* err) {
+              bool* offload, bool* uso, std::string* err) {
   *offload = vnet_hdr;
+  *uso = vnet_hdr;
   if (name.size() >= IFNAMSIZ) {
     *err = "TUN name \"" + name + "\" longer than " + std::to_string(IFNAMSIZ - 1) + " characters";
     return false;
@@ -43,13 +50,19 @@ bool open_tun(const std::string& name, unsigned queues, bool vnet_hdr, std::vect
         ::close(fd);
         break;
       }
-      // TSO4 lets the stack hand us 64 KiB TCP packets; CSUM is required by TSO. Refusal is not
-      // fatal: the header stays (all zero) and packets come MTU-sized.
-      const unsigned off = TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO_ECN;
-      if (::ioctl(fd, TUNSETOFFLOAD, off) < 0) *offload = false;
+      // TSO4 lets the stack hand us 64 KiB TCP packets; CSUM is required by TSO. USO (Linux >=
+      // 6.2, both families together) adds UDP super-packets from UDP_SEGMENT senders. Refusal is
+      // not fatal: without USO we ask again for TSO alone; without that the header stays (all zero)
+      // and packets come MTU-sized.
+      const unsigned tso = TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO_ECN;
+      if (::ioctl(fd, TUNSETOFFLOAD, tso | kTunFUso4 | kTunFUso6) < 0) {
+        *uso = false;
+        if (::ioctl(fd, TUNSETOFFLOAD, tso) < 0) *offload = false;
+      }
     }
     fds->push_back(fd);
   }
+  if (!*offload) *uso = false;
   if (fds->size() != queues) {
     for (int fd : *fds) ::close(fd);
     fds->clear();

@@ -9,8 +9,9 @@ namespace vxnet {
 // Opens `queues` queues of the TUN device `name` (IFF_MULTI_QUEUE when more than one), all
 // non-blocking. On success stores the kernel's name for the device in *actual.
 // With `vnet_hdr`, every read and write carries a virtio_net_hdr and TSO/checksum offload is asked
-// for; *offload reports whether the kernel accepted it.
+// for; *offload reports whether the kernel accepted TSO, *uso whether it also took UDP
+// segmentation offload (UDP super-packets from UDP_SEGMENT senders).
 bool open_tun(const std::string& name, unsigned queues, bool vnet_hdr, std::vector<int>* fds, std::string* actual,
-              bool* offload, std::string* err);
+              bool* offload, bool* uso, std::string* err);
 
 }  // namespace vxnet

@@ -56,6 +56,14 @@ TsoSegment TunQueue::tso_segment(const TunPacket& p, const TcpGso& plan, size_t 
   return s;
 }
 
+TsoSegment TunQueue::uso_segment(const TunPacket& p, const UdpGso& plan, size_t k) {
+  TsoSegment s;
+  s.hdr = hdrs_.get() + (hdr_used_++) * kHdrStride + kHeadroom;
+  const size_t tot = udp4_gso_segment_hdr(p.pkt, plan, k, s.hdr, &s.payload, &s.payload_len);
+  s.hdr_len = tot - s.payload_len;
+  return s;
+}
+
 bool TunQueue::write(const uint8_t* vh, const iovec* iov, size_t niov, size_t len) {
   iovec v[1 + TcpCoalescer::kMaxIov];
   size_t n = 0;
@@ -63,12 +71,12 @@ bool TunQueue::write(const uint8_t* vh, const iovec* iov, size_t niov, size_t le
   if (vnet_) {
     v[n++] = iovec{const_cast<uint8_t*>(vh), kVnetHdrLen};
     want += kVnetHdrLen;
-    if (vh[1] != kVnetGsoNone) ctr_->add(Ctr::TunGroWrites, 1);
   }
   for (size_t i = 0; i < niov && n < sizeof v / sizeof v[0]; ++i) v[n++] = iov[i];
   if (tap_) {
     tap_(tap_ctx_, vh, iov, niov, len);
     ctr_->add(Ctr::TunWrites, 1);
+    if (vnet_ && vh[1] != kVnetGsoNone) ctr_->add(Ctr::TunGroWrites, 1);
     return true;
   }
   ssize_t wr;
@@ -76,10 +84,16 @@ bool TunQueue::write(const uint8_t* vh, const iovec* iov, size_t niov, size_t le
     wr = ::writev(fd_, v, static_cast<int>(n));
   } while (wr < 0 && errno == EINTR);
   if (wr != static_cast<ssize_t>(want)) {
+    if (vnet_ && vh[1] == kVnetGsoUdpL4 && wr < 0 && errno == EINVAL) {
+      // A kernel without GSO_UDP_L4 on TUN writes: the coalescer writes the datagrams one by one.
+      uso_ok_ = false;
+      return false;
+    }
     ctr_->drop(Drop::RxTunWriteError);
     return false;
   }
   ctr_->add(Ctr::TunWrites, 1);
+  if (vnet_ && vh[1] != kVnetGsoNone) ctr_->add(Ctr::TunGroWrites, 1);
   return true;
 }
 
@@ -87,6 +101,10 @@ void TunQueue::deliver(const uint8_t* pkt, size_t len, bool csum_ok) {
   if (!vnet_) {
     const iovec v{const_cast<uint8_t*>(pkt), len};
     write(nullptr, &v, 1, len);
+    return;
+  }
+  if (uso_ok_ && len >= 20 && pkt[9] == 17) {
+    udp_gro_.push(pkt, len, Emit{this}, csum_ok);
     return;
   }
   gro_.push(pkt, len, Emit{this}, csum_ok);
@@ -99,7 +117,9 @@ void TunQueue::deliver_whole(const uint8_t* vh, const uint8_t* pkt, size_t len) 
 }
 
 void TunQueue::flush() {
-  if (vnet_) gro_.flush(Emit{this});
+  if (!vnet_) return;
+  gro_.flush(Emit{this});
+  udp_gro_.flush(Emit{this});
 }
 
 bool TunQueue::write_plain(const uint8_t* pkt, size_t len) {

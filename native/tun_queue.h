@@ -57,6 +57,8 @@ class TunQueue {
   // every segment handed out has been sent.
   size_t hdr_free() const { return kHdrSlots - hdr_used_; }
   TsoSegment tso_segment(const TunPacket& p, const TcpGso& plan, size_t k);
+  // The same for a UDP super-packet (GSO_UDP_L4, read when the TUN has TUN_F_USO4).
+  TsoSegment uso_segment(const TunPacket& p, const UdpGso& plan, size_t k);
   void hdr_reset() { hdr_used_ = 0; }
 
   // ---- receive side (peers -> TUN)
@@ -71,6 +73,10 @@ class TunQueue {
   // Writes one packet with no offload flags (ICMP errors); false when the kernel refused it.
   bool write_plain(const uint8_t* pkt, size_t len);
 
+  // Stop merging UDP datagrams (the kernel has no GSO_UDP_L4 on its TUN writes).
+  void disable_udp_coalescing() { uso_ok_ = false; }
+  bool udp_coalescing() const { return uso_ok_; }
+
   // Tests and fuzzing: what would be written goes to `tap` instead of the fd.
   using Tap = void (*)(void* ctx, const uint8_t* vh, const iovec* iov, size_t niov, size_t len);
   void set_tap(Tap tap, void* ctx) {
@@ -81,7 +87,7 @@ class TunQueue {
  private:
   struct Emit {
     TunQueue* q;
-    void operator()(const uint8_t* vh, const iovec* iov, size_t niov, size_t len) const { q->write(vh, iov, niov, len); }
+    bool operator()(const uint8_t* vh, const iovec* iov, size_t niov, size_t len) const { return q->write(vh, iov, niov, len); }
   };
   bool write(const uint8_t* vh, const iovec* iov, size_t niov, size_t len);
 
@@ -93,6 +99,8 @@ class TunQueue {
   std::unique_ptr<uint8_t[]> hdrs_;
   size_t hdr_used_ = 0;
   TcpCoalescer gro_;
+  UdpCoalescer udp_gro_;
+  bool uso_ok_ = true;  // the kernel takes GSO_UDP_L4 writes (until it refuses one)
   Tap tap_ = nullptr;
   void* tap_ctx_ = nullptr;
 };

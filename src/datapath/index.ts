@@ -91,6 +91,8 @@ export interface DatapathStats {
   rxCsumCompleted: number;
   /** Received TCP super-packets (a peer's GSO packet delivered whole over a veth underlay), written as TSO. */
   rxSuperPackets: number;
+  /** UDP super-packets (GSO_UDP_L4, a local UDP_SEGMENT sender) read from the TUN and cut into datagrams. */
+  tunUsoReads: number;
   /** Dropped packets by reason (every reason present, zero or not). */
   drops: Record<string, number>;
   peers: PeerStats[];
@@ -120,6 +122,7 @@ const COUNTER_FIELDS: Record<string, keyof Omit<DatapathStats, 'drops' | 'peers'
   icmp_unreachable_suppressed: 'icmpUnreachableSuppressed',
   rx_csum_completed: 'rxCsumCompleted',
   rx_super_packets: 'rxSuperPackets',
+  tun_uso_reads: 'tunUsoReads',
 };
 
 /** Every drop reason the datapath counts, in its own order. */
