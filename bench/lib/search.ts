@@ -1,0 +1,78 @@
+// The zero-loss rate search (RFC 2544 §26.1 style throughput): the highest offered rate at which a
+// trial loses at most `lossLimit` of what was sent. Pure logic around a trial function, so the unit
+// tests drive it with a fake, deterministic one.
+
+/** What one trial at a requested rate measured. */
+export interface TrialOutcome {
+  /** The rate asked of the generator (packets/s). */
+  requestedPps: number;
+  /** The rate the generator actually achieved (sent / seconds); can be below requestedPps. */
+  offeredPps: number;
+  sent: number;
+  delivered: number;
+  /** 1 − delivered / sent, clamped to 0..1. */
+  loss: number;
+  seconds: number;
+}
+
+export interface SearchedTrial extends TrialOutcome {
+  pass: boolean;
+}
+
+export interface NoLossSearchOptions {
+  /** Upper bound of the search, tried first (the max-delivered rate of the unpaced flood). */
+  maxPps: number;
+  /** Trials in all (≥ 2): one at maxPps, then bisection; the last one verifies the floor if nothing passed yet. */
+  trials: number;
+  /** Largest loss fraction that still counts as "no loss" (RFC 2544 says 0; 0.001 tolerates stray drops). */
+  lossLimit?: number;
+  /** Lower bound of the search as a fraction of maxPps (default 0.01). */
+  floorFraction?: number;
+}
+
+export interface NoLossSearchResult {
+  /** Achieved offered rate of the best passing trial; 0 when not even the floor passed. */
+  pps: number;
+  /** The passing trial `pps` comes from (null when none passed). */
+  best: SearchedTrial | null;
+  trials: SearchedTrial[];
+  lossLimit: number;
+  floorPps: number;
+}
+
+export const DEFAULT_LOSS_LIMIT = 0.001;
+
+/**
+ * Binary search over offered rates. The first trial runs at maxPps (if it passes, that is the
+ * answer); later trials bisect between the highest passing and the lowest failing requested rate,
+ * starting from the floor (maxPps · floorFraction) as the assumed-passing lower bound. When every
+ * trial so far failed, the last one runs at the floor itself, so a result of 0 means "loss even at
+ * the floor" rather than "not searched low enough". The reported rate is what the generator achieved
+ * in the passing trial, not what was requested.
+ */
+export async function searchNoLoss(trial: (pps: number) => Promise<TrialOutcome>, o: NoLossSearchOptions): Promise<NoLossSearchResult> {
+  if (!(o.maxPps > 0) || !Number.isFinite(o.maxPps)) throw new RangeError(`searchNoLoss: maxPps must be a positive rate, got ${o.maxPps}`);
+  if (!(o.trials >= 2)) throw new RangeError(`searchNoLoss: at least 2 trials, got ${o.trials}`);
+  const lossLimit = o.lossLimit ?? DEFAULT_LOSS_LIMIT;
+  const floorPps = o.maxPps * (o.floorFraction ?? 0.01);
+  let lo = floorPps; // highest requested rate known (or assumed) to pass
+  let hi = o.maxPps; // lowest requested rate known to fail (or the untried top)
+  const trials: SearchedTrial[] = [];
+  let best: SearchedTrial | null = null;
+  for (let i = 0; i < o.trials; i++) {
+    const last = i === o.trials - 1;
+    const rate = i === 0 ? o.maxPps : last && !best ? floorPps : (lo + hi) / 2;
+    const t = await trial(rate);
+    const pass = t.sent > 0 && t.loss <= lossLimit;
+    const s: SearchedTrial = { ...t, requestedPps: rate, pass };
+    trials.push(s);
+    if (pass) {
+      if (!best || s.offeredPps > best.offeredPps) best = s;
+      if (i === 0) break; // the top passed: nothing higher to find
+      lo = Math.max(lo, rate);
+    } else {
+      hi = Math.min(hi, rate);
+    }
+  }
+  return { pps: best ? best.offeredPps : 0, best, trials, lossLimit, floorPps };
+}

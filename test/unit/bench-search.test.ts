@@ -1,0 +1,82 @@
+// The zero-loss rate search (bench/lib/search.ts) driven by fake, deterministic trial functions.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { searchNoLoss, type TrialOutcome } from '../../bench/lib/search';
+
+/** A fake path that forwards up to `capacity` packets/s and drops the rest; the generator tops out at `genMax`. */
+function fakePath(capacity: number, genMax = Infinity, seconds = 2) {
+  const asked: number[] = [];
+  const trial = async (pps: number): Promise<TrialOutcome> => {
+    asked.push(pps);
+    const offered = Math.min(pps, genMax);
+    const sent = Math.round(offered * seconds);
+    const delivered = Math.min(sent, Math.round(capacity * seconds));
+    return { requestedPps: pps, offeredPps: offered, sent, delivered, loss: sent ? 1 - delivered / sent : 1, seconds };
+  };
+  return { trial, asked };
+}
+
+test('no loss at the maximum: one trial, the maximum is the answer', async () => {
+  const f = fakePath(1e6);
+  const r = await searchNoLoss(f.trial, { maxPps: 100_000, trials: 7 });
+  assert.deepEqual(f.asked, [100_000]);
+  assert.equal(r.pps, 100_000);
+  assert.equal(r.trials.length, 1);
+  assert.equal(r.best?.pass, true);
+});
+
+test('bisection converges on the capacity from below within maxPps / 2^(trials-1)', async () => {
+  const f = fakePath(37_000);
+  const r = await searchNoLoss(f.trial, { maxPps: 100_000, trials: 8 });
+  assert.equal(r.trials.length, 8);
+  assert.equal(f.asked[0], 100_000);
+  assert.equal(f.asked[1], (1_000 + 100_000) / 2); // floor 1 % of max is the assumed-passing lower bound
+  assert.ok(r.pps <= 37_000, `never above the capacity: ${r.pps}`);
+  assert.ok(37_000 - r.pps <= 100_000 / 2 ** 7, `close to it: ${r.pps}`);
+  // Every pass is at or below the capacity, every failure above it.
+  for (const t of r.trials) assert.equal(t.pass, t.requestedPps <= 37_000, String(t.requestedPps));
+  // Deterministic: the same fake gives the same sequence.
+  const g = fakePath(37_000);
+  await searchNoLoss(g.trial, { maxPps: 100_000, trials: 8 });
+  assert.deepEqual(g.asked, f.asked);
+});
+
+test('the loss limit tolerates 0.1 % by default and can be tightened', async () => {
+  // Capacity 0.05 % below the maximum: passes at the top with the default limit, not with 0.
+  const f = fakePath(99_950);
+  assert.equal((await searchNoLoss(f.trial, { maxPps: 100_000, trials: 5 })).pps, 100_000);
+  const strict = await searchNoLoss(fakePath(99_950).trial, { maxPps: 100_000, trials: 5, lossLimit: 0 });
+  assert.ok(strict.pps < 100_000 && strict.pps > 90_000, String(strict.pps));
+});
+
+test('nothing passes: the last trial checks the floor; loss there gives 0', async () => {
+  const f = fakePath(10); // far below the 1 % floor
+  const r = await searchNoLoss(f.trial, { maxPps: 100_000, trials: 5 });
+  assert.equal(f.asked.length, 5);
+  assert.equal(f.asked[4], 1_000);
+  assert.equal(r.pps, 0);
+  assert.equal(r.best, null);
+  assert.equal(r.floorPps, 1_000);
+});
+
+test('a capacity between the floor and the first midpoint is found by the floor check', async () => {
+  const f = fakePath(2_000);
+  const r = await searchNoLoss(f.trial, { maxPps: 100_000, trials: 3 });
+  assert.deepEqual(f.asked, [100_000, 50_500, 1_000]);
+  assert.equal(r.pps, 1_000);
+});
+
+test('the result is the achieved offered rate, not the requested one', async () => {
+  // The generator cannot go beyond 60k: trials above it pass at 60k offered.
+  const f = fakePath(1e6, 60_000);
+  const r = await searchNoLoss(f.trial, { maxPps: 100_000, trials: 4 });
+  assert.equal(r.pps, 60_000);
+  assert.equal(r.best?.requestedPps, 100_000);
+});
+
+test('bad arguments are refused', async () => {
+  const f = fakePath(1);
+  await assert.rejects(searchNoLoss(f.trial, { maxPps: 0, trials: 5 }), RangeError);
+  await assert.rejects(searchNoLoss(f.trial, { maxPps: 100, trials: 1 }), RangeError);
+  assert.deepEqual(f.asked, []);
+});
