@@ -7,12 +7,13 @@
 // kernel takes them, until --seconds elapse or SIGINT/SIGTERM arrives.
 //
 // --pps N offers N packets/s in total instead (N / threads per thread): each thread sends batches of
-// at most --paced-batch datagrams (smaller at low rates, so a batch spans about 100 µs) on an
+// at most --paced-batch datagrams (fewer at low rates, so a batch spans at most about 1 ms) on an
 // absolute schedule (batch k leaves at t0 + k·batch/rate, computed with clock_gettime), sleeping
-// with clock_nanosleep(TIMER_ABSTIME) until each deadline. Bursts stay about one batch: a thread
-// that falls more than one batch interval (at least 50 µs) behind, e.g. preempted on a busy
-// machine, drops the missed slots and restarts its schedule from now instead of catching up, so the
-// achieved rate can be below the requested one; both are reported. With --dst-count N the
+// with clock_nanosleep(TIMER_ABSTIME) until each deadline. No burst is larger than one batch: a
+// thread that is late (woken late, preempted) catches up at most at twice its rate (batches at
+// least half an interval apart), and one that falls more than max(2 intervals, 1 ms) behind drops
+// the missed slots and restarts its schedule from now, so the achieved rate can be below the
+// requested one on a busy machine; both are reported. With --dst-count N the
 // destinations are dst, dst+S, dst+2S, ... (N of them, host order), visited in a fixed shuffled
 // order so consecutive packets hit different route entries. --dst-file reads one IPv4 address per
 // line instead (also shuffled). The default payload of 18 bytes makes
@@ -200,21 +201,24 @@ void* run_worker(void* arg) {
   // Paced mode: batch k of the current schedule leaves at `base` + k * interval.
   const bool paced = w->rate > 0;
   const int64_t interval_ns = paced ? static_cast<int64_t>(1e9 * batch / w->rate) : 0;
-  // How late a batch may leave before the schedule restarts: one interval, at least 50 µs (a usual
-  // wake-up latency), so a catch-up burst stays within about one batch.
-  const int64_t late_ns = interval_ns > 50000 ? interval_ns : 50000;
-  timespec base{}, due{};
+  // Catch-up after a late wake-up: batches at least half an interval apart (twice the rate, never
+  // back to back), and only for a backlog of up to max(2 intervals, 1 ms); beyond, restart.
+  const int64_t min_gap_ns = interval_ns / 2;
+  const int64_t late_ns = 2 * interval_ns > 1000000 ? 2 * interval_ns : 1000000;
+  timespec base{}, due{}, next_ok{};
   uint64_t k = 0;
   if (paced) {
     prctl(PR_SET_TIMERSLACK, 1UL, 0, 0, 0);  // wake at the deadline, not up to 50 µs later
     clock_gettime(CLOCK_MONOTONIC, &base);
     // Threads start at staggered offsets so their batches interleave instead of coinciding.
     add_ns(base, interval_ns * w->index / o.threads);
+    next_ok = base;
   }
   while (!g_stop.load(std::memory_order_relaxed)) {
     if (paced) {
-      due = base;
-      add_ns(due, static_cast<int64_t>(k) * interval_ns);
+      timespec sched = base;
+      add_ns(sched, static_cast<int64_t>(k) * interval_ns);
+      due = diff_ns(sched, next_ok) >= 0 ? sched : next_ok;
       timespec now;
       clock_gettime(CLOCK_MONOTONIC, &now);
       if (static_cast<double>(now.tv_sec) + now.tv_nsec * 1e-9 >= w->deadline) break;
@@ -225,12 +229,14 @@ void* run_worker(void* arg) {
       } else if (ahead > 0) {
         do clock_gettime(CLOCK_MONOTONIC, &now);  // under 2 µs: spin
         while (diff_ns(due, now) > 0);
-      } else if (-ahead > late_ns) {
-        // Fell behind (preempted): restart the schedule from now rather than send the backlog at once.
+      } else if (diff_ns(now, sched) > late_ns) {
+        // Far behind (preempted): restart the schedule from now rather than chase the backlog.
         base = now;
         k = 0;
         ++w->resets;
       }
+      next_ok = ahead > 0 ? due : now;
+      add_ns(next_ok, min_gap_ns);
       ++k;
     }
     for (uint32_t i = 0; i < batch; ++i) {
@@ -294,10 +300,10 @@ int main(int argc, char** argv) {
 
   std::vector<Worker> workers(o.threads);
   const double per_thread = o.pps / o.threads;
-  // Paced: about 100 µs of packets per batch, at least 1, at most --paced-batch (and --batch).
+  // Paced: about 1 ms of packets per batch, at least 1, at most --paced-batch (and --batch).
   uint32_t batch = o.batch;
   if (per_thread > 0) {
-    const double b = per_thread * 100e-6;
+    const double b = per_thread * 1e-3;
     batch = b < 1 ? 1 : static_cast<uint32_t>(b);
     if (batch > o.paced_batch) batch = o.paced_batch;
     if (batch > o.batch) batch = o.batch;
