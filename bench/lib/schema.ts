@@ -42,6 +42,8 @@ export interface NoLossTrial {
   loss: number;
   seconds: number;
   pass: boolean;
+  /** False for the unpaced flood, recorded as the first trial (requestedPps 0 there). */
+  paced?: boolean;
   /** Times the paced generator fell behind and restarted its schedule (see pktgen --pps). */
   resets?: number;
 }
@@ -54,6 +56,8 @@ export interface NoLossSearch {
   floorPps: number;
   threads: number;
   trialSeconds: number;
+  /** The best pass achieved < 95 % of the rate asked: the figure is a lower bound. */
+  generatorLimited?: boolean;
   trials: NoLossTrial[];
 }
 

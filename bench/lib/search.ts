@@ -17,6 +17,8 @@ export interface TrialOutcome {
 
 export interface SearchedTrial extends TrialOutcome {
   pass: boolean;
+  /** False for the pre-measured unpaced flood (NoLossSearchOptions.measured). */
+  paced: boolean;
 }
 
 export interface NoLossSearchOptions {
@@ -28,6 +30,15 @@ export interface NoLossSearchOptions {
   lossLimit?: number;
   /** Lower bound of the search as a fraction of maxPps (default 0.01). */
   floorFraction?: number;
+  /**
+   * A trial already run at the top (the unpaced flood, offering as fast as the generator can): if it
+   * lost at most lossLimit, its offered rate is the answer and no paced trial runs (an unpaced burst
+   * load without loss shows the rate is sustained without loss); if not, it is recorded and the
+   * paced search runs as usual. It does not count against `trials`.
+   */
+  measured?: TrialOutcome;
+  /** A passing trial achieving less than this fraction of its requested rate marks the result generator-limited (default 0.95). */
+  achievedFraction?: number;
 }
 
 export interface NoLossSearchResult {
@@ -38,41 +49,61 @@ export interface NoLossSearchResult {
   trials: SearchedTrial[];
   lossLimit: number;
   floorPps: number;
+  /**
+   * The best passing trial offered clearly less than was asked (the generator could not keep up):
+   * the path may sustain more without loss, so the figure is a lower bound.
+   */
+  generatorLimited: boolean;
 }
 
 export const DEFAULT_LOSS_LIMIT = 0.001;
 
 /**
  * Binary search over offered rates. The first trial runs at maxPps (if it passes, that is the
- * answer); later trials bisect between the highest passing and the lowest failing requested rate,
- * starting from the floor (maxPps · floorFraction) as the assumed-passing lower bound. When every
- * trial so far failed, the last one runs at the floor itself, so a result of 0 means "loss even at
- * the floor" rather than "not searched low enough". The reported rate is what the generator achieved
- * in the passing trial, not what was requested.
+ * answer); later trials bisect between the highest passing and the lowest failing rate, starting
+ * from the floor (maxPps · floorFraction) as the assumed-passing lower bound. The bounds are the
+ * rates the generator achieved (what the path was actually offered), which on a busy machine can be
+ * below the requested ones. When every trial so far failed, the last one runs at the floor itself,
+ * so a result of 0 means "loss even at the floor" rather than "not searched low enough". The search
+ * stops early when the bounds meet. The reported rate is the achieved rate of the best pass.
  */
 export async function searchNoLoss(trial: (pps: number) => Promise<TrialOutcome>, o: NoLossSearchOptions): Promise<NoLossSearchResult> {
   if (!(o.maxPps > 0) || !Number.isFinite(o.maxPps)) throw new RangeError(`searchNoLoss: maxPps must be a positive rate, got ${o.maxPps}`);
   if (!(o.trials >= 2)) throw new RangeError(`searchNoLoss: at least 2 trials, got ${o.trials}`);
   const lossLimit = o.lossLimit ?? DEFAULT_LOSS_LIMIT;
   const floorPps = o.maxPps * (o.floorFraction ?? 0.01);
-  let lo = floorPps; // highest requested rate known (or assumed) to pass
-  let hi = o.maxPps; // lowest requested rate known to fail (or the untried top)
+  const passes = (t: TrialOutcome) => t.sent > 0 && t.loss <= lossLimit;
+  const done = (best: SearchedTrial | null, trials: SearchedTrial[]): NoLossSearchResult => ({
+    pps: best ? best.offeredPps : 0,
+    best,
+    trials,
+    lossLimit,
+    floorPps,
+    generatorLimited: !!best && best.paced && best.offeredPps < (o.achievedFraction ?? 0.95) * best.requestedPps,
+  });
   const trials: SearchedTrial[] = [];
+  if (o.measured) {
+    const m: SearchedTrial = { ...o.measured, pass: passes(o.measured), paced: false };
+    trials.push(m);
+    if (m.pass) return done(m, trials);
+  }
+  let lo = floorPps; // highest achieved rate known (or assumed) to pass
+  let hi = o.maxPps; // lowest achieved rate known to fail (or the untried top)
   let best: SearchedTrial | null = null;
   for (let i = 0; i < o.trials; i++) {
     const last = i === o.trials - 1;
+    if (i > 0 && best && hi <= lo * 1.001) break; // the bounds met (or crossed, by noise)
     const rate = i === 0 ? o.maxPps : last && !best ? floorPps : (lo + hi) / 2;
     const t = await trial(rate);
-    const pass = t.sent > 0 && t.loss <= lossLimit;
-    const s: SearchedTrial = { ...t, requestedPps: rate, pass };
+    const s: SearchedTrial = { ...t, requestedPps: rate, pass: passes(t), paced: true };
     trials.push(s);
-    if (pass) {
+    if (s.pass) {
       if (!best || s.offeredPps > best.offeredPps) best = s;
       if (i === 0) break; // the top passed: nothing higher to find
-      lo = Math.max(lo, rate);
+      lo = Math.max(lo, s.offeredPps);
     } else {
-      hi = Math.min(hi, rate);
+      hi = Math.min(hi, s.offeredPps > 0 ? s.offeredPps : rate);
     }
   }
-  return { pps: best ? best.offeredPps : 0, best, trials, lossLimit, floorPps };
+  return done(best, trials);
 }

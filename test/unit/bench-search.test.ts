@@ -80,3 +80,49 @@ test('bad arguments are refused', async () => {
   await assert.rejects(searchNoLoss(f.trial, { maxPps: 100, trials: 1 }), RangeError);
   assert.deepEqual(f.asked, []);
 });
+
+test('an unpaced flood without loss is the answer: no paced trial runs', async () => {
+  const f = fakePath(1e6);
+  const measured = { requestedPps: 0, offeredPps: 150_000, sent: 300_000, delivered: 300_000, loss: 0, seconds: 2 };
+  const r = await searchNoLoss(f.trial, { maxPps: 150_000, trials: 5, measured });
+  assert.deepEqual(f.asked, []);
+  assert.equal(r.pps, 150_000);
+  assert.equal(r.best?.paced, false);
+  assert.equal(r.generatorLimited, false);
+});
+
+test('an unpaced flood with loss is recorded, then the paced search runs as usual', async () => {
+  const f = fakePath(37_000);
+  const measured = { requestedPps: 0, offeredPps: 200_000, sent: 400_000, delivered: 80_000, loss: 0.8, seconds: 2 };
+  const r = await searchNoLoss(f.trial, { maxPps: 40_000, trials: 4, measured });
+  assert.equal(r.trials.length, 5);
+  assert.deepEqual(r.trials.map((t) => t.paced), [false, true, true, true, true]);
+  assert.equal(f.asked[0], 40_000);
+  assert.ok(r.pps <= 37_000 && r.pps > 30_000, String(r.pps));
+});
+
+test('bounds are achieved rates: a generator stuck below the ask marks the result a lower bound', async () => {
+  // Path capacity 50k, generator reaches only 30k: every trial passes at 30k offered.
+  const f = fakePath(50_000, 30_000);
+  const r = await searchNoLoss(f.trial, { maxPps: 80_000, trials: 6 });
+  assert.equal(r.pps, 30_000);
+  assert.equal(r.generatorLimited, true);
+  // A fail at an achieved rate lowers the upper bound to that achieved rate, not to the ask.
+  const g = fakePath(20_000, 30_000);
+  await searchNoLoss(g.trial, { maxPps: 80_000, trials: 3 });
+  assert.deepEqual(g.asked, [80_000, (800 + 30_000) / 2, (15_400 + 30_000) / 2]);
+});
+
+test('the search stops early once the bounds meet', async () => {
+  // The generator never exceeds 10k and the path loses above 9k: after the first pass, bounds collapse.
+  let calls = 0;
+  const trial = async (pps: number): Promise<TrialOutcome> => {
+    calls++;
+    const offered = Math.min(pps, 10_000);
+    const loss = offered > 9_000 ? 0.5 : 0;
+    return { requestedPps: pps, offeredPps: offered, sent: offered * 2, delivered: offered * 2 * (1 - loss), loss, seconds: 2 };
+  };
+  const r = await searchNoLoss(trial, { maxPps: 20_000, trials: 8 });
+  assert.ok(r.pps > 8_900 && r.pps <= 9_000, String(r.pps));
+  assert.ok(calls <= 8);
+});
