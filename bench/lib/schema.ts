@@ -35,6 +35,8 @@ export const METRICS: Record<MetricKey, MetricInfo> = {
 
 /** One paced trial of the zero-loss search (see lib/search.ts), as stored in the JSON. */
 export interface NoLossTrial {
+  /** The rate the search aimed at; requestedPps is what the generator was asked (aim / its recent achieved-to-asked ratio). */
+  aimedPps?: number;
   requestedPps: number;
   offeredPps: number;
   sent: number;
@@ -56,7 +58,7 @@ export interface NoLossSearch {
   floorPps: number;
   threads: number;
   trialSeconds: number;
-  /** The best pass achieved < 95 % of the rate asked: the figure is a lower bound. */
+  /** No paced trial lost but none offered 95 % of maxPps: the figure is a lower bound. */
   generatorLimited?: boolean;
   trials: NoLossTrial[];
 }

@@ -17,6 +17,8 @@ export interface TrialOutcome {
 
 export interface SearchedTrial extends TrialOutcome {
   pass: boolean;
+  /** The rate the search aimed at; requestedPps is what was asked to get it (see searchNoLoss). */
+  aimedPps?: number;
   /** False for the pre-measured unpaced flood (NoLossSearchOptions.measured). */
   paced: boolean;
 }
@@ -37,8 +39,10 @@ export interface NoLossSearchOptions {
    * paced search runs as usual. It does not count against `trials`.
    */
   measured?: TrialOutcome;
-  /** A passing trial achieving less than this fraction of its requested rate marks the result generator-limited (default 0.95). */
+  /** A pass achieving at least this fraction of maxPps ends the search at the top (default 0.95). */
   achievedFraction?: number;
+  /** The most the generator can offer (the unpaced flood's offered rate): no ask goes above it. */
+  generatorMaxPps?: number;
 }
 
 export interface NoLossSearchResult {
@@ -50,8 +54,8 @@ export interface NoLossSearchResult {
   lossLimit: number;
   floorPps: number;
   /**
-   * The best passing trial offered clearly less than was asked (the generator could not keep up):
-   * the path may sustain more without loss, so the figure is a lower bound.
+   * No paced trial lost, yet none offered (95 % of) the top: the generator could not keep up, the
+   * path may sustain more without loss, so the figure is a lower bound.
    */
   generatorLimited: boolean;
 }
@@ -59,51 +63,63 @@ export interface NoLossSearchResult {
 export const DEFAULT_LOSS_LIMIT = 0.001;
 
 /**
- * Binary search over offered rates. The first trial runs at maxPps (if it passes, that is the
+ * Binary search over offered rates. The first trial aims at maxPps (if it passes, that is the
  * answer); later trials bisect between the highest passing and the lowest failing rate, starting
  * from the floor (maxPps · floorFraction) as the assumed-passing lower bound. The bounds are the
- * rates the generator achieved (what the path was actually offered), which on a busy machine can be
- * below the requested ones. When every trial so far failed, the last one runs at the floor itself,
- * so a result of 0 means "loss even at the floor" rather than "not searched low enough". The search
- * stops early when the bounds meet. The reported rate is the achieved rate of the best pass.
+ * rates the generator achieved (what the path was actually offered). On a busy machine the paced
+ * generator achieves less than it is asked, so each ask is the aimed rate divided by the last
+ * trial's achieved/asked ratio (0.5..1), capped at `generatorMaxPps`; a trial that ran into that cap
+ * says nothing about lower rates and leaves the ratio as it was. When the top passes short of
+ * maxPps, it is tried once more with that correction. When every trial so far failed, the last one
+ * aims at the floor itself, so a result of 0 means "loss even at the floor". The search stops early
+ * when the bounds meet. The reported rate is the achieved rate of the best pass.
  */
 export async function searchNoLoss(trial: (pps: number) => Promise<TrialOutcome>, o: NoLossSearchOptions): Promise<NoLossSearchResult> {
   if (!(o.maxPps > 0) || !Number.isFinite(o.maxPps)) throw new RangeError(`searchNoLoss: maxPps must be a positive rate, got ${o.maxPps}`);
   if (!(o.trials >= 2)) throw new RangeError(`searchNoLoss: at least 2 trials, got ${o.trials}`);
   const lossLimit = o.lossLimit ?? DEFAULT_LOSS_LIMIT;
   const floorPps = o.maxPps * (o.floorFraction ?? 0.01);
+  const enough = o.achievedFraction ?? 0.95;
+  const cap = o.generatorMaxPps ?? Infinity;
   const passes = (t: TrialOutcome) => t.sent > 0 && t.loss <= lossLimit;
-  const done = (best: SearchedTrial | null, trials: SearchedTrial[]): NoLossSearchResult => ({
+  const trials: SearchedTrial[] = [];
+  const done = (best: SearchedTrial | null): NoLossSearchResult => ({
     pps: best ? best.offeredPps : 0,
     best,
     trials,
     lossLimit,
     floorPps,
-    generatorLimited: !!best && best.paced && best.offeredPps < (o.achievedFraction ?? 0.95) * best.requestedPps,
+    // Never saw loss, yet never offered the top: the path may sustain more than the generator gave it.
+    generatorLimited: !!best && best.paced && !trials.some((t) => t.paced && !t.pass) && best.offeredPps < enough * o.maxPps,
   });
-  const trials: SearchedTrial[] = [];
   if (o.measured) {
     const m: SearchedTrial = { ...o.measured, pass: passes(o.measured), paced: false };
     trials.push(m);
-    if (m.pass) return done(m, trials);
+    if (m.pass) return done(m);
   }
   let lo = floorPps; // highest achieved rate known (or assumed) to pass
   let hi = o.maxPps; // lowest achieved rate known to fail (or the untried top)
   let best: SearchedTrial | null = null;
+  let efficiency = 1; // achieved / asked of the last unsaturated trial
+  let topRetried = false;
   for (let i = 0; i < o.trials; i++) {
     const last = i === o.trials - 1;
     if (i > 0 && best && hi <= lo * 1.001) break; // the bounds met (or crossed, by noise)
-    const rate = i === 0 ? o.maxPps : last && !best ? floorPps : (lo + hi) / 2;
-    const t = await trial(rate);
-    const s: SearchedTrial = { ...t, requestedPps: rate, pass: passes(t), paced: true };
+    const topShort = i === 1 && !!best && !topRetried;
+    if (topShort) topRetried = true;
+    const aim = i === 0 || topShort ? o.maxPps : last && !best ? floorPps : (lo + hi) / 2;
+    const ask = Math.min(cap, aim / efficiency);
+    const t = await trial(ask);
+    const s: SearchedTrial = { ...t, requestedPps: ask, aimedPps: aim, pass: passes(t), paced: true };
     trials.push(s);
+    if (ask < 0.9 * cap && t.offeredPps > 0) efficiency = Math.min(1, Math.max(0.5, t.offeredPps / ask));
     if (s.pass) {
       if (!best || s.offeredPps > best.offeredPps) best = s;
-      if (i === 0) break; // the top passed: nothing higher to find
+      if (s.offeredPps >= enough * o.maxPps) break; // the top passed: nothing higher to find
       lo = Math.max(lo, s.offeredPps);
     } else {
-      hi = Math.min(hi, s.offeredPps > 0 ? s.offeredPps : rate);
+      hi = Math.min(hi, s.offeredPps > 0 ? s.offeredPps : ask);
     }
   }
-  return done(best, trials);
+  return done(best);
 }

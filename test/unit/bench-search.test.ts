@@ -107,10 +107,11 @@ test('bounds are achieved rates: a generator stuck below the ask marks the resul
   const r = await searchNoLoss(f.trial, { maxPps: 80_000, trials: 6 });
   assert.equal(r.pps, 30_000);
   assert.equal(r.generatorLimited, true);
-  // A fail at an achieved rate lowers the upper bound to that achieved rate, not to the ask.
+  // With the generator's maximum known, no ask exceeds it, and a fail lowers the upper bound to
+  // the achieved rate.
   const g = fakePath(20_000, 30_000);
-  await searchNoLoss(g.trial, { maxPps: 80_000, trials: 3 });
-  assert.deepEqual(g.asked, [80_000, (800 + 30_000) / 2, (15_400 + 30_000) / 2]);
+  await searchNoLoss(g.trial, { maxPps: 80_000, trials: 3, generatorMaxPps: 30_000 });
+  assert.deepEqual(g.asked, [30_000, (800 + 30_000) / 2, (15_400 + 30_000) / 2]);
 });
 
 test('the search stops early once the bounds meet', async () => {
@@ -122,7 +123,36 @@ test('the search stops early once the bounds meet', async () => {
     const loss = offered > 9_000 ? 0.5 : 0;
     return { requestedPps: pps, offeredPps: offered, sent: offered * 2, delivered: offered * 2 * (1 - loss), loss, seconds: 2 };
   };
-  const r = await searchNoLoss(trial, { maxPps: 20_000, trials: 8 });
+  const r = await searchNoLoss(trial, { maxPps: 20_000, trials: 8, generatorMaxPps: 10_000 });
   assert.ok(r.pps > 8_900 && r.pps <= 9_000, String(r.pps));
   assert.ok(calls <= 8);
+});
+
+/** A busy machine: the paced generator achieves 90 % of whatever it is asked. */
+function lossyPacer(capacity: number, efficiency = 0.9, seconds = 2) {
+  const asked: number[] = [];
+  const trial = async (pps: number): Promise<TrialOutcome> => {
+    asked.push(pps);
+    const offered = pps * efficiency;
+    const sent = Math.round(offered * seconds);
+    const delivered = Math.min(sent, Math.round(capacity * seconds));
+    return { requestedPps: pps, offeredPps: offered, sent, delivered, loss: 1 - delivered / sent, seconds };
+  };
+  return { trial, asked };
+}
+
+test('a generator short of its ask is compensated: the top is retried, bisection aims at achieved rates', async () => {
+  // Path without loss up to 1M: the top (asked 60k, achieved 54k) passes short, the retry asks 60k / 0.9.
+  const top = lossyPacer(1e6);
+  const r1 = await searchNoLoss(top.trial, { maxPps: 60_000, trials: 5, generatorMaxPps: 200_000 });
+  assert.equal(top.asked.length, 2);
+  assert.ok(Math.abs(top.asked[1] - 60_000 / 0.9) < 1e-6);
+  assert.ok(Math.abs(r1.pps - 60_000) < 1e-6);
+  assert.equal(r1.generatorLimited, false);
+  // Capacity 45k: converges on it from below in achieved terms.
+  const mid = lossyPacer(45_000);
+  const r2 = await searchNoLoss(mid.trial, { maxPps: 60_000, trials: 8, generatorMaxPps: 200_000 });
+  assert.ok(r2.pps <= 45_000 && r2.pps > 45_000 - 60_000 / 2 ** 5, String(r2.pps));
+  // After the first trial (no ratio known yet) every trial achieves what it aimed at.
+  for (const t of r2.trials.slice(1)) assert.ok(Math.abs(t.offeredPps - (t.aimedPps ?? NaN)) < 1e-6, 'each later trial achieved its aim');
 });
