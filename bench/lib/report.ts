@@ -45,8 +45,9 @@ export function renderRuns(result: BenchResult): string {
   const runs = result.runs ?? [];
   if (runs.length < 2) return '';
   const keys = ['tcp1Gbps', 'tcp4Gbps', 'pps64', 'pps64NoLoss'] as const;
-  const names = BACKENDS.filter((b) => b !== REFERENCE);
-  const head = ['run', 'started', 'took (s)', 'load at start', ...keys.map((k) => `${METRICS[k].label}: ${names.join(' / ')} (× ${REFERENCE})`)];
+  // Only the backends some run measured.
+  const names = BACKENDS.filter((b) => b !== REFERENCE && runs.some((r) => METRIC_KEYS.some((k) => finite(r.backends?.[b]?.[k]))));
+  const head = ['run', 'started', 'took (s)', 'load at start', ...keys.map((k) => `${METRICS[k].label} (× ${REFERENCE}: ${names.join(' / ')})`)];
   const lines = [`| ${head.join(' | ')} |`, `|${head.map(() => '---').join('|')}|`];
   runs.forEach((r, i) => {
     const ratios = r.ratios ?? computeRatios(r.backends);
