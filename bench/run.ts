@@ -2,8 +2,11 @@
 // and containers, a local etcd in the underlay switch), runs the real daemon on it and measures
 // every backend in one run, against kernel-vxlan measured on the same bed in the same run.
 //
-//   node dist/bench/run.js [--quick] [--json FILE] [--svg FILE] [--docs] [--backends a,b]
+//   node dist/bench/run.js [--quick] [--runs N] [--json FILE] [--svg FILE] [--docs] [--backends a,b]
 //                          [--scaling-backends a,b] [--no-scaling] [--no-micro] [--direct]
+//
+// --runs N repeats the whole suite N times (a fresh bed each time) and reports per metric the
+// median and the min–max spread; ratios to kernel-vxlan are taken per run, then summarised.
 //
 // Exit status: 0 when every measurement ran, 1 when one could not run, 2 for bad arguments,
 // 130 on Ctrl-C. Figures are never judged here. Namespaces, daemons, etcd and temporary files are
@@ -21,8 +24,10 @@ import { cidrHost, formatCidr, formatIPv4, parseCidr } from '../src/net/ip';
 import { readSubnetEnv } from '../src/host/subnet-env';
 import type { AgentRequest, StatusLike, WireLease } from './agent';
 import { flood, PKTGEN, rtt, tcp, type FloodOptions, type FloodResult } from './lib/bedtools';
+import { DEFAULT_LOSS_LIMIT, searchNoLoss } from './lib/search';
+import { summarizeRuns } from './lib/summary';
 import { processRssMB } from './lib/proc';
-import { BACKENDS, BackendName, BackendResult, BenchResult, METRIC_KEYS, METRICS, REFERENCE, ScalingPoint, computeRatios, failedBackend, validateResult } from './lib/schema';
+import { BACKENDS, BackendName, BackendResult, BenchResult, METRIC_KEYS, METRICS, REFERENCE, ScalingPoint, type Spread, computeRatios, failedBackend, validateResult } from './lib/schema';
 import { human, ratio, sig } from './lib/stats';
 import { renderChart } from './lib/svg';
 import { renderMarkdown } from './lib/report';
@@ -50,10 +55,17 @@ interface Options {
   genThreads: number[];
   pings: number;
   pingInterval: number;
+  /** Whole-suite repetitions (--runs). */
+  runs: number;
+  /** The zero-loss search: on/off, trials per backend, seconds per trial. */
+  noLoss: boolean;
+  noLossTrials: number;
+  trialSeconds: number;
 }
 
 const USAGE = `usage: vxnet bench [options]      (also: npm run bench -- [options])
   --quick                  short measurements (a few seconds each): a smoke run
+  --runs N                 run the whole suite N times; report medians and min–max spread (default 1)
   --json FILE              write the results as JSON
   --svg FILE               render the chart (default: beside --json, FILE.svg)
   --docs                   also write docs/bench/latest.{json,svg} and docs/benchmarks.md
@@ -63,6 +75,9 @@ const USAGE = `usage: vxnet bench [options]      (also: npm run bench -- [option
   --no-micro               skip the microbenchmarks
   --seconds N              seconds per throughput/flood measurement (default 10, quick 3)
   --gen-threads N          64-byte generator threads (default: try CPUs - 1 and CPUs, keep the better)
+  --trials N               paced trials of the 64-byte zero-loss search per backend (default 7, quick 5)
+  --trial-seconds N        seconds per zero-loss trial (default 4, quick 2; at most --seconds)
+  --no-zero-loss           skip the 64-byte zero-loss search
   --direct                 drive backends without the daemon and etcd (development aid)
   --tag TAG                namespace tag, [a-z0-9]{1,8} (default bench)`;
 
@@ -75,12 +90,13 @@ function parseList(v: string, what: string): BackendName[] {
 }
 
 export function parseArgs(argv: string[]): Options | 'help' {
-  const o: Partial<Options> & { docs: boolean; scaling: boolean; micro: boolean; direct: boolean; quick: boolean } = {
+  const o: Partial<Options> & { docs: boolean; scaling: boolean; micro: boolean; direct: boolean; quick: boolean; noLoss: boolean } = {
     quick: false,
     docs: false,
     scaling: true,
     micro: true,
     direct: false,
+    noLoss: true,
   };
   let scalingBackends: BackendName[] | undefined;
   for (let i = 0; i < argv.length; i++) {
@@ -136,11 +152,24 @@ export function parseArgs(argv: string[]): Options | 'help' {
       case '--gen-threads':
         o.genThreads = [Math.floor(num(1))];
         break;
+      case '--runs':
+        o.runs = Math.floor(num(1));
+        break;
+      case '--trials':
+        o.noLossTrials = Math.floor(num(2));
+        break;
+      case '--trial-seconds':
+        o.trialSeconds = num(0.5);
+        break;
+      case '--no-zero-loss':
+        o.noLoss = false;
+        break;
       default:
         throw new UsageError(`unknown argument ${JSON.stringify(a)}`);
     }
   }
   const quick = o.quick;
+  const seconds = o.seconds ?? (quick ? 3 : 10);
   return {
     quick,
     json: o.json,
@@ -153,12 +182,16 @@ export function parseArgs(argv: string[]): Options | 'help' {
     micro: o.micro,
     direct: o.direct,
     tag: o.tag ?? 'bench',
-    seconds: o.seconds ?? (quick ? 3 : 10),
+    seconds,
     // A userspace forwarder needs a core the generator leaves free, while the kernel datapaths forward
     // inside the sending thread and gain from more senders: try both and keep the better one.
     genThreads: o.genThreads ?? [...new Set([Math.max(1, os.cpus().length - 1), Math.min(4, os.cpus().length)])],
     pings: quick ? 400 : 1000,
     pingInterval: quick ? 0.005 : 0.01,
+    runs: o.runs ?? 1,
+    noLoss: o.noLoss,
+    noLossTrials: o.noLossTrials ?? (quick ? 5 : 7),
+    trialSeconds: o.trialSeconds ?? Math.min(seconds, quick ? 2 : 4),
   };
 }
 
@@ -422,11 +455,17 @@ function tryRun(cmd: string, args: string[]): string | undefined {
   }
 }
 
+/** lscpu's "Model name" (what the issue asks the docs to name), else what node reports. */
+function cpuModel(): string | undefined {
+  const line = tryRun('lscpu', [])?.split('\n').find((l) => /^Model name:/.test(l));
+  return line?.replace(/^Model name:\s*/, '').trim() || os.cpus()[0]?.model?.trim();
+}
+
 function machineInfo(opts: Options): Record<string, unknown> {
   const cpus = os.cpus();
   return {
     cpus: cpus.length,
-    cpuModel: cpus[0]?.model?.trim(),
+    cpuModel: cpuModel(),
     memGB: sig(os.totalmem() / 2 ** 30, 3),
     kernel: os.release(),
     arch: process.arch,
@@ -436,6 +475,7 @@ function machineInfo(opts: Options): Record<string, unknown> {
     loadAvgAtStart: os.loadavg().map((v) => sig(v, 3)),
     generatorThreads: opts.genThreads,
     secondsPerMeasurement: opts.seconds,
+    zeroLossSearch: opts.noLoss ? `${opts.noLossTrials} trials of ${opts.trialSeconds} s, loss ≤ ${DEFAULT_LOSS_LIMIT * 100} %` : 'skipped',
     pingSamples: opts.pings,
     mode: opts.direct ? 'direct (backends without daemon)' : 'daemon',
     addon: process.env.VXNET_ADDON || 'build/Release/vxnet_datapath.node',
@@ -594,6 +634,7 @@ class Runner {
         res.errors!.push(this.fail(`${b}: ${name}`, e));
       }
     };
+    this.lastFlood = undefined;
     await step('RTT', async () => {
       this.log(`  ${b}: RTT, ${this.opts.pings} pings at ${this.opts.pingInterval * 1000} ms intervals`);
       const r = await rtt(bed, h1.containerNs, dst, this.opts.pings, this.opts.pingInterval);
@@ -622,6 +663,7 @@ class Runner {
     await step('64-byte flood', async () => {
       this.log(`  ${b}: 64-byte UDP flood, ${this.opts.genThreads.join(' and ')} generator threads, ${this.opts.seconds} s each`);
       const r = await this.bestFlood({ fromNs: h1.containerNs, dst, countNs: h2.containerNs, countDev: 'eth0' });
+      this.lastFlood = r;
       res.genThreads = r.threads;
       res.pps64 = sig(r.pps);
       res.loss64 = sig(r.loss);
@@ -629,6 +671,20 @@ class Runner {
       this.show(b, 'pps64', res.pps64, `  (offered ${human(r.offeredPps)} pps by ${r.threads} thread${r.threads > 1 ? 's' : ''})`);
       this.show(b, 'loss64', res.loss64);
     });
+    if (this.opts.noLoss) {
+      await step('64-byte zero-loss rate', async () => {
+        if (res.pps64 === null || !(res.pps64 > 0)) throw new Error('needs the max-delivered rate of the 64-byte flood (it did not run)');
+        await this.zeroLoss(b, res, { fromNs: h1.containerNs, dst, countNs: h2.containerNs, countDev: 'eth0' });
+      });
+      if (b === 'host-gw') {
+        await step('paced generator check', async () => {
+          const want = 1000;
+          const r = await flood(bed, { fromNs: h1.containerNs, dst, countNs: h2.containerNs, countDev: 'eth0', seconds: this.opts.trialSeconds, threads: 1, pps: want });
+          this.pacingCheck = { backend: b, requestedPps: want, offeredPps: sig(r.offeredPps), sent: r.sent, delivered: r.delivered, loss: sig(r.loss), resets: r.resets };
+          this.log(`  ${b}: paced generator check: asked ${want} pps, offered ${human(r.offeredPps)} pps, ${r.delivered}/${r.sent} delivered, loss ${(r.loss * 100).toFixed(2)}%`);
+        });
+      }
+    }
     await step('RSS', async () => {
       const rss = processRssMB(r1.pid);
       if (rss === undefined) throw new Error(`forwarder process ${r1.pid} on ${h1.name} is gone`);
@@ -642,6 +698,68 @@ class Runner {
       });
     }
     await overlay.stop().catch((e) => res.errors!.push(this.fail(`${b}: stop`, e)));
+  }
+
+  private pacingCheck?: Record<string, unknown>;
+  /** The kept 64-byte flood of the backend being measured (the zero-loss search's first trial). */
+  private lastFlood?: FloodResult & { threads: number };
+
+  /**
+   * pps64NoLoss: paced trials searching the highest offered rate with loss ≤ 0.1 % (lib/search.ts),
+   * from the flood's max-delivered rate down, with the thread count of the flood's kept run.
+   */
+  private async zeroLoss(b: BackendName, res: BackendResult, o: Omit<FloodOptions, 'seconds' | 'threads' | 'pps'>): Promise<void> {
+    const threads = res.genThreads ?? this.opts.genThreads[0];
+    const maxPps = res.pps64!;
+    const seconds = this.opts.trialSeconds;
+    const resets: number[] = [];
+    // The unpaced flood is the first trial: if it lost ≤ 0.1 %, its offered rate stands.
+    const f = this.lastFlood;
+    const measured = f ? { requestedPps: 0, offeredPps: f.offeredPps, sent: f.sent, delivered: f.delivered, loss: f.loss, seconds: f.seconds } : undefined;
+    if (measured && measured.loss > DEFAULT_LOSS_LIMIT) {
+      this.log(`  ${b}: 64-byte zero-loss search: up to ${this.opts.noLossTrials} paced trials of ${seconds} s, ${threads} thread${threads > 1 ? 's' : ''}, from ${human(maxPps)} pps down`);
+    }
+    const s = await searchNoLoss(
+      async (pps) => {
+        const r = await flood(this.bed!, { ...o, seconds, threads, pps });
+        resets.push(r.resets);
+        this.log(
+          `    asked ${human(pps)} pps, offered ${human(r.offeredPps)} (${((r.offeredPps / pps) * 100).toFixed(1)} %), ` +
+            `delivered ${human(r.pps)}, loss ${(r.loss * 100).toFixed(3)}% ${r.loss <= DEFAULT_LOSS_LIMIT ? 'pass' : 'FAIL'}`,
+        );
+        return { requestedPps: pps, offeredPps: r.offeredPps, sent: r.sent, delivered: r.delivered, loss: r.loss, seconds: r.seconds };
+      },
+      { maxPps, trials: this.opts.noLossTrials, lossLimit: DEFAULT_LOSS_LIMIT, measured, generatorMaxPps: f?.offeredPps },
+    );
+    if (s.generatorLimited) this.log(`    note: no trial lost, but the generator never offered 95 % of ${human(maxPps)} pps: a lower bound`);
+    res.pps64NoLoss = sig(s.pps);
+    let pacedIndex = 0;
+    res.noLoss64 = {
+      lossLimit: s.lossLimit,
+      maxPps,
+      floorPps: sig(s.floorPps),
+      threads,
+      trialSeconds: seconds,
+      generatorLimited: s.generatorLimited,
+      trials: s.trials.map((t) => ({
+        ...(t.aimedPps !== undefined ? { aimedPps: sig(t.aimedPps) } : {}),
+        requestedPps: sig(t.requestedPps),
+        offeredPps: sig(t.offeredPps),
+        sent: t.sent,
+        delivered: t.delivered,
+        loss: sig(t.loss),
+        seconds: sig(t.seconds),
+        pass: t.pass,
+        paced: t.paced,
+        ...(t.paced ? { resets: resets[pacedIndex++] } : {}),
+      })),
+    };
+    const how = !s.best
+      ? `  (loss > 0.1 % even at ${human(s.floorPps)} pps)`
+      : s.best.paced
+        ? `  (asked ${human(s.best.requestedPps)}, loss ${(s.best.loss * 100).toFixed(3)}%${s.generatorLimited ? ', generator-limited: a lower bound' : ''})`
+        : `  (the unpaced flood lost ${(s.best.loss * 100).toFixed(3)}%: its offered rate stands)`;
+    this.show(b, 'pps64NoLoss', res.pps64NoLoss, how);
   }
 
   /** Floods with each configured generator thread count; keeps the run that delivered most. */
@@ -669,6 +787,7 @@ class Runner {
       bestUserspaceDeliveredPps: best,
       headroom,
       notBottleneck: headroom !== null ? headroom > 1 : null,
+      ...(this.pacingCheck ? { pacedLowRate: this.pacingCheck } : {}),
     };
     if (headroom !== null) {
       this.log(`generator check: host-gw delivered ${human(hostGw)} pps vs best userspace ${human(best)} pps: ×${headroom.toFixed(2)} ${headroom > 1 ? '(the generator was not the limit for the userspace backends)' : '(generator may be the limit!)'}`);
@@ -799,18 +918,22 @@ class Runner {
 
 function printTable(result: BenchResult, out: (l: string) => void): void {
   const ratios = result.ratios ?? computeRatios(result.backends);
+  const runs = result.runCount ?? 1;
+  const range = (sp: Spread | null | undefined, f: (v: number) => string) => (runs > 1 && sp ? ` [${f(sp.min)}–${f(sp.max)}]` : '');
   const head = ['metric', ...BACKENDS];
   const rows = METRIC_KEYS.map((k) => [
     `${METRICS[k].label} (${METRICS[k].unit})`,
     ...BACKENDS.map((b) => {
       const v = result.backends[b]?.[k] ?? null;
-      const shown = k === 'loss64' && v !== null ? `${(v * 100).toFixed(2)}%` : human(v);
+      const fmt = (x: number) => (k === 'loss64' ? `${(x * 100).toFixed(2)}%` : human(x));
+      const shown = (v === null ? human(v) : fmt(v)) + range(result.spread?.[b]?.[k], fmt);
       const r = ratios[b]?.[k];
-      return b === REFERENCE || r === null || r === undefined ? shown : `${shown} (×${r.toFixed(2)})`;
+      return b === REFERENCE || r === null || r === undefined ? shown : `${shown} (×${r.toFixed(2)}${range(result.ratioSpread?.[b]?.[k], (x) => x.toFixed(2))})`;
     }),
   ]);
   const all = [head, ...rows];
   const w = head.map((_, c) => Math.max(...all.map((r) => r[c].length)));
+  if (runs > 1) out(`median of ${runs} runs [min–max]; ratios: median of the per-run ratios [min–max]`);
   for (const r of all) out(r.map((c, i) => c.padEnd(w[i])).join('  '));
 }
 
@@ -833,31 +956,53 @@ export async function runBench(argv: string[]): Promise<number> {
     process.stderr.write('vxnet bench: needs root (it builds network namespaces)\n');
     return 1;
   }
-  const runner = new Runner(opts, argv);
+  let runner: Runner | undefined;
   const onSignal = (sig: NodeJS.Signals) => {
     process.stderr.write(`\nvxnet bench: ${sig}: stopping daemons and removing namespaces\n`);
-    runner.removeTmp();
+    runner?.removeTmp();
     // NetBed's and etcd's exit hooks kill every process of the bed and delete its namespaces.
     process.exit(sig === 'SIGINT' ? 130 : 143);
   };
   process.once('SIGINT', onSignal);
   process.once('SIGTERM', onSignal);
-  process.once('exit', () => runner.removeTmp());
+  process.once('exit', () => runner?.removeTmp());
+  const runs: BenchResult[] = [];
+  const errors: string[] = [];
+  const writeJson = (result: BenchResult) => {
+    if (!opts.json) return;
+    mkdirSync(path.dirname(path.resolve(opts.json)), { recursive: true });
+    writeFileSync(opts.json, JSON.stringify(result, null, 2) + '\n');
+  };
   try {
-    await runner.run();
+    for (let i = 1; i <= opts.runs; i++) {
+      if (opts.runs > 1) process.stderr.write(`\n==== vxnet bench: run ${i} of ${opts.runs} ====\n`);
+      runner = new Runner(opts, argv);
+      try {
+        await runner.run();
+      } finally {
+        runner.removeTmp();
+      }
+      runs.push(runner.result);
+      errors.push(...runner.errors.map((e) => (opts.runs > 1 ? `run ${i}: ${e}` : e)));
+      if (opts.runs > 1) {
+        process.stdout.write(`\nrun ${i} of ${opts.runs}:\n`);
+        printTable(runner.result, (l) => process.stdout.write(`${l}\n`));
+        // Keep what has been measured so far, should a later run be interrupted.
+        if (i < opts.runs) writeJson(summarizeRuns(runs));
+      }
+    }
   } finally {
     process.off('SIGINT', onSignal);
     process.off('SIGTERM', onSignal);
-    runner.removeTmp();
+    runner?.removeTmp();
   }
-  const result = runner.result;
+  const result = runs.length > 1 ? summarizeRuns(runs) : runs[0];
   process.stdout.write('\n');
   printTable(result, (l) => process.stdout.write(`${l}\n`));
   const problems = validateResult(result);
   if (problems.length) process.stderr.write(`result shape problems: ${problems.join('; ')}\n`);
   if (opts.json) {
-    mkdirSync(path.dirname(path.resolve(opts.json)), { recursive: true });
-    writeFileSync(opts.json, JSON.stringify(result, null, 2) + '\n');
+    writeJson(result);
     process.stderr.write(`wrote ${opts.json}\n`);
   }
   if (opts.svg) {
@@ -873,8 +1018,8 @@ export async function runBench(argv: string[]): Promise<number> {
     writeFileSync(path.join(ROOT, 'docs', 'benchmarks.md'), renderMarkdown(result, { chart: 'bench/latest.svg', json: 'bench/latest.json' }));
     process.stderr.write('wrote docs/bench/latest.json, docs/bench/latest.svg, docs/benchmarks.md\n');
   }
-  if (runner.errors.length) {
-    process.stderr.write(`\n${runner.errors.length} measurement(s) could not run:\n${runner.errors.map((e) => `  - ${e}`).join('\n')}\n`);
+  if (errors.length) {
+    process.stderr.write(`\n${errors.length} measurement(s) could not run:\n${errors.map((e) => `  - ${e}`).join('\n')}\n`);
     return 1;
   }
   return 0;

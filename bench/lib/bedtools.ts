@@ -127,6 +127,13 @@ export interface PktgenOutput {
   seconds: number;
   threads: number;
   destinations: number;
+  /** --pps as given (0 = unpaced); absent from generators older than the paced mode. */
+  requestedPps?: number;
+  /** sent / seconds, as the generator computed it. */
+  offeredPps?: number;
+  batch?: number;
+  /** Paced mode: times a thread fell behind its schedule and restarted it. */
+  resets?: number;
 }
 
 export interface FloodResult {
@@ -137,6 +144,9 @@ export interface FloodResult {
   pps: number;
   loss: number;
   genErrors: number;
+  /** Paced floods: the requested rate (0 = unpaced) and the generator's schedule restarts. */
+  requestedPps: number;
+  resets: number;
 }
 
 export interface FloodOptions {
@@ -150,11 +160,20 @@ export interface FloodOptions {
   countNs: string;
   countDev: string;
   port?: number;
+  /** Offered rate in packets/s over all threads (pktgen --pps); absent = as fast as possible. */
+  pps?: number;
 }
 
-/** Runs the batched 64-byte generator and counts what arrives at the far interface. */
+/**
+ * Runs the batched 64-byte generator (as fast as it can, or paced at `pps`) and counts what arrives
+ * at the far interface: loss is end to end, sent by the generator vs received at `countDev`.
+ */
 export async function flood(bed: NetBed, o: FloodOptions): Promise<FloodResult> {
   const argv = [PKTGEN, '--port', String(o.port ?? 9), '--payload', String(PAYLOAD_64), '--threads', String(o.threads), '--seconds', String(o.seconds)];
+  if (o.pps !== undefined) {
+    if (!(o.pps > 0)) throw new Error(`flood: pps must be positive, got ${o.pps}`);
+    argv.push('--pps', o.pps.toFixed(1));
+  }
   if (o.dstFile) argv.push('--dst-file', o.dstFile);
   else if (o.dst) argv.push('--dst', o.dst);
   else throw new Error('flood: dst or dstFile required');
@@ -162,6 +181,7 @@ export async function flood(bed: NetBed, o: FloodOptions): Promise<FloodResult> 
   const r = await bed.exec(o.fromNs, argv, { timeoutMs: (o.seconds + 30) * 1000 });
   if (r.code !== 0) throw new Error(`pktgen failed (exit ${r.code}): ${r.stderr.trim()}`);
   const g = JSON.parse(r.stdout.trim().split('\n').pop() ?? '{}') as PktgenOutput;
+  if (o.pps !== undefined && g.requestedPps === undefined) throw new Error(`${PKTGEN} has no paced mode (--pps): rebuild it (node-gyp build)`);
   // Let queues (TUN, sockets, backlog) drain: late packets still count as delivered.
   await sleep(500);
   const after = await linkCounters(bed, o.countNs, o.countDev);
@@ -174,5 +194,7 @@ export async function flood(bed: NetBed, o: FloodOptions): Promise<FloodResult> 
     pps: delivered / g.seconds,
     loss: g.sent > 0 ? Math.min(1, Math.max(0, 1 - delivered / g.sent)) : 1,
     genErrors: g.errors,
+    requestedPps: g.requestedPps ?? 0,
+    resets: g.resets ?? 0,
   };
 }

@@ -1,6 +1,6 @@
 // docs/benchmarks.md from a bench result: the table with ratios, the machine, the exact command,
 // scaling, control plane, microbenchmarks and how each figure is measured. Pure function.
-import { BACKENDS, BenchResult, METRIC_KEYS, METRICS, REFERENCE, computeRatios } from './schema';
+import { BACKENDS, BenchResult, METRIC_KEYS, METRICS, REFERENCE, computeRatios, type Spread } from './schema';
 import { human } from './stats';
 
 function cell(key: string, v: number | null | undefined): string {
@@ -11,16 +11,50 @@ function cell(key: string, v: number | null | undefined): string {
   return human(v);
 }
 
-const x = (r: number | null | undefined) => (r === null || r === undefined || !Number.isFinite(r) ? '' : ` (×${r.toFixed(2)})`);
+const finite = (r: number | null | undefined): r is number => r !== null && r !== undefined && Number.isFinite(r);
 
+/** " [min–max]" of a multi-run spread (nothing for one run or a degenerate spread of one value). */
+function range(sp: Spread | null | undefined, f: (v: number) => string): string {
+  if (!sp || sp.n < 2) return '';
+  return ` [${f(sp.min)}–${f(sp.max)}]`;
+}
+
+/**
+ * The metric × backend table. For a multi-run result (`--runs N`) each cell is the median with the
+ * min–max over the runs in brackets, and the ratio is the median of the per-run ratios with its own
+ * min–max.
+ */
 export function renderTable(result: BenchResult): string {
   const ratios = result.ratios ?? computeRatios(result.backends);
   const lines = [`| metric | ${BACKENDS.join(' | ')} |`, `|---|${BACKENDS.map(() => '---:').join('|')}|`];
   for (const k of METRIC_KEYS) {
     const m = METRICS[k];
-    const cells = BACKENDS.map((b) => cell(k, result.backends[b]?.[k]) + (b === REFERENCE ? '' : x(ratios[b]?.[k])));
+    const cells = BACKENDS.map((b) => {
+      const v = cell(k, result.backends[b]?.[k]) + range(result.spread?.[b]?.[k], (y) => cell(k, y).replace(/ %$/, ''));
+      const r = ratios[b]?.[k];
+      if (b === REFERENCE || !finite(r)) return v;
+      return `${v} (×${r.toFixed(2)}${range(result.ratioSpread?.[b]?.[k], (y) => y.toFixed(2))})`;
+    });
     lines.push(`| ${m.label} (${m.unit}) | ${cells.join(' | ')} |`);
   }
+  return lines.join('\n');
+}
+
+/** One line per run of a multi-run result: when, how long, load, and its headline ratios. */
+export function renderRuns(result: BenchResult): string {
+  const runs = result.runs ?? [];
+  if (runs.length < 2) return '';
+  const keys = ['tcp1Gbps', 'tcp4Gbps', 'pps64', 'pps64NoLoss'] as const;
+  // Only the backends some run measured.
+  const names = BACKENDS.filter((b) => b !== REFERENCE && runs.some((r) => METRIC_KEYS.some((k) => finite(r.backends?.[b]?.[k]))));
+  const head = ['run', 'started', 'took (s)', 'load at start', ...keys.map((k) => `${METRICS[k].label} (× ${REFERENCE}: ${names.join(' / ')})`)];
+  const lines = [`| ${head.join(' | ')} |`, `|${head.map(() => '---').join('|')}|`];
+  runs.forEach((r, i) => {
+    const ratios = r.ratios ?? computeRatios(r.backends);
+    const load = Array.isArray(r.machine?.loadAvgAtStart) ? String(r.machine.loadAvgAtStart[0]) : '?';
+    const rs = keys.map((k) => names.map((b) => (finite(ratios[b]?.[k]) ? ratios[b][k]!.toFixed(2) : '–')).join(' / '));
+    lines.push(`| ${i + 1} | ${r.startedAt ?? '?'} | ${r.durationSeconds ?? '?'} | ${load} | ${rs.join(' | ')} |`);
+  });
   return lines.join('\n');
 }
 
@@ -32,6 +66,7 @@ export interface MarkdownOptions {
 
 export function renderMarkdown(result: BenchResult, o: MarkdownOptions): string {
   const m = result.machine ?? {};
+  const runs = result.runCount ?? 1;
   const out: string[] = [];
   out.push('# Benchmarks', '');
   out.push(
@@ -42,15 +77,23 @@ export function renderMarkdown(result: BenchResult, o: MarkdownOptions): string 
     'machine and on what else it runs; compare ratios, not numbers across machines.',
     '',
   );
-  out.push('## Latest run', '');
+  out.push(runs > 1 ? `## Latest runs (${runs})` : '## Latest run', '');
   out.push('```sh', result.command ?? 'vxnet bench', '```', '');
+  if (m.cpuModel) out.push(`Machine: **${String(m.cpuModel)}**, ${m.cpus ?? '?'} CPUs, Linux ${m.kernel ?? '?'} (details below).`, '');
   if (typeof m.addon === 'string' && m.addon !== 'build/Release/vxnet_datapath.node') {
     out.push(`\`VXNET_ADDON\` pointed the daemons at \`${m.addon}\`, a copy of the build's addon taken before the run so that a concurrent rebuild of \`build/\` could not swap it mid-run (likewise \`VXNET_PKTGEN\`).`, '');
   }
   out.push(
-    `${result.quick ? '**Quick (smoke) run**: every measurement shortened to a few seconds. ' : ''}Started ${result.startedAt ?? '?'}, took ${result.durationSeconds ?? '?'} s.`,
+    `${result.quick ? '**Quick (smoke) run**: every measurement shortened to a few seconds. ' : ''}Started ${result.startedAt ?? '?'}, took ${result.durationSeconds ?? '?'} s${runs > 1 ? ` for ${runs} runs of the whole suite, one after the other, each on a fresh bed` : ''}.`,
     '',
   );
+  if (runs > 1) {
+    out.push(
+      `Each figure is the **median of the ${runs} runs** with the min–max over the runs in brackets; each ratio is the median of`,
+      `the ${runs} per-run ratios (value / ${REFERENCE} of the same run) with their min–max, not the ratio of the medians.`,
+      '',
+    );
+  }
   const load = Array.isArray(m.loadAvgAtStart) ? Number(m.loadAvgAtStart[0]) : NaN;
   if (Number.isFinite(load) && typeof m.cpus === 'number' && load > m.cpus) {
     out.push(
@@ -61,7 +104,9 @@ export function renderMarkdown(result: BenchResult, o: MarkdownOptions): string 
     );
   }
   out.push(renderTable(result), '');
-  out.push(`Ratios in parentheses are value / ${REFERENCE}. Raw result: [${o.json}](${o.json}).`, '');
+  out.push(`Ratios in parentheses are value / ${REFERENCE}. Raw result: [${o.json}](${o.json})${runs > 1 ? ' (the summary, with every run under `runs`)' : ''}.`, '');
+  const perRun = renderRuns(result);
+  if (perRun) out.push('Per run (ratios to ' + REFERENCE + ' of that run):', '', perRun, '');
   out.push(`![bench chart](${o.chart})`, '');
   const g = result.generator as Record<string, number | null | boolean> | undefined;
   if (g && g.headroom !== null && g.headroom !== undefined) {
@@ -69,6 +114,14 @@ export function renderMarkdown(result: BenchResult, o: MarkdownOptions): string 
       `**Generator check**: over host-gw the same generator delivered ${human(g.hostGwDeliveredPps as number)} packets/s ` +
         `(offered ${human(g.hostGwOfferedPps as number)}), ×${(g.headroom as number).toFixed(2)} the best userspace backend ` +
         `(${human(g.bestUserspaceDeliveredPps as number)}), so ${(g.headroom as number) > 1 ? 'the generator was not what limited the userspace figures' : 'the generator may have been the limit'}.`,
+      '',
+    );
+  }
+  const pc = g?.pacedLowRate as Record<string, number> | undefined;
+  if (pc && finite(pc.requestedPps)) {
+    out.push(
+      `**Paced generator check** (on ${String(pc.backend ?? 'host-gw')}): asked for ${human(pc.requestedPps)} packets/s, the generator offered ` +
+        `${human(pc.offeredPps)} and ${cell('loss', pc.loss)} was lost${runs > 1 ? ' (medians over the runs)' : ''}; every zero-loss trial's requested and achieved rate is in the JSON (\`noLoss64.trials\`).`,
       '',
     );
   }
@@ -139,6 +192,19 @@ export function renderMarkdown(result: BenchResult, o: MarkdownOptions): string 
     '  they show 0 % loss with delivered = offered the figure is the generator+kernel ceiling of this machine: a lower bound',
     '  for the kernel path, which makes the userspace ratios to it upper bounds. The userspace backends drop what they',
     '  cannot forward (loss > 0), so their figure is their own limit (generator check above).',
+    '- **64-byte zero-loss rate** (`pps64NoLoss`, RFC 2544 throughput): the highest offered rate at which at most 0.1 % of',
+    '  the datagrams are lost end to end (sent by the generator vs rx packets of container 2\'s interface). Found by a search',
+    '  of paced trials (`pktgen --pps`: batches of at most 16 datagrams, at most ~1 ms apart, on an absolute clock_gettime',
+    '  schedule; threads as in the kept flood run), each followed by 0.5 s for queues to drain. The unpaced flood above is',
+    '  the first trial: if it lost ≤ 0.1 %, its offered rate stands (its bursts are harsher than pacing). Otherwise the',
+    '  first paced trial aims at the max-delivered rate, then bisection between the highest passing and the lowest failing',
+    '  achieved rate (floor 1 % of the maximum; if nothing passed, the last trial checks the floor). No burst exceeds one',
+    '  batch: a late generator thread catches up at most at twice its rate and restarts its schedule when more than 1 ms',
+    '  behind, so on a busy machine it achieves less than it is asked; each ask is therefore the aimed rate divided by the',
+    '  last trial\'s achieved/asked ratio (capped at the unpaced flood\'s offered rate), and a top that passed short is tried',
+    '  once more. The figure is the rate achieved in the best passing trial (`noLoss64.generatorLimited` when no trial lost',
+    '  but none reached 95 % of the top: a lower bound); 0 means loss even at the floor. Generator, forwarders and receiver',
+    '  share the machine\'s CPUs, as in every other measurement here.',
     '- **CPU per GB moved (CPU s/GB)**: during the 1-stream TCP test, busy CPU time of the whole machine (`/proc/stat`) per GB',
     '  delivered: the iperf3 endpoints, the daemons, kernel packet processing (softirq) on the path, and background noise.',
     '  The endpoints cannot be subtracted: kernel forwarding runs in softirq inside whichever task is current, often',

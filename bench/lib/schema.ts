@@ -8,8 +8,11 @@ export type BackendName = (typeof BACKENDS)[number];
 /** The reference every ratio is taken against. */
 export const REFERENCE: BackendName = 'kernel-vxlan';
 
-export const METRIC_KEYS = ['tcp1Gbps', 'tcp4Gbps', 'rttP50Us', 'rttP99Us', 'pps64', 'loss64', 'cpuSecPerGB', 'rssMB'] as const;
+export const METRIC_KEYS = ['tcp1Gbps', 'tcp4Gbps', 'rttP50Us', 'rttP99Us', 'pps64', 'pps64NoLoss', 'loss64', 'cpuSecPerGB', 'rssMB'] as const;
 export type MetricKey = (typeof METRIC_KEYS)[number];
+
+/** Metrics added after results were first stored: a result without them (older JSON) is still valid. */
+export const LATER_METRIC_KEYS: ReadonlySet<MetricKey> = new Set(['pps64NoLoss']);
 
 export interface MetricInfo {
   label: string;
@@ -24,12 +27,43 @@ export const METRICS: Record<MetricKey, MetricInfo> = {
   rttP50Us: { label: 'RTT p50', unit: 'µs', higherIsBetter: false },
   rttP99Us: { label: 'RTT p99', unit: 'µs', higherIsBetter: false },
   pps64: { label: '64-byte forwarding', unit: 'packets/s', higherIsBetter: true },
+  pps64NoLoss: { label: '64-byte zero-loss rate (≤ 0.1 % loss)', unit: 'packets/s', higherIsBetter: true },
   loss64: { label: '64-byte loss', unit: 'fraction', higherIsBetter: false },
   cpuSecPerGB: { label: 'CPU per GB moved (whole machine)', unit: 'CPU s/GB', higherIsBetter: false },
   rssMB: { label: 'Daemon RSS', unit: 'MB', higherIsBetter: false },
 };
 
-/** One backend's figures: the eight required keys (null = could not be measured) plus extras. */
+/** One paced trial of the zero-loss search (see lib/search.ts), as stored in the JSON. */
+export interface NoLossTrial {
+  /** The rate the search aimed at; requestedPps is what the generator was asked (aim / its recent achieved-to-asked ratio). */
+  aimedPps?: number;
+  requestedPps: number;
+  offeredPps: number;
+  sent: number;
+  delivered: number;
+  loss: number;
+  seconds: number;
+  pass: boolean;
+  /** False for the unpaced flood, recorded as the first trial (requestedPps 0 there). */
+  paced?: boolean;
+  /** Times the paced generator fell behind and restarted its schedule (see pktgen --pps). */
+  resets?: number;
+}
+
+/** How pps64NoLoss was found. */
+export interface NoLossSearch {
+  lossLimit: number;
+  /** The search's upper bound: the max-delivered rate (pps64). */
+  maxPps: number;
+  floorPps: number;
+  threads: number;
+  trialSeconds: number;
+  /** No paced trial lost but none offered 95 % of maxPps: the figure is a lower bound. */
+  generatorLimited?: boolean;
+  trials: NoLossTrial[];
+}
+
+/** One backend's figures: the metric keys (null = could not be measured) plus extras. */
 export type BackendResult = Record<MetricKey, number | null> & {
   /** Offered 64-byte load: what the generator put on the wire, packets/s. */
   genPps64?: number | null;
@@ -37,6 +71,8 @@ export type BackendResult = Record<MetricKey, number | null> & {
   genThreads?: number;
   /** CPU seconds per GB of the daemon processes alone (0 for kernel datapaths). */
   daemonCpuSecPerGB?: number | null;
+  /** The trials behind pps64NoLoss. */
+  noLoss64?: NoLossSearch;
   rttSamples?: number;
   mtu?: number;
   errors?: string[];
@@ -72,6 +108,21 @@ export interface BenchResult {
   };
   micro?: Array<{ name: string; nsPerOp: number; opsPerSec: number; rme: number; samples: number }>;
   errors?: string[];
+  /** Set by `--runs N` (N > 1): the figures above are medians over `runs`. */
+  runCount?: number;
+  /** Per backend and metric: median and min–max over the runs. */
+  spread?: Record<string, Record<string, Spread | null>>;
+  /** Per backend and metric: the per-run ratios to the reference, summarised. */
+  ratioSpread?: Record<string, Record<string, Spread | null>>;
+  runs?: BenchResult[];
+}
+
+export interface Spread {
+  median: number;
+  min: number;
+  max: number;
+  /** How many runs had a value. */
+  n: number;
 }
 
 function isObject(v: unknown): v is Record<string, unknown> {
@@ -99,6 +150,7 @@ export function validateResult(doc: unknown): string[] {
     const errors = Array.isArray(r.errors) ? r.errors : [];
     for (const k of METRIC_KEYS) {
       const v = r[k];
+      if (v === undefined && LATER_METRIC_KEYS.has(k)) continue;
       if (v === null) {
         if (errors.length === 0) problems.push(`backends.${b}.${k}: null without an error recorded`);
       } else if (typeof v !== 'number' || !Number.isFinite(v)) {

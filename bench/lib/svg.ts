@@ -38,14 +38,14 @@ function fmtRatio(r: number | null): string {
 }
 
 /** A panel of horizontal bars, one row per label. */
-type Row = { label: string; color: string; value: number | null; shown: string; note: string };
+type Row = { label: string; color: string; value: number | null; shown: string; note: string; lo?: number; hi?: number };
 
 function barPanel(x0: number, y0: number, title: string, rows: Row[], panelW = PANEL_W, panelH = PANEL_H, labelW = LABEL_W): string {
   const out: string[] = [];
   out.push(`<g transform="translate(${x0},${y0})">`);
   out.push(`<rect x="0" y="0" width="${panelW}" height="${panelH}" fill="#fafafa" stroke="#ddd"/>`);
   out.push(text(10, 18, title, 'font-weight="bold"'));
-  const max = Math.max(0, ...rows.map((r) => (r.value !== null && Number.isFinite(r.value) ? r.value : 0)));
+  const max = Math.max(0, ...rows.map((r) => Math.max(r.value !== null && Number.isFinite(r.value) ? r.value : 0, r.hi !== undefined && Number.isFinite(r.hi) ? r.hi : 0)));
   const LABEL_W = labelW;
   const plotW = panelW - LABEL_W - 150;
   rows.forEach((r, i) => {
@@ -53,7 +53,16 @@ function barPanel(x0: number, y0: number, title: string, rows: Row[], panelW = P
     out.push(text(LABEL_W - 6, y + BAR_H - 6, r.label, 'text-anchor="end"'));
     const w = max > 0 && r.value !== null && Number.isFinite(r.value) ? Math.max(1, (r.value / max) * plotW) : 0;
     out.push(`<rect x="${LABEL_W}" y="${y}" width="${w.toFixed(1)}" height="${BAR_H}" fill="${r.color}"/>`);
-    out.push(text(LABEL_W + w + 6, y + BAR_H - 6, `${r.shown}${r.note ? '  ' + r.note : ''}`));
+    let textX = LABEL_W + w + 6;
+    if (max > 0 && r.lo !== undefined && r.hi !== undefined && Number.isFinite(r.lo) && Number.isFinite(r.hi) && r.hi > r.lo) {
+      // Multi-run spread: a min–max whisker across the bar's end.
+      const x1 = LABEL_W + (r.lo / max) * plotW;
+      const x2 = LABEL_W + (r.hi / max) * plotW;
+      const ym = y + BAR_H / 2;
+      out.push(`<path d="M${x1.toFixed(1)},${ym} H${x2.toFixed(1)} M${x1.toFixed(1)},${y + 4} V${y + BAR_H - 4} M${x2.toFixed(1)},${y + 4} V${y + BAR_H - 4}" stroke="#222" fill="none"/>`);
+      textX = Math.max(textX, x2 + 6);
+    }
+    out.push(text(textX, y + BAR_H - 6, `${r.shown}${r.note ? '  ' + r.note : ''}`));
   });
   out.push('</g>');
   return out.join('\n');
@@ -66,7 +75,15 @@ export function renderChart(result: BenchResult): string {
     const m = METRICS[key];
     const rows = BACKENDS.map((b) => {
       const v = result.backends[b]?.[key] ?? null;
-      return { label: b, color: COLORS[b], value: v, shown: fmtValue(key, v), note: b === REFERENCE ? '(ref)' : fmtRatio(ratios[b]?.[key] ?? null) };
+      const sp = result.spread?.[b]?.[key];
+      return {
+        label: b,
+        color: COLORS[b],
+        value: v,
+        shown: fmtValue(key, v),
+        note: b === REFERENCE ? '(ref)' : fmtRatio(ratios[b]?.[key] ?? null),
+        ...(sp && sp.n > 1 ? { lo: sp.min, hi: sp.max } : {}),
+      };
     });
     const better = m.higherIsBetter ? 'higher is better' : 'lower is better';
     panels.push(barPanel(GAP + (i % 2) * (PANEL_W + GAP), 60 + Math.floor(i / 2) * (PANEL_H + GAP), `${m.label} (${m.unit}; ${better})`, rows));
@@ -94,6 +111,7 @@ export function renderChart(result: BenchResult): string {
     m.cpus !== undefined ? `${m.cpus} CPUs` : undefined,
     m.kernel ? `Linux ${m.kernel}` : undefined,
     result.quick ? 'quick run' : undefined,
+    result.runCount && result.runCount > 1 ? `median of ${result.runCount} runs, whiskers min–max` : undefined,
     result.startedAt ? String(result.startedAt).slice(0, 16).replace('T', ' ') : undefined,
   ]
     .filter(Boolean)

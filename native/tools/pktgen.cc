@@ -1,15 +1,26 @@
 // pktgen: a batched UDP packet generator for the benchmarks (not part of the datapath).
 //
 //   pktgen --dst 10.244.2.2 [--dst-count N --dst-stride S] | --dst-file FILE  [--port 9] [--payload 18]
-//          [--threads 2] [--seconds 5] [--batch 64] [--src-port 40000]
+//          [--threads 2] [--seconds 5] [--batch 64] [--src-port 40000] [--pps N [--paced-batch 16]]
 //
 // Each thread owns one UDP socket and sends `batch` datagrams per sendmmsg() call as fast as the
-// kernel takes them, until --seconds elapse or SIGINT/SIGTERM arrives. With --dst-count N the
+// kernel takes them, until --seconds elapse or SIGINT/SIGTERM arrives.
+//
+// --pps N offers N packets/s in total instead (N / threads per thread): each thread sends batches of
+// at most --paced-batch datagrams (fewer at low rates, so a batch spans at most about 1 ms) on an
+// absolute schedule (batch k leaves at t0 + k·batch/rate, computed with clock_gettime), sleeping
+// with clock_nanosleep(TIMER_ABSTIME) until each deadline. No burst is larger than one batch: a
+// thread that is late (woken late, preempted) catches up at most at twice its rate (batches at
+// least half an interval apart), and one that falls more than max(2 intervals, 1 ms) behind drops
+// the missed slots and restarts its schedule from now, so the achieved rate can be below the
+// requested one on a busy machine; both are reported. With --dst-count N the
 // destinations are dst, dst+S, dst+2S, ... (N of them, host order), visited in a fixed shuffled
 // order so consecutive packets hit different route entries. --dst-file reads one IPv4 address per
 // line instead (also shuffled). The default payload of 18 bytes makes
 // a 64-byte Ethernet frame (14 + 20 IPv4 + 8 UDP + 18 + 4 FCS). On exit it prints one JSON line:
-//   {"sent":…,"errors":…,"seconds":…,"threads":…,"destinations":…,"payload":…}
+//   {"sent":…,"errors":…,"seconds":…,"threads":…,"destinations":…,"payload":…,
+//    "requestedPps":N or 0 (unpaced),"offeredPps":sent/seconds,"batch":…,"resets":…}
+// where `resets` counts the times a paced thread fell behind and restarted its schedule.
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
@@ -19,6 +30,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -38,6 +50,8 @@ struct Options {
   double seconds = 5;
   uint32_t batch = 64;
   uint16_t src_port = 40000;
+  double pps = 0;            // total offered rate; 0 = as fast as possible
+  uint32_t paced_batch = 16; // largest burst in paced mode
   std::vector<uint32_t> dst_list;  // host order, from --dst-file
 };
 
@@ -53,7 +67,7 @@ double now_s() {
 
 [[noreturn]] void usage(const char* why) {
   fprintf(stderr, "pktgen: %s\nusage: pktgen --dst IP [--dst-count N] [--dst-stride S] | --dst-file F  [--port P] [--payload B] "
-                  "[--threads T] [--seconds S] [--batch B] [--src-port P]\n", why);
+                  "[--threads T] [--seconds S] [--batch B] [--src-port P] [--pps N [--paced-batch B]]\n", why);
   exit(2);
 }
 
@@ -108,6 +122,12 @@ Options parse(int argc, char** argv) {
       o.seconds = atof(v);
     } else if (!strcmp(a, "--batch")) {
       o.batch = static_cast<uint32_t>(parse_uint(v, 1024, a));
+    } else if (!strcmp(a, "--pps")) {
+      char* end = nullptr;
+      o.pps = strtod(v, &end);
+      if (!end || *end || !(o.pps >= 0) || o.pps > 1e9) usage("--pps: must be a rate in packets/s (0 = unpaced)");
+    } else if (!strcmp(a, "--paced-batch")) {
+      o.paced_batch = static_cast<uint32_t>(parse_uint(v, 1024, a));
     } else if (!strcmp(a, "--src-port")) {
       o.src_port = static_cast<uint16_t>(parse_uint(v, 65535, a));
     } else {
@@ -116,7 +136,7 @@ Options parse(int argc, char** argv) {
   }
   if (!have_dst) usage("--dst or --dst-file is required");
   if (!o.dst_list.empty()) o.dst_count = static_cast<uint32_t>(o.dst_list.size());
-  if (o.dst_count == 0 || o.threads == 0 || o.batch == 0) usage("counts must be positive");
+  if (o.dst_count == 0 || o.threads == 0 || o.batch == 0 || o.paced_batch == 0) usage("counts must be positive");
   if (!(o.seconds > 0)) usage("--seconds must be positive");
   return o;
 }
@@ -128,9 +148,25 @@ struct Worker {
   double deadline = 0;
   uint64_t sent = 0;
   uint64_t errors = 0;
+  uint64_t resets = 0;
+  uint32_t batch = 0;  // datagrams per sendmmsg()
+  double rate = 0;     // this thread's paced rate, packets/s; 0 = unpaced
   int err = 0;
   pthread_t tid{};
 };
+
+void add_ns(timespec& t, int64_t ns) {
+  t.tv_sec += ns / 1000000000;
+  t.tv_nsec += ns % 1000000000;
+  if (t.tv_nsec >= 1000000000) {
+    t.tv_nsec -= 1000000000;
+    ++t.tv_sec;
+  }
+}
+
+int64_t diff_ns(const timespec& a, const timespec& b) {  // a - b
+  return (static_cast<int64_t>(a.tv_sec) - b.tv_sec) * 1000000000 + (a.tv_nsec - b.tv_nsec);
+}
 
 void* run_worker(void* arg) {
   Worker* w = static_cast<Worker*>(arg);
@@ -157,12 +193,53 @@ void* run_worker(void* arg) {
   for (size_t i = 0; i < payload.size(); ++i) payload[i] = static_cast<uint8_t>(i * 7 + w->index);
   const std::vector<sockaddr_in>& dsts = *w->dsts;
   const size_t nd = dsts.size();
-  std::vector<iovec> iov(o.batch);
-  std::vector<mmsghdr> msgs(o.batch);
+  const uint32_t batch = w->batch;
+  std::vector<iovec> iov(batch);
+  std::vector<mmsghdr> msgs(batch);
   size_t next = (nd * w->index) / o.threads;  // threads start at different destinations
   uint32_t loops = 0;
+  // Paced mode: batch k of the current schedule leaves at `base` + k * interval.
+  const bool paced = w->rate > 0;
+  const int64_t interval_ns = paced ? static_cast<int64_t>(1e9 * batch / w->rate) : 0;
+  // Catch-up after a late wake-up: batches at least half an interval apart (twice the rate, never
+  // back to back), and only for a backlog of up to max(2 intervals, 1 ms); beyond, restart.
+  const int64_t min_gap_ns = interval_ns / 2;
+  const int64_t late_ns = 2 * interval_ns > 1000000 ? 2 * interval_ns : 1000000;
+  timespec base{}, due{}, next_ok{};
+  uint64_t k = 0;
+  if (paced) {
+    prctl(PR_SET_TIMERSLACK, 1UL, 0, 0, 0);  // wake at the deadline, not up to 50 µs later
+    clock_gettime(CLOCK_MONOTONIC, &base);
+    // Threads start at staggered offsets so their batches interleave instead of coinciding.
+    add_ns(base, interval_ns * w->index / o.threads);
+    next_ok = base;
+  }
   while (!g_stop.load(std::memory_order_relaxed)) {
-    for (uint32_t i = 0; i < o.batch; ++i) {
+    if (paced) {
+      timespec sched = base;
+      add_ns(sched, static_cast<int64_t>(k) * interval_ns);
+      due = diff_ns(sched, next_ok) >= 0 ? sched : next_ok;
+      timespec now;
+      clock_gettime(CLOCK_MONOTONIC, &now);
+      if (static_cast<double>(now.tv_sec) + now.tv_nsec * 1e-9 >= w->deadline) break;
+      const int64_t ahead = diff_ns(due, now);
+      if (ahead > 2000) {
+        while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &due, nullptr) == EINTR && !g_stop.load(std::memory_order_relaxed)) {
+        }
+      } else if (ahead > 0) {
+        do clock_gettime(CLOCK_MONOTONIC, &now);  // under 2 µs: spin
+        while (diff_ns(due, now) > 0);
+      } else if (diff_ns(now, sched) > late_ns) {
+        // Far behind (preempted): restart the schedule from now rather than chase the backlog.
+        base = now;
+        k = 0;
+        ++w->resets;
+      }
+      next_ok = ahead > 0 ? due : now;
+      add_ns(next_ok, min_gap_ns);
+      ++k;
+    }
+    for (uint32_t i = 0; i < batch; ++i) {
       iov[i].iov_base = payload.data();
       iov[i].iov_len = o.payload;
       msghdr& h = msgs[i].msg_hdr;
@@ -174,8 +251,8 @@ void* run_worker(void* arg) {
       if (++next == nd) next = 0;
     }
     uint32_t off = 0;
-    while (off < o.batch) {
-      const int n = sendmmsg(fd, msgs.data() + off, o.batch - off, 0);
+    while (off < batch) {
+      const int n = sendmmsg(fd, msgs.data() + off, batch - off, 0);
       if (n > 0) {
         off += static_cast<uint32_t>(n);
         w->sent += static_cast<uint64_t>(n);
@@ -186,8 +263,8 @@ void* run_worker(void* arg) {
       ++w->errors;
       ++off;
     }
-    // Checking the clock every 16 batches keeps it off the per-packet path.
-    if ((++loops & 15) == 0 && now_s() >= w->deadline) break;
+    // Checking the clock every 16 batches keeps it off the per-packet path (paced mode checks above).
+    if (!paced && (++loops & 15) == 0 && now_s() >= w->deadline) break;
   }
   close(fd);
   return nullptr;
@@ -222,9 +299,20 @@ int main(int argc, char** argv) {
   }
 
   std::vector<Worker> workers(o.threads);
+  const double per_thread = o.pps / o.threads;
+  // Paced: about 1 ms of packets per batch, at least 1, at most --paced-batch (and --batch).
+  uint32_t batch = o.batch;
+  if (per_thread > 0) {
+    const double b = per_thread * 1e-3;
+    batch = b < 1 ? 1 : static_cast<uint32_t>(b);
+    if (batch > o.paced_batch) batch = o.paced_batch;
+    if (batch > o.batch) batch = o.batch;
+  }
   const double t0 = now_s();
   for (uint32_t i = 0; i < o.threads; ++i) {
     workers[i].opt = &o;
+    workers[i].batch = batch;
+    workers[i].rate = per_thread;
     workers[i].dsts = &dsts;
     workers[i].index = i;
     workers[i].deadline = t0 + o.seconds;
@@ -233,12 +321,13 @@ int main(int argc, char** argv) {
       return 1;
     }
   }
-  uint64_t sent = 0, errors = 0;
+  uint64_t sent = 0, errors = 0, resets = 0;
   int err = 0;
   for (Worker& w : workers) {
     pthread_join(w.tid, nullptr);
     sent += w.sent;
     errors += w.errors;
+    resets += w.resets;
     if (w.err) err = w.err;
   }
   const double elapsed = now_s() - t0;
@@ -246,8 +335,10 @@ int main(int argc, char** argv) {
     fprintf(stderr, "pktgen: socket setup failed: %s\n", strerror(err));
     return 1;
   }
-  printf("{\"sent\":%llu,\"errors\":%llu,\"seconds\":%.6f,\"threads\":%u,\"destinations\":%u,\"payload\":%u}\n",
+  printf("{\"sent\":%llu,\"errors\":%llu,\"seconds\":%.6f,\"threads\":%u,\"destinations\":%u,\"payload\":%u,"
+         "\"requestedPps\":%.1f,\"offeredPps\":%.1f,\"batch\":%u,\"resets\":%llu}\n",
          static_cast<unsigned long long>(sent), static_cast<unsigned long long>(errors), elapsed, o.threads, o.dst_count,
-         o.payload);
+         o.payload, o.pps, elapsed > 0 ? static_cast<double>(sent) / elapsed : 0.0, batch,
+         static_cast<unsigned long long>(resets));
   return 0;
 }

@@ -41,9 +41,13 @@ test('vxnet bench --quick (one backend): runs, writes a schema-valid JSON and SV
   const doc = JSON.parse(readFileSync(json, 'utf8')) as { backends: Record<string, Record<string, unknown>> };
   assert.deepEqual(validateResult(doc), []);
   const hg = doc.backends['host-gw'];
-  for (const k of ['tcp1Gbps', 'tcp4Gbps', 'rttP50Us', 'rttP99Us', 'pps64', 'loss64', 'cpuSecPerGB', 'rssMB']) {
+  for (const k of ['tcp1Gbps', 'tcp4Gbps', 'rttP50Us', 'rttP99Us', 'pps64', 'pps64NoLoss', 'loss64', 'cpuSecPerGB', 'rssMB', 'daemonCpuSecPerGB']) {
     assert.equal(typeof hg[k], 'number', `host-gw.${k} measured`);
   }
+  // The zero-loss search kept its paced trials, each with the requested and the achieved rate.
+  const trials = (hg.noLoss64 as { trials?: Array<Record<string, unknown>> } | undefined)?.trials ?? [];
+  assert.ok(trials.length >= 1, 'zero-loss trials recorded');
+  for (const t of trials) for (const k of ['requestedPps', 'offeredPps', 'sent', 'delivered', 'loss']) assert.equal(typeof t[k], 'number', `trial.${k}`);
   assert.ok(existsSync(json.replace(/\.json$/, '.svg')), 'chart rendered');
   assert.match(readFileSync(json.replace(/\.json$/, '.svg'), 'utf8'), /^<svg[\s>]/);
   assert.deepEqual(ownNamespaces(r.pid ?? 0), [], 'no namespaces left behind');

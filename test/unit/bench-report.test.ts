@@ -5,9 +5,10 @@ import { BACKENDS, BenchResult, METRIC_KEYS, computeRatios, failedBackend, valid
 import { renderChart } from '../../bench/lib/svg';
 import { renderMarkdown, renderTable } from '../../bench/lib/report';
 import { parseArgs } from '../../bench/run';
+import { summarizeRuns } from '../../bench/lib/summary';
 
 function sample(): BenchResult {
-  const fig = (k: number) => ({ tcp1Gbps: 3 * k, tcp4Gbps: 4 * k, rttP50Us: 50 / k, rttP99Us: 90 / k, pps64: 60000 * k, loss64: 0.1 / k, cpuSecPerGB: 1 / k, rssMB: 60 });
+  const fig = (k: number) => ({ tcp1Gbps: 3 * k, tcp4Gbps: 4 * k, rttP50Us: 50 / k, rttP99Us: 90 / k, pps64: 60000 * k, pps64NoLoss: 40000 * k, loss64: 0.1 / k, cpuSecPerGB: 1 / k, rssMB: 60 });
   return {
     machine: { cpus: 2, kernel: '6.1.0', cpuModel: 'Test CPU <x>' },
     quick: true,
@@ -106,4 +107,47 @@ test('bench arguments: quick shortens, lists are checked, unknown flags are usag
   assert.throws(() => parseArgs(['--backends', 'udp,bogus']), /unknown backend/);
   assert.throws(() => parseArgs(['--frobnicate']), /unknown argument/);
   assert.equal(parseArgs(['--help']), 'help');
+  assert.equal(q.runs, 1);
+  assert.equal(q.noLoss, true);
+  assert.equal(q.trialSeconds, 2);
+  assert.equal(full.trialSeconds, 4);
+  assert.equal(full.noLossTrials, 7);
+  const m = parseArgs(['--runs', '3', '--quick', '--seconds', '1', '--no-zero-loss', '--backends', 'vxlan,kernel-vxlan']);
+  if (m === 'help') return;
+  assert.equal(m.runs, 3);
+  assert.equal(m.noLoss, false);
+  assert.equal(m.trialSeconds, 1, 'a trial is never longer than --seconds');
+  assert.deepEqual(m.backends, ['vxlan', 'kernel-vxlan']);
+  assert.throws(() => parseArgs(['--runs', '0']), /≥ 1/);
+  assert.throws(() => parseArgs(['--trials', '1']), /≥ 2/);
+});
+
+test('a result from before pps64NoLoss existed still validates and renders n/a', () => {
+  const r = sample();
+  for (const b of BACKENDS) delete (r.backends[b] as Partial<BenchResult['backends'][typeof b]>).pps64NoLoss;
+  assert.deepEqual(validateResult(r), []);
+  assert.match(renderTable(r), /\| 64-byte zero-loss rate \(≤ 0\.1 % loss\) \(packets\/s\) \| n\/a \| n\/a \| n\/a \| n\/a \|/);
+});
+
+test('a multi-run result renders medians with spreads, per-run ratios, CPU model and command', () => {
+  const runs = [0.9, 1, 1.2].map((f) => {
+    const r = sample();
+    r.command = 'vxnet bench --runs 3 --docs';
+    for (const b of BACKENDS) r.backends[b].tcp1Gbps! *= b === 'vxlan' ? f * f : f;
+    r.ratios = computeRatios(r.backends);
+    return r;
+  });
+  const s = summarizeRuns(runs);
+  const md = renderMarkdown(s, { chart: 'bench/latest.svg', json: 'bench/latest.json' });
+  assert.ok(md.includes('## Latest runs (3)'));
+  assert.ok(md.includes('vxnet bench --runs 3 --docs'));
+  assert.ok(md.includes('Machine: **Test CPU <x>**, 2 CPUs'));
+  assert.ok(md.includes('median of the 3 runs'));
+  // vxlan TCP 1: 2.4·{0.81, 1, 1.44} → median 2.40 [1.94–3.46]; ratios 0.8·{0.9, 1, 1.2} → ×0.80 [0.72–0.96].
+  assert.match(md, /\| TCP, 1 stream \(Gbit\/s\) \| [^|]+ \| 2\.40 \[1\.94–3\.46\] \(×0\.80 \[0\.72–0\.96\]\) \| 3\.00 \[2\.70–3\.60\] \|/);
+  assert.match(md, /\| 3 \| [^|]+ \| [^|]+ \| [^|]+ \| [^|]*0\.96/);
+  const svg = renderChart(s);
+  assert.ok(svg.includes('median of 3 runs'));
+  assert.ok(!/NaN|undefined/.test(svg));
+  assert.deepEqual(validateResult(s), []);
 });
