@@ -22,6 +22,7 @@ import { parseNetworkConfig, subnetAt, subnetCount } from '../src/subnet/config'
 import { configKey, encodeLeaseValue, leaseKey, DEFAULT_PREFIX } from '../src/subnet/lease';
 import { cidrHost, formatCidr, formatIPv4, parseCidr } from '../src/net/ip';
 import { readSubnetEnv } from '../src/host/subnet-env';
+import { FLANNEL_DEFAULT_PORT } from '../src/backend/common';
 import type { AgentRequest, StatusLike, WireLease } from './agent';
 import { flood, PKTGEN, rtt, tcp, type FloodOptions, type FloodResult } from './lib/bedtools';
 import { DEFAULT_LOSS_LIMIT, searchNoLoss } from './lib/search';
@@ -662,7 +663,7 @@ class Runner {
     });
     await step('64-byte flood', async () => {
       this.log(`  ${b}: 64-byte UDP flood, ${this.opts.genThreads.join(' and ')} generator threads, ${this.opts.seconds} s each`);
-      const r = await this.bestFlood({ fromNs: h1.containerNs, dst, countNs: h2.containerNs, countDev: 'eth0' });
+      const r = await this.bestFlood({ fromNs: h1.containerNs, dst, countNs: h2.containerNs });
       this.lastFlood = r;
       res.genThreads = r.threads;
       res.pps64 = sig(r.pps);
@@ -674,12 +675,12 @@ class Runner {
     if (this.opts.noLoss) {
       await step('64-byte zero-loss rate', async () => {
         if (res.pps64 === null || !(res.pps64 > 0)) throw new Error('needs the max-delivered rate of the 64-byte flood (it did not run)');
-        await this.zeroLoss(b, res, { fromNs: h1.containerNs, dst, countNs: h2.containerNs, countDev: 'eth0' });
+        await this.zeroLoss(b, res, { fromNs: h1.containerNs, dst, countNs: h2.containerNs });
       });
       if (b === 'host-gw') {
         await step('paced generator check', async () => {
           const want = 1000;
-          const r = await flood(bed, { fromNs: h1.containerNs, dst, countNs: h2.containerNs, countDev: 'eth0', seconds: this.opts.trialSeconds, threads: 1, pps: want });
+          const r = await flood(bed, { fromNs: h1.containerNs, dst, countNs: h2.containerNs, seconds: this.opts.trialSeconds, threads: 1, pps: want });
           this.pacingCheck = { backend: b, requestedPps: want, offeredPps: sig(r.offeredPps), sent: r.sent, delivered: r.delivered, loss: sig(r.loss), resets: r.resets };
           this.log(`  ${b}: paced generator check: asked ${want} pps, offered ${human(r.offeredPps)} pps, ${r.delivered}/${r.sent} delivered, loss ${(r.loss * 100).toFixed(2)}%`);
         });
@@ -866,7 +867,7 @@ class Runner {
       writeFileSync(dstFile, fakes.slice(0, peers - 1).map((f) => f.dst).join('\n') + '\n');
       let r: FloodResult | undefined;
       try {
-        r = await this.bestFlood({ fromNs: h1.containerNs, dstFile, countNs: h3.ns, countDev: 'eth0' });
+        r = await this.bestFlood({ fromNs: h1.containerNs, dstFile, countNs: h3.ns, countPort: FLANNEL_DEFAULT_PORT[b === 'udp' ? 'udp' : 'vxlan'] });
       } catch (e) {
         this.fail(`scaling ${b} ${peers} peers`, e);
       }

@@ -32,6 +32,37 @@ export async function linkCounters(bed: NetBed, ns: string, dev: string): Promis
   return { rxPackets: s.rx.packets, txPackets: s.tx.packets, rxBytes: s.rx.bytes, txBytes: s.tx.bytes, rxDropped: s.rx.dropped, txDropped: s.tx.dropped };
 }
 
+/** Datagrams that reached the UDP layer in `ns` (delivered to a socket, or dropped for a full buffer). */
+export async function udpDatagramsIn(bed: NetBed, ns: string): Promise<number> {
+  const out = await bed.execOk(ns, ['cat', '/proc/net/snmp'], { timeoutMs: 10_000 });
+  const rows = out.split('\n').filter((l) => l.startsWith('Udp: '));
+  if (rows.length < 2) throw new Error(`no Udp counters in ${ns}`);
+  const names = rows[0].split(/\s+/).slice(1);
+  const vals = rows[1].split(/\s+/).slice(1).map(Number);
+  const get = (n: string) => vals[names.indexOf(n)] ?? 0;
+  return get('InDatagrams') + get('RcvbufErrors');
+}
+
+/**
+ * A bound UDP port in `ns` that reads nothing (pktgen --sink): the receiving stack then cuts GSO
+ * super-packets into datagrams before counting them. Returns its stop function.
+ */
+export async function udpSink(bed: NetBed, ns: string, port: number): Promise<() => Promise<void>> {
+  const child = bed.spawn(ns, [PKTGEN, '--sink', String(port)], { stdio: ['ignore', 'pipe', 'pipe'] });
+  await new Promise<void>((resolve, reject) => {
+    let err = '';
+    child.stderr!.on('data', (b: Buffer) => (err += b.toString('utf8')));
+    child.stdout!.once('data', () => resolve());
+    child.once('exit', (code) => reject(new Error(`pktgen --sink ${port} in ${ns} exited (${code}): ${err.trim()}`)));
+  });
+  return async () => {
+    if (child.exitCode !== null || child.signalCode !== null) return;
+    const gone = new Promise((r) => child.once('exit', r));
+    child.kill('SIGTERM');
+    await gone;
+  };
+}
+
 export interface RttResult {
   samples: number;
   sent: number;
@@ -156,20 +187,26 @@ export interface FloodOptions {
   dstFile?: string;
   seconds: number;
   threads: number;
-  /** Where delivery is counted: rx packets of `dev` in `ns`. */
+  /**
+   * Where delivery is counted: datagrams reaching the UDP layer in `countNs` on `port` (a sink is
+   * bound there for the flood). Interface packet counters would count a GSO super-packet once.
+   */
   countNs: string;
-  countDev: string;
+  /** Inner destination port (default 9). */
   port?: number;
+  /** The UDP port delivery is counted on in `countNs` (default: `port`). */
+  countPort?: number;
   /** Offered rate in packets/s over all threads (pktgen --pps); absent = as fast as possible. */
   pps?: number;
 }
 
 /**
  * Runs the batched 64-byte generator (as fast as it can, or paced at `pps`) and counts what arrives
- * at the far interface: loss is end to end, sent by the generator vs received at `countDev`.
+ * at the far end's UDP layer: loss is end to end, sent by the generator vs datagrams received.
  */
 export async function flood(bed: NetBed, o: FloodOptions): Promise<FloodResult> {
-  const argv = [PKTGEN, '--port', String(o.port ?? 9), '--payload', String(PAYLOAD_64), '--threads', String(o.threads), '--seconds', String(o.seconds)];
+  const port = o.port ?? 9;
+  const argv = [PKTGEN, '--port', String(port), '--payload', String(PAYLOAD_64), '--threads', String(o.threads), '--seconds', String(o.seconds)];
   if (o.pps !== undefined) {
     if (!(o.pps > 0)) throw new Error(`flood: pps must be positive, got ${o.pps}`);
     argv.push('--pps', o.pps.toFixed(1));
@@ -177,15 +214,21 @@ export async function flood(bed: NetBed, o: FloodOptions): Promise<FloodResult> 
   if (o.dstFile) argv.push('--dst-file', o.dstFile);
   else if (o.dst) argv.push('--dst', o.dst);
   else throw new Error('flood: dst or dstFile required');
-  const before = await linkCounters(bed, o.countNs, o.countDev);
-  const r = await bed.exec(o.fromNs, argv, { timeoutMs: (o.seconds + 30) * 1000 });
-  if (r.code !== 0) throw new Error(`pktgen failed (exit ${r.code}): ${r.stderr.trim()}`);
-  const g = JSON.parse(r.stdout.trim().split('\n').pop() ?? '{}') as PktgenOutput;
-  if (o.pps !== undefined && g.requestedPps === undefined) throw new Error(`${PKTGEN} has no paced mode (--pps): rebuild it (node-gyp build)`);
-  // Let queues (TUN, sockets, backlog) drain: late packets still count as delivered.
-  await sleep(500);
-  const after = await linkCounters(bed, o.countNs, o.countDev);
-  const delivered = after.rxPackets - before.rxPackets;
+  const stopSink = await udpSink(bed, o.countNs, o.countPort ?? port);
+  let delivered: number;
+  let g: PktgenOutput;
+  try {
+    const before = await udpDatagramsIn(bed, o.countNs);
+    const r = await bed.exec(o.fromNs, argv, { timeoutMs: (o.seconds + 30) * 1000 });
+    if (r.code !== 0) throw new Error(`pktgen failed (exit ${r.code}): ${r.stderr.trim()}`);
+    g = JSON.parse(r.stdout.trim().split('\n').pop() ?? '{}') as PktgenOutput;
+    if (o.pps !== undefined && g.requestedPps === undefined) throw new Error(`${PKTGEN} has no paced mode (--pps): rebuild it (node-gyp build)`);
+    // Let queues (TUN, sockets, backlog) drain: late packets still count as delivered.
+    await sleep(500);
+    delivered = (await udpDatagramsIn(bed, o.countNs)) - before;
+  } finally {
+    await stopSink();
+  }
   return {
     sent: g.sent,
     delivered,

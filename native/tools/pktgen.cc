@@ -2,6 +2,7 @@
 //
 //   pktgen --dst 10.244.2.2 [--dst-count N --dst-stride S] | --dst-file FILE  [--port 9] [--payload 18]
 //          [--threads 2] [--seconds 5] [--batch 64] [--src-port 40000] [--pps N [--paced-batch 16]]
+//   pktgen --sink PORT      (bind UDP PORT, read nothing, until SIGTERM: see sink())
 //
 // Each thread owns one UDP socket and sends `batch` datagrams per sendmmsg() call as fast as the
 // kernel takes them, until --seconds elapse or SIGINT/SIGTERM arrives.
@@ -272,12 +273,50 @@ void* run_worker(void* arg) {
 
 }  // namespace
 
+// `pktgen --sink PORT`: binds UDP PORT and reads (discards) until SIGTERM/SIGINT. A bound socket makes
+// the receiving stack cut GSO super-packets into datagrams, so /proc/net/snmp's Udp InDatagrams
+// (counted when read) + RcvbufErrors count every datagram that arrived (an unbound port counts one
+// NoPorts per skb).
+int sink(int argc, char** argv) {
+  if (argc != 3) usage("--sink takes one port");
+  const uint16_t port = static_cast<uint16_t>(parse_uint(argv[2], 65535, "--sink"));
+  const int fd = socket(AF_INET, SOCK_DGRAM, 0);
+  sockaddr_in sa{};
+  sa.sin_family = AF_INET;
+  sa.sin_port = htons(port);
+  if (fd < 0 || bind(fd, reinterpret_cast<sockaddr*>(&sa), sizeof sa) != 0) {
+    fprintf(stderr, "pktgen: --sink %u: %s\n", port, strerror(errno));
+    return 1;
+  }
+  const int big = 4 << 20;
+  setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &big, sizeof big);
+  printf("{\"sink\":%u}\n", port);
+  fflush(stdout);
+  constexpr unsigned kBatch = 64;
+  static char bufs[kBatch][2048];
+  mmsghdr msgs[kBatch];
+  iovec iovs[kBatch];
+  while (!g_stop.load(std::memory_order_relaxed)) {
+    for (unsigned i = 0; i < kBatch; ++i) {
+      iovs[i] = iovec{bufs[i], sizeof bufs[i]};
+      msgs[i] = mmsghdr{};
+      msgs[i].msg_hdr.msg_iov = &iovs[i];
+      msgs[i].msg_hdr.msg_iovlen = 1;
+    }
+    // Blocks; SIGTERM interrupts it (no SA_RESTART).
+    recvmmsg(fd, msgs, kBatch, MSG_WAITFORONE, nullptr);
+  }
+  close(fd);
+  return 0;
+}
+
 int main(int argc, char** argv) {
-  const Options o = parse(argc, argv);
   struct sigaction sa{};
   sa.sa_handler = on_signal;
   sigaction(SIGINT, &sa, nullptr);
   sigaction(SIGTERM, &sa, nullptr);
+  if (argc > 1 && !strcmp(argv[1], "--sink")) return sink(argc, argv);
+  const Options o = parse(argc, argv);
 
   std::vector<sockaddr_in> dsts(o.dst_count);
   for (uint32_t i = 0; i < o.dst_count; ++i) {
