@@ -82,6 +82,7 @@ class DatapathWrap : public Napi::ObjectWrap<DatapathWrap> {
     opts.batch = get_u32(o, "batch", 64, 1024);
     opts.queues = get_u32(o, "queues", 1, 16);
     opts.busy_poll_us = get_u32(o, "busyPollUs", 50, 10000);
+    opts.slice_us = get_u32(o, "sliceUs", 100, 100000);
     opts.sock_buf = get_u32(o, "sockBuf", 4 << 20, 1u << 30);
     opts.icmp_per_sec = get_u32(o, "icmpPerSec", 100, 1000000);
     opts.encap.local_net = get_u32(o, "localNet", 0, 0xffffffffu);

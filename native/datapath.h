@@ -34,6 +34,7 @@ struct DatapathOptions {
   uint32_t icmp_per_sec = 100;  // rate limit of generated ICMP errors, per tx worker
   bool offload = true;          // TUN TSO + UDP GSO/GRO + receive coalescing, where the kernel has them
   uint32_t busy_poll_us = 50;   // after work, poll without sleeping this long before blocking (0: never)
+  uint32_t slice_us = 100;      // workers' scheduler slice request (EEVDF, Linux >= 6.12); 0: the default
 };
 
 // Which offloads the kernel accepted (each falls back independently).

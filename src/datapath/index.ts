@@ -49,6 +49,11 @@ export interface DatapathConfig {
    * never): a reply arriving within it is handled without a thread wake-up. Bounded CPU per burst.
    */
   busyPollUs?: number;
+  /**
+   * Scheduler slice the workers request, in µs (EEVDF, Linux >= 6.12; default 100, 0 = the
+   * kernel's): a worker woken by a packet preempts a CPU-bound task at once instead of after its slice.
+   */
+  sliceUs?: number;
   icmpPerSec?: number;
 }
 
@@ -147,6 +152,9 @@ export function validateDatapathConfig(cfg: DatapathConfig): void {
   if (cfg.busyPollUs !== undefined && (!Number.isInteger(cfg.busyPollUs) || cfg.busyPollUs < 0 || cfg.busyPollUs > 10000)) {
     throw new DatapathConfigError('busyPollUs', `must be an integer in 0..10000, got ${cfg.busyPollUs}`);
   }
+  if (cfg.sliceUs !== undefined && (!Number.isInteger(cfg.sliceUs) || cfg.sliceUs < 0 || cfg.sliceUs > 100000)) {
+    throw new DatapathConfigError('sliceUs', `must be an integer in 0..100000, got ${cfg.sliceUs}`);
+  }
   if (cfg.queues !== undefined && (!Number.isInteger(cfg.queues) || cfg.queues < 1 || cfg.queues > 16)) {
     throw new DatapathConfigError('queues', `must be an integer in 1..16, got ${cfg.queues}`);
   }
@@ -186,6 +194,7 @@ function nativeOptions(cfg: DatapathConfig) {
     batch: cfg.batch,
     queues: cfg.queues ?? defaultQueues(),
     busyPollUs: cfg.busyPollUs,
+    sliceUs: cfg.sliceUs,
     icmpPerSec: cfg.icmpPerSec,
     localNet: cfg.localSubnet.ip,
     localPrefixLen: cfg.localSubnet.prefixLen,

@@ -12,6 +12,7 @@ export interface NativeDatapathOptions {
   queues?: number;
   tunIp?: number;
   busyPollUs?: number;
+  sliceUs?: number;
   sockBuf?: number;
   icmpPerSec?: number;
   localNet?: number;
