@@ -2,7 +2,7 @@
 // status, docker-opts and bench. Usage errors exit 2, startup failures 1, each with one line naming the field.
 import { writeFile } from 'node:fs/promises';
 import { controlRequest, NoDaemonError } from './control/socket';
-import { daemonFlagHelp, defaultControlSocket, OptionError, parseFlags, resolveDaemonOptions } from './daemon/options';
+import { DAEMON_FLAGS, daemonFlagHelp, defaultControlSocket, OptionError, parseFlags, resolveDaemonOptions } from './daemon/options';
 import { type DaemonStatus, formatStatus } from './daemon/status';
 import { DEFAULT_SUBNET_ENV, dockerOpts, dockerOptsEnvFile, readSubnetEnv } from './host/subnet-env';
 import { createLogger } from './log';
@@ -36,13 +36,19 @@ function fail(code: number, msg: string): number {
 }
 
 async function runDaemon(argv: string[]): Promise<number> {
-  if (argv.includes('--help') || argv.includes('-h')) {
+  if (argv.includes('--help') || argv.includes('-h') || argv.includes('-help')) {
     process.stdout.write(USAGE);
     return 0;
   }
   let opts;
   try {
-    opts = resolveDaemonOptions(argv);
+    // flanneld: --version prints and exits before anything else is looked at (the rest only parsed).
+    if (parseFlags(argv, DAEMON_FLAGS).settings.get('version') === true) {
+      const { VERSION } = await import('./daemon');
+      process.stdout.write(`vxnet ${VERSION}\n`);
+      return 0;
+    }
+    opts = resolveDaemonOptions(argv, process.env);
   } catch (err) {
     if (err instanceof OptionError) return fail(EXIT_USAGE, err.message);
     throw err;
