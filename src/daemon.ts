@@ -48,7 +48,8 @@ async function describeInterface(name: string, address: string | undefined, publ
 
 /**
  * flanneld's interface choice: --iface entries in order (name or address), then each --iface-regex
- * (matched against every interface's addresses first, then against the names), then the interface
+ * (matched against every interface's addresses first, then against the names: the first matching
+ * name with an IPv4 address), then the interface
  * `ip route get <--iface-can-reach>` picks; with none of them, the default route's interface.
  */
 export async function resolveInterface(opts: Pick<DaemonOptions, 'iface' | 'publicIp'> & Partial<Pick<DaemonOptions, 'ifaceRegex' | 'ifaceCanReach'>>): Promise<ExternalInterface> {
@@ -84,14 +85,21 @@ export async function resolveInterface(opts: Pick<DaemonOptions, 'iface' | 'publ
     const re = new RegExp(source);
     const ifaces = await interfacesIPv4().catch(() => []);
     const byAddress = ifaces.flatMap((i) => i.addresses.filter((a) => re.test(a)).map((a) => ({ name: i.ifname, address: a })))[0];
-    const byName = byAddress ? undefined : (await interfaceNames().catch(() => [])).find((n) => re.test(n));
-    const match = byAddress ?? (byName ? { name: byName, address: undefined } : undefined);
-    if (!match) {
+    if (byAddress) {
+      const found = await use(byAddress.name, byAddress.address);
+      if (found) return found;
+      continue;
+    }
+    // Names next; an interface without an IPv4 address is skipped for the next one that matches.
+    const names = (await interfaceNames().catch(() => [])).filter((n) => re.test(n));
+    if (names.length === 0) {
       problems.push(`/${source}/ matches no interface address or name (${ifaces.map((i) => `${i.ifname}:[${i.addresses.join(' ')}]`).join(', ')})`);
       continue;
     }
-    const found = await use(match.name, match.address);
-    if (found) return found;
+    for (const name of names) {
+      const found = await use(name);
+      if (found) return found;
+    }
   }
   if (opts.ifaceCanReach !== undefined) {
     const route = await routeGet(opts.ifaceCanReach).catch((err: Error) => err);

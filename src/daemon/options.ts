@@ -157,10 +157,11 @@ export function envName(flag: string): string {
  * Settings from FLANNELD_<FLAG> variables, as flanneld's flagutil.SetFlagsFromEnv reads them: every
  * flag, an empty value counts as unset, one variable is one value. A bad value names the variable.
  */
-export function readEnvSettings(env: NodeJS.ProcessEnv, specs: Record<string, FlagSpec> = DAEMON_FLAGS): RawSettings {
+export function readEnvSettings(env: NodeJS.ProcessEnv, onCommandLine: ReadonlySet<string> = new Set(), specs: Record<string, FlagSpec> = DAEMON_FLAGS): RawSettings {
   const out: RawSettings = new Map();
   for (const [name, spec] of Object.entries(specs)) {
-    if (spec.noEnv || name === 'config') continue;
+    // As flanneld: a flag given on the command line is not read from the environment at all.
+    if (spec.noEnv || name === 'config' || onCommandLine.has(name)) continue;
     const key = envName(name);
     const value = env[key];
     if (value === undefined || value === '') continue;
@@ -292,7 +293,7 @@ export function defaultControlSocket(subnetFile: string): string {
 export function resolveDaemonOptions(argv: string[], env: NodeJS.ProcessEnv = process.env): DaemonOptions {
   const { settings: flags, positionals } = parseFlags(argv, DAEMON_FLAGS);
   if (positionals.length > 0) throw new OptionError(positionals[0], 'unexpected argument (flags start with --)');
-  const fromEnv = readEnvSettings(env);
+  const fromEnv = readEnvSettings(env, new Set(flags.keys()));
   const configFile = (flags.get('config') as string | undefined) ?? (fromEnv.get('config') as string | undefined);
   const merged: RawSettings = configFile ? readConfigFile(configFile) : new Map();
   // Where a value came from, for messages: a value from the environment is named by its variable.
