@@ -9,7 +9,7 @@ import type { DaemonOptions } from './daemon/options';
 import type { DaemonStatus, PeerStatus } from './daemon/status';
 import { readSubnetEnv, writeSubnetEnv } from './host/subnet-env';
 import { forwardChain } from './host/forward';
-import { checkIptables, ChainKeeper, type OwnedChain } from './host/iptables';
+import { checkIptables, ChainKeeper, type IptablesInfo, type OwnedChain } from './host/iptables';
 import { masqChain, useRandomFully } from './host/ipmasq';
 import type { LevelLogger } from './log';
 import { MetricsServer } from './metrics/server';
@@ -140,6 +140,7 @@ export class Daemon {
   private metrics: MetricsServer | undefined;
   /** vxnet's iptables chains (forward rules, ip-masq), re-checked every --iptables-resync seconds. */
   private iptables: ChainKeeper | undefined;
+  private iptablesInfo: IptablesInfo | undefined;
   private stopping: Promise<void> | undefined;
   private kind = '';
   private backend: Backend | undefined;
@@ -188,12 +189,16 @@ export class Daemon {
     this.iface = iface;
     // iptables must work before anything is created, when rules are wanted (read-only check).
     if (opts.iptablesForwardRules) {
-      await checkIptables('filter', 'FORWARD').catch((err: Error) => {
+      this.iptablesInfo = await checkIptables('filter', 'FORWARD').catch((err: Error) => {
         throw new StartupError('--iptables-forward-rules', `iptables does not work here (${err.message.split('\n')[0]}); run with --iptables-forward-rules=false to go without forward rules`);
       });
+      if (this.iptablesInfo.legacyTablesPresent) {
+        // A DROP policy in the legacy tables drops what our nf_tables rules accept.
+        log.warn('iptables-legacy tables exist beside the nf_tables ones vxnet writes to; if dockerd uses iptables-legacy, point the iptables alternative to iptables-legacy');
+      }
     }
     if (opts.ipMasq) {
-      await checkIptables('nat', 'POSTROUTING').catch((err: Error) => {
+      this.iptablesInfo = await checkIptables('nat', 'POSTROUTING').catch((err: Error) => {
         throw new StartupError('--ip-masq', `iptables does not work here (${err.message.split('\n')[0]})`);
       });
     }
@@ -326,6 +331,7 @@ export class Daemon {
       subnetFile: opts.subnetFile,
       control: `@${opts.controlSocket}`,
       metrics: this.metrics?.address,
+      iptables: this.iptables ? `${this.iptables.status().chains.join(',')} (${this.iptablesInfo?.mode || 'iptables'}, resync ${opts.iptablesResyncSeconds}s)` : 'none',
     });
   }
 
@@ -391,6 +397,8 @@ export class Daemon {
       iptables: {
         forwardRules: this.opts.iptablesForwardRules,
         ipMasq: this.opts.ipMasq,
+        mode: this.iptablesInfo?.mode,
+        legacyTablesPresent: this.iptablesInfo?.legacyTablesPresent,
         ...(this.iptables?.status() ?? { chains: [], resyncSeconds: this.opts.iptablesResyncSeconds, repairs: 0 }),
       },
       backend: {

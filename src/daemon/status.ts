@@ -29,6 +29,10 @@ export interface DaemonStatus {
   iptables?: {
     forwardRules: boolean;
     ipMasq: boolean;
+    /** The host's iptables: nf_tables or legacy (unset when no rules are wanted). */
+    mode?: string;
+    /** iptables-nft found iptables-legacy tables too (a DROP there is not undone by our rules). */
+    legacyTablesPresent?: boolean;
     resyncSeconds: number;
     /** table/chain of each chain kept, e.g. filter/VXNET-FWD. */
     chains: string[];
@@ -116,7 +120,8 @@ export function formatStatus(st: DaemonStatus, now = Date.now()): string {
     const ipt = st.iptables;
     const what = [ipt.forwardRules ? 'forward rules' : 'no forward rules', ...(ipt.ipMasq ? ['ip-masq'] : [])].join(', ');
     const chains = ipt.chains.length ? `  chains ${ipt.chains.join(' ')}  resync ${ipt.resyncSeconds}s  repairs ${ipt.repairs}` : '';
-    out.push(`iptables  ${what}${chains}${ipt.lastError ? `  last error: ${ipt.lastError}` : ''}`);
+    const mode = ipt.mode ? `  (${ipt.mode}${ipt.legacyTablesPresent ? ', iptables-legacy tables present too' : ''})` : '';
+    out.push(`iptables  ${what}${chains}${mode}${ipt.lastError ? `  last error: ${ipt.lastError}` : ''}`);
   }
   out.push('');
   if (st.peers.length === 0) {

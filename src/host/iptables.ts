@@ -152,11 +152,27 @@ export async function removeChain(c: Pick<OwnedChain, 'table' | 'chain' | 'hook'
   await restore(removeScript(c as OwnedChain, jumps, exists));
 }
 
-/** Checks that iptables works here (read-only), so a daemon fails before it creates anything. */
-export async function checkIptables(table: string, hook: string): Promise<void> {
-  await listChain(table, hook).then((l) => {
-    if (!l) throw new IptablesError(`${IPTABLES} -t ${table} -S ${hook}: no ${hook} chain`);
-  });
+/** What the host's iptables is: nf_tables or legacy, and whether the other kind holds tables too. */
+export interface IptablesInfo {
+  /** "nf_tables", "legacy", or "" when `iptables --version` does not say. */
+  mode: string;
+  /** iptables-nft saw iptables-legacy tables in this namespace (dockerd may be using those). */
+  legacyTablesPresent: boolean;
+}
+
+/**
+ * Checks that iptables works here (read-only: `iptables -S HOOK`), so a daemon fails before it
+ * creates anything, and says which kind it is.
+ */
+export async function checkIptables(table: string, hook: string): Promise<IptablesInfo> {
+  const version = await run(IPTABLES, ['--version']);
+  if (version.code !== 0) throw new IptablesError(`${IPTABLES} --version: ${oneLine(version.stderr) || `exit ${version.code}`}`);
+  const listing = await run(IPTABLES, ['-w', '-t', table, '-S', hook]);
+  if (listing.code !== 0) throw new IptablesError(`${IPTABLES} -w -t ${table} -S ${hook}: ${oneLine(listing.stderr) || `exit ${listing.code}`}`);
+  return {
+    mode: /\((nf_tables|legacy)\)/.exec(version.stdout)?.[1] ?? '',
+    legacyTablesPresent: /iptables-legacy tables present/.test(listing.stderr),
+  };
 }
 
 export interface KeeperLog {

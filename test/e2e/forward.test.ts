@@ -168,7 +168,7 @@ describe('forward rules on hosts whose FORWARD policy is DROP (as dockerd sets i
         assert.equal(st.iptables?.forwardRules, true, 'status: forward rules on');
         assert.deepEqual(st.iptables?.chains, ['filter/VXNET-FWD']);
         assert.equal(st.iptables?.resyncSeconds, DEFAULT_RESYNC_S);
-        assert.match(await c.statusTable(h), /^iptables  forward rules {2}chains filter\/VXNET-FWD {2}resync 5s {2}repairs 0$/m);
+        assert.match(await c.statusTable(h), /^iptables  forward rules {2}chains filter\/VXNET-FWD {2}resync 5s {2}repairs 0 {2}\((nf_tables|legacy)\)$/m);
       }
       // Docker's own chains are left as they were, after our jump.
       const fwd = (await chainLines(c, h2, 'FORWARD')).filter((l) => l.startsWith('-A '));
@@ -279,6 +279,7 @@ describe('forward rules on hosts whose FORWARD policy is DROP (as dockerd sets i
       await c.startDaemon(h3, { env: { PATH: `${bin}:${process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin'}` } });
       await c.waitForMesh(30_000);
       await assertForwardRules(c, h3, 'iptables-legacy');
+      assert.equal((await c.status(h3)).iptables?.mode, 'legacy', 'status names the iptables kind');
       assert.deepEqual(await chainLines(c, h3, 'VXNET-FWD', 'iptables-nft'), [], 'nothing in the nft tables');
       await assertReach(c, h1, h3);
       await assertReach(c, h3, h1);
@@ -288,6 +289,17 @@ describe('forward rules on hosts whose FORWARD policy is DROP (as dockerd sets i
 
       assert.equal(await c.stopDaemon(h3, 'SIGTERM'), 0);
       assert.deepEqual(await table(c, h3, 'filter', 'iptables-legacy-save'), before, 'legacy filter table after SIGTERM equals the one before');
+
+      // The pitfall the other way round: this host's `iptables` is iptables-nft while Docker's DROP
+      // sits in the legacy tables. vxnet says so; the legacy DROP still wins.
+      const proc = await c.startDaemon(h3);
+      assert.match(proc.output(), /iptables-legacy tables exist beside the nf_tables ones/);
+      const st = await c.status(h3);
+      assert.equal(st.iptables?.mode, 'nf_tables');
+      assert.equal(st.iptables?.legacyTablesPresent, true);
+      await c.waitForMesh(30_000);
+      await assertNoReach(c, h1, h3);
+      assert.equal(await c.stopDaemon(h3, 'SIGTERM'), 0);
     }),
   );
 });
