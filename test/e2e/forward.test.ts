@@ -257,6 +257,14 @@ describe('forward rules on hosts whose FORWARD policy is DROP (as dockerd sets i
       await assertForwardRules(c, h2);
       await c.waitForMesh(30_000);
       await assertReach(c, h1, h2);
+
+      // kill -9 leaves the rules (as flanneld's); the restart takes them over: still exactly one jump.
+      assert.equal(await c.stopDaemon(h2, 'SIGKILL'), 137);
+      await assertForwardRules(c, h2);
+      await c.startDaemon(h2);
+      await assertForwardRules(c, h2);
+      await c.waitForMesh(30_000);
+      await assertReach(c, h1, h2);
     }),
   );
 
