@@ -29,8 +29,8 @@ if [ "$(id -u)" != 0 ]; then
 fi
 
 # npm ci installs exactly what package-lock.json pins (it never rewrites the lock file) and runs the
-# "install" script, which builds the addon (node-gyp rebuild). Skipped when node_modules already
-# matches the lock file (npm keeps its copy in node_modules/.package-lock.json).
+# "install" script, which builds the addon (node-gyp rebuild). Skipped when npm's record of the last
+# install (node_modules/.package-lock.json) is newer than package.json and package-lock.json.
 if [ ! -f build/Release/vxnet_datapath.node ] || [ ! -d node_modules/etcd3 ] \
   || [ package.json -nt node_modules/.package-lock.json ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
   echo "setup: npm ci (dependencies from package-lock.json + native addon)"
