@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what vxnet needs on a fresh Debian machine, idempotently: Debian packages (etcd, iperf3,
-# tcpdump, iptables, ping, iproute2), npm dependencies, the native addon and the TypeScript build.
+# tcpdump, iptables, ping, iproute2), npm dependencies (npm ci, from the lock file), the native addon and the TypeScript build.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -28,10 +28,16 @@ if [ "$(id -u)" != 0 ]; then
   exit 1
 fi
 
-# npm install also builds the addon (package.json "install": node-gyp rebuild).
-if [ ! -f build/Release/vxnet_datapath.node ] || [ ! -d node_modules/etcd3 ] || [ package.json -nt node_modules/.package-lock.json ]; then
-  echo "setup: npm install (dependencies + native addon)"
-  npm install --no-audit --no-fund --loglevel=error
+# npm ci installs exactly what package-lock.json pins (it never rewrites the lock file) and runs the
+# "install" script, which builds the addon (node-gyp rebuild). Skipped when npm's record of the last
+# install (node_modules/.package-lock.json) is newer than package.json and package-lock.json.
+if [ ! -f build/Release/vxnet_datapath.node ] || [ ! -d node_modules/etcd3 ] \
+  || [ package.json -nt node_modules/.package-lock.json ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
+  echo "setup: npm ci (dependencies from package-lock.json + native addon)"
+  if ! npm ci --no-audit --no-fund --loglevel=error; then
+    echo "setup: npm ci failed; if package.json changed, regenerate the lock file with 'npm install' and commit it" >&2
+    exit 1
+  fi
 fi
 # Rebuild the addon when a native source is newer than the binary.
 if [ -n "$(find native binding.gyp -newer build/Release/vxnet_datapath.node -type f 2>/dev/null | head -1)" ]; then

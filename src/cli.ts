@@ -2,7 +2,7 @@
 // status, docker-opts and bench. Usage errors exit 2, startup failures 1, each with one line naming the field.
 import { writeFile } from 'node:fs/promises';
 import { controlRequest, NoDaemonError } from './control/socket';
-import { daemonFlagHelp, defaultControlSocket, OptionError, parseFlags, resolveDaemonOptions } from './daemon/options';
+import { DAEMON_FLAGS, daemonFlagHelp, defaultControlSocket, envName, OptionError, parseFlags, resolveDaemonOptions } from './daemon/options';
 import { type DaemonStatus, formatStatus } from './daemon/status';
 import { DEFAULT_SUBNET_ENV, dockerOpts, dockerOptsEnvFile, readSubnetEnv } from './host/subnet-env';
 import { createLogger } from './log';
@@ -20,7 +20,7 @@ commands:
                         benchmark every backend against the kernel references in namespaces
   version               print the version
 
-status and docker-opts take --subnet-file FILE (default ${DEFAULT_SUBNET_ENV}) to pick the daemon.
+status and docker-opts take --subnet-file FILE (default $FLANNELD_SUBNET_FILE, else ${DEFAULT_SUBNET_ENV}) to pick the daemon.
 docker-opts also takes -d FILE (write mk-docker-opts.sh's env file), -k KEY (its variable name,
 default DOCKER_OPTS), -m (omit --ip-masq).
 
@@ -36,13 +36,19 @@ function fail(code: number, msg: string): number {
 }
 
 async function runDaemon(argv: string[]): Promise<number> {
-  if (argv.includes('--help') || argv.includes('-h')) {
+  if (argv.includes('--help') || argv.includes('-h') || argv.includes('-help')) {
     process.stdout.write(USAGE);
     return 0;
   }
   let opts;
   try {
-    opts = resolveDaemonOptions(argv);
+    // flanneld: --version prints and exits before anything else is looked at (the rest only parsed).
+    if (parseFlags(argv, DAEMON_FLAGS).settings.get('version') === true) {
+      const { VERSION } = await import('./daemon');
+      process.stdout.write(`vxnet ${VERSION}\n`);
+      return 0;
+    }
+    opts = resolveDaemonOptions(argv, process.env);
   } catch (err) {
     if (err instanceof OptionError) return fail(EXIT_USAGE, err.message);
     throw err;
@@ -77,8 +83,10 @@ function pickSocket(argv: string[], extra: Record<string, { kind: 'string' | 'bo
     ...extra,
   });
   if (positionals.length) throw new OptionError(positionals[0], 'unexpected argument');
-  const subnetFile = (settings.get('subnet-file') as string | undefined) ?? DEFAULT_SUBNET_ENV;
-  const socket = (settings.get('control-socket') as string | undefined) ?? defaultControlSocket(subnetFile);
+  // The daemon may have been given its subnet file by FLANNELD_SUBNET_FILE: find it the same way.
+  const fromEnv = (name: string) => process.env[envName(name)] || undefined;
+  const subnetFile = (settings.get('subnet-file') as string | undefined) ?? fromEnv('subnet-file') ?? DEFAULT_SUBNET_ENV;
+  const socket = (settings.get('control-socket') as string | undefined) ?? fromEnv('control-socket') ?? defaultControlSocket(subnetFile);
   return { settings, subnetFile, socket };
 }
 

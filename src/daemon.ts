@@ -8,12 +8,14 @@ import { ControlServer } from './control/socket';
 import type { DaemonOptions } from './daemon/options';
 import type { DaemonStatus, PeerStatus } from './daemon/status';
 import { readSubnetEnv, writeSubnetEnv } from './host/subnet-env';
-import { setupIpMasq, teardownIpMasq } from './host/ipmasq';
+import { forwardChain } from './host/forward';
+import { checkIptables, ChainKeeper, type IptablesInfo, type OwnedChain } from './host/iptables';
+import { masqChain, useRandomFully } from './host/ipmasq';
 import type { LevelLogger } from './log';
 import { MetricsServer } from './metrics/server';
 import { renderMetrics } from './metrics/prometheus';
 import { cidrEquals, formatCidr, isIPv4 } from './net/ip';
-import { defaultRouteInterface, interfaceWithAddress, linkInfo, linkIPv4 } from './net/iproute';
+import { defaultRouteInterface, interfaceNames, interfacesIPv4, interfaceWithAddress, linkInfo, linkIPv4, routeGet } from './net/iproute';
 import { ConfigError, parseNetworkConfig } from './subnet/config';
 import { configKey } from './subnet/lease';
 import { LeaseManager } from './subnet/manager';
@@ -31,36 +33,84 @@ export const VERSION: string = (() => {
 /** A startup failure the user can fix; `field` names the flag or setting at fault. */
 export class StartupError extends FieldError {}
 
-/** flanneld's interface choice: --iface entries in order (name or address), else the default route's. */
-export async function resolveInterface(opts: Pick<DaemonOptions, 'iface' | 'publicIp'>): Promise<ExternalInterface> {
-  const candidates = opts.iface.length > 0 ? opts.iface : [];
-  if (candidates.length === 0) {
+/** The interface `name` as the backend needs it, or why it cannot be used. */
+async function describeInterface(name: string, address: string | undefined, publicIp: string | undefined): Promise<ExternalInterface | string> {
+  let mtu: number;
+  try {
+    mtu = (await linkInfo(name)).mtu;
+  } catch {
+    return `no interface named ${name}`;
+  }
+  const addr = address ?? (await linkIPv4(name).catch(() => undefined));
+  if (!addr) return `${name} has no IPv4 address`;
+  return { name, address: addr, publicIp: publicIp ?? addr, mtu };
+}
+
+/**
+ * flanneld's interface choice: --iface entries in order (name or address), then each --iface-regex
+ * (matched against every interface's addresses first, then against the names: the first matching
+ * name with an IPv4 address), then the interface
+ * `ip route get <--iface-can-reach>` picks; with none of them, the default route's interface.
+ */
+export async function resolveInterface(opts: Pick<DaemonOptions, 'iface' | 'publicIp'> & Partial<Pick<DaemonOptions, 'ifaceRegex' | 'ifaceCanReach'>>): Promise<ExternalInterface> {
+  const regexes = opts.ifaceRegex ?? [];
+  const given = [
+    ...(opts.iface.length > 0 ? ['--iface'] : []),
+    ...(regexes.length > 0 ? ['--iface-regex'] : []),
+    ...(opts.ifaceCanReach !== undefined ? ['--iface-can-reach'] : []),
+  ];
+  const problems: string[] = [];
+  const use = async (name: string, address?: string): Promise<ExternalInterface | undefined> => {
+    const r = await describeInterface(name, address, opts.publicIp);
+    if (typeof r === 'string') problems.push(r);
+    return typeof r === 'string' ? undefined : r;
+  };
+  if (given.length === 0) {
     const dev = await defaultRouteInterface().catch(() => undefined);
     if (!dev) throw new StartupError('--iface', 'no default route in this namespace to pick an interface from; name the underlay interface with --iface');
-    candidates.push(dev);
+    const found = await use(dev);
+    if (found) return found;
+    throw new StartupError('--iface', problems.join('; '));
   }
-  const problems: string[] = [];
-  for (const c of candidates) {
+  for (const c of opts.iface) {
     const name = isIPv4(c) ? await interfaceWithAddress(c).catch(() => undefined) : c;
     if (!name) {
       problems.push(`no interface has address ${c}`);
       continue;
     }
-    let mtu: number;
-    try {
-      mtu = (await linkInfo(name)).mtu;
-    } catch {
-      problems.push(`no interface named ${name}`);
-      continue;
-    }
-    const address = isIPv4(c) ? c : await linkIPv4(name).catch(() => undefined);
-    if (!address) {
-      problems.push(`${name} has no IPv4 address`);
-      continue;
-    }
-    return { name, address, publicIp: opts.publicIp ?? address, mtu };
+    const found = await use(name, isIPv4(c) ? c : undefined);
+    if (found) return found;
   }
-  throw new StartupError('--iface', problems.join('; '));
+  for (const source of regexes) {
+    const re = new RegExp(source);
+    const ifaces = await interfacesIPv4().catch(() => []);
+    const byAddress = ifaces.flatMap((i) => i.addresses.filter((a) => re.test(a)).map((a) => ({ name: i.ifname, address: a })))[0];
+    if (byAddress) {
+      const found = await use(byAddress.name, byAddress.address);
+      if (found) return found;
+      continue;
+    }
+    // Names next; an interface without an IPv4 address is skipped for the next one that matches.
+    const names = (await interfaceNames().catch(() => [])).filter((n) => re.test(n));
+    if (names.length === 0) {
+      problems.push(`/${source}/ matches no interface address or name (${ifaces.map((i) => `${i.ifname}:[${i.addresses.join(' ')}]`).join(', ')})`);
+      continue;
+    }
+    for (const name of names) {
+      const found = await use(name);
+      if (found) return found;
+    }
+  }
+  if (opts.ifaceCanReach !== undefined) {
+    const route = await routeGet(opts.ifaceCanReach).catch((err: Error) => err);
+    if (route instanceof Error || !route.dev) {
+      problems.push(`no route to ${opts.ifaceCanReach}${route instanceof Error ? `: ${route.message.split('\n')[0]}` : ''}`);
+    } else {
+      const found = await use(route.dev, route.prefsrc);
+      if (found) return found;
+    }
+  }
+  throw new StartupError(given.join(', '), problems.join('; '));
 }
 
 function rssBytes(): number {
@@ -88,7 +138,9 @@ export class Daemon {
   private registry: EtcdRegistry | undefined;
   private control: ControlServer | undefined;
   private metrics: MetricsServer | undefined;
-  private ipMasqInstalled = false;
+  /** vxnet's iptables chains (forward rules, ip-masq), re-checked every --iptables-resync seconds. */
+  private iptables: ChainKeeper | undefined;
+  private iptablesInfo: IptablesInfo | undefined;
   private stopping: Promise<void> | undefined;
   private kind = '';
   private backend: Backend | undefined;
@@ -132,8 +184,24 @@ export class Daemon {
   private async boot(): Promise<void> {
     const { opts, log } = this;
     // 1. Checks that create nothing on the host.
+    for (const notice of opts.notices) log.warn(notice);
     const iface = await resolveInterface(opts);
     this.iface = iface;
+    // iptables must work before anything is created, when rules are wanted (read-only check).
+    if (opts.iptablesForwardRules) {
+      this.iptablesInfo = await checkIptables('filter', 'FORWARD').catch((err: Error) => {
+        throw new StartupError('--iptables-forward-rules', `iptables does not work here (${err.message.split('\n')[0]}); run with --iptables-forward-rules=false to go without forward rules`);
+      });
+      if (this.iptablesInfo.legacyTablesPresent) {
+        // A DROP policy in the legacy tables drops what our nf_tables rules accept.
+        log.warn('iptables-legacy tables exist beside the nf_tables ones vxnet writes to; if dockerd uses iptables-legacy, point the iptables alternative to iptables-legacy');
+      }
+    }
+    if (opts.ipMasq) {
+      this.iptablesInfo = await checkIptables('nat', 'POSTROUTING').catch((err: Error) => {
+        throw new StartupError('--ip-masq', `iptables does not work here (${err.message.split('\n')[0]})`);
+      });
+    }
     try {
       this.control = await ControlServer.listen(opts.controlSocket, (req) => this.handleControl(req.op));
     } catch (err) {
@@ -242,9 +310,12 @@ export class Daemon {
     this.network = await backend.start(lease);
     const network = this.network;
     await writeSubnetEnv(opts.subnetFile, { network: config.network, subnet: lease.subnet, mtu: network.mtu, ipMasq: opts.ipMasq });
-    if (opts.ipMasq) {
-      this.ipMasqInstalled = true;
-      await setupIpMasq(config.network, lease.subnet);
+    const chains: OwnedChain[] = [];
+    if (opts.iptablesForwardRules) chains.push(forwardChain(config.network));
+    if (opts.ipMasq) chains.push(masqChain(config.network, lease.subnet, await useRandomFully({ randomFully: opts.ipMasqRandomFully })));
+    if (chains.length > 0) {
+      this.iptables = new ChainKeeper(chains, opts.iptablesResyncSeconds, log);
+      await this.iptables.install();
     }
     if (this.stopRequested) throw new Error('stopped during startup');
     await manager.run((peers: Lease[]) =>
@@ -260,6 +331,7 @@ export class Daemon {
       subnetFile: opts.subnetFile,
       control: `@${opts.controlSocket}`,
       metrics: this.metrics?.address,
+      iptables: this.iptables ? `${this.iptables.status().chains.join(',')} (${this.iptablesInfo?.mode || 'iptables'}, resync ${opts.iptablesResyncSeconds}s)` : 'none',
     });
   }
 
@@ -322,6 +394,13 @@ export class Daemon {
       network: this.config ? formatCidr(this.config.network) : '',
       subnetFile: this.opts.subnetFile,
       ipMasq: this.opts.ipMasq,
+      iptables: {
+        forwardRules: this.opts.iptablesForwardRules,
+        ipMasq: this.opts.ipMasq,
+        mode: this.iptablesInfo?.mode,
+        legacyTablesPresent: this.iptablesInfo?.legacyTablesPresent,
+        ...(this.iptables?.status() ?? { chains: [], resyncSeconds: this.opts.iptablesResyncSeconds, repairs: 0 }),
+      },
       backend: {
         kind: this.kind,
         type: this.backend?.type ?? '',
@@ -381,7 +460,7 @@ export class Daemon {
     };
     if (this.manager) await step('lease manager', () => this.manager?.stop());
     if (this.network) await step('backend', () => this.network?.close());
-    if (this.ipMasqInstalled) await step('ip-masq rules', () => teardownIpMasq());
+    if (this.iptables) await step('iptables rules', () => this.iptables?.stop());
     if (this.metrics) await step('metrics listener', () => this.metrics?.close());
     if (this.control) await step('control socket', () => this.control?.close());
     if (this.registry) await step('etcd client', () => this.registry?.close());

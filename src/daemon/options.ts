@@ -1,5 +1,7 @@
-// `vxnet daemon` settings: flanneld's flag names, a --config JSON file with the same keys (flags
-// win), and validation that names the offending flag. Nothing here touches the host.
+// `vxnet daemon` settings: flanneld's whole command line (each of its flags implemented or refused by
+// name with the reason), FLANNELD_<FLAG> environment variables as flanneld reads them, a --config JSON
+// file with the same keys, and validation that names the offending flag or variable. Precedence:
+// command line, then environment, then --config, then defaults. Nothing here touches the host.
 import * as fs from 'node:fs';
 import path from 'node:path';
 import { FieldError } from '../errors';
@@ -18,9 +20,19 @@ export interface DaemonOptions {
   etcdPassword?: string;
   /** Underlay interface names or addresses, first usable wins (flanneld --iface, repeatable). */
   iface: string[];
+  /** Regexes matched against interface addresses, then names, after --iface (flanneld --iface-regex). */
+  ifaceRegex: string[];
+  /** The interface `ip route get` picks towards this address, after --iface and --iface-regex. */
+  ifaceCanReach?: string;
   publicIp?: string;
   subnetFile: string;
   ipMasq: boolean;
+  /** MASQUERADE with --random-fully where iptables has it (off with --ip-masq-fully-random-disable). */
+  ipMasqRandomFully: boolean;
+  /** ACCEPT overlay traffic in FORWARD (flanneld --iptables-forward-rules, default on). */
+  iptablesForwardRules: boolean;
+  /** Period of the iptables rule check (flanneld --iptables-resync, seconds). */
+  iptablesResyncSeconds: number;
   /** net-conf.json to write to etcd when <prefix>/config is absent. */
   netConfigFile?: string;
   /** Renew this long before the etcd lease expires (flanneld: minutes, default 60). */
@@ -33,24 +45,38 @@ export interface DaemonOptions {
   /** Abstract unix socket name of the control socket (default derived from the subnet file). */
   controlSocket: string;
   logLevel: LogLevelName;
+  /** Flags accepted but without effect (as in flanneld without --kube-subnet-mgr), to log at startup. */
+  notices: string[];
 }
 
 export const LOG_LEVELS = ['debug', 'info', 'warn', 'error'] as const;
 export type LogLevelName = (typeof LOG_LEVELS)[number];
 
 export const DEFAULT_HEALTHZ_PORT = 8286;
+/** flanneld's --iptables-resync default. */
+export const DEFAULT_IPTABLES_RESYNC_SECONDS = 5;
+/** flanneld reads FLANNELD_<FLAG> (upper case, dashes as underscores) for every flag not on the command line. */
+export const ENV_PREFIX = 'FLANNELD_';
 
 /** A bad flag, config-file setting or value; `field` is what the user typed (e.g. "--etcd-endpoints"). */
 export class OptionError extends FieldError {}
 
-type Kind = 'string' | 'list' | 'bool' | 'int';
+/** list: repeatable and comma-separated; repeat: repeatable, each value whole (a regex may hold commas). */
+type Kind = 'string' | 'list' | 'repeat' | 'bool' | 'int';
 
 interface FlagSpec {
   kind: Kind;
   help: string;
   /** Not shown by --help (test and tuning knobs). */
   hidden?: boolean;
+  /** A flanneld flag vxnet does not implement: why (a boolean one set to false is accepted, having no effect). */
+  refused?: string;
+  /** Not read from FLANNELD_<FLAG> (flanneld reads --version before its environment). */
+  noEnv?: boolean;
 }
+
+const KUBE_ONLY = 'only used with --kube-subnet-mgr; vxnet leases subnets from etcd only';
+const FLANNEL_07 = "flanneld 0.7's client/server and multi-network mode, removed from flanneld and not in vxnet";
 
 /** Every flag `vxnet daemon` takes, keyed by its flanneld name. */
 export const DAEMON_FLAGS: Record<string, FlagSpec> = {
@@ -62,9 +88,14 @@ export const DAEMON_FLAGS: Record<string, FlagSpec> = {
   'etcd-username': { kind: 'string', help: 'etcd user name' },
   'etcd-password': { kind: 'string', help: 'etcd password' },
   iface: { kind: 'list', help: 'underlay interface name or address (repeatable; default: the default-route interface)' },
+  'iface-regex': { kind: 'repeat', help: 'regex matched against interface addresses, then names, after --iface (repeatable)' },
+  'iface-can-reach': { kind: 'string', help: 'use the interface `ip route get ADDRESS` picks, after --iface and --iface-regex' },
   'public-ip': { kind: 'string', help: 'address published to peers (default: the interface address)' },
   'subnet-file': { kind: 'string', help: `where to write subnet.env (default ${DEFAULT_SUBNET_ENV})` },
   'ip-masq': { kind: 'bool', help: 'masquerade traffic leaving the overlay network' },
+  'ip-masq-fully-random-disable': { kind: 'bool', help: 'MASQUERADE without --random-fully' },
+  'iptables-forward-rules': { kind: 'bool', help: 'ACCEPT overlay traffic in FORWARD, chain VXNET-FWD (default true; =false turns it off)' },
+  'iptables-resync': { kind: 'int', help: `check and repair vxnet's iptables rules every N seconds (default ${DEFAULT_IPTABLES_RESYNC_SECONDS})` },
   config: { kind: 'string', help: 'JSON file with any of these settings by flag name (flags win)' },
   'net-config': { kind: 'string', help: 'net-conf.json written to <prefix>/config if that key is absent (never overwrites)' },
   'subnet-lease-renew-margin': { kind: 'int', help: 'renew the lease this many minutes before it expires (default 60)' },
@@ -73,13 +104,78 @@ export const DAEMON_FLAGS: Record<string, FlagSpec> = {
   'healthz-port': { kind: 'int', help: `port of /metrics and /healthz, 0 disables (default ${DEFAULT_HEALTHZ_PORT})` },
   'control-socket': { kind: 'string', help: 'abstract unix socket name for `vxnet status` (default derived from --subnet-file)' },
   'log-level': { kind: 'string', help: 'debug, info, warn or error (default info)' },
+  v: { kind: 'int', help: 'klog verbosity as flanneld takes it: 4 or more means --log-level=debug unless that is given' },
+  version: { kind: 'bool', help: 'print the version and exit', noEnv: true },
+  'net-config-path': { kind: 'string', help: 'accepted and ignored, as flanneld ignores it without --kube-subnet-mgr', hidden: true },
+  // flanneld flags vxnet refuses, each with its reason.
+  'kube-subnet-mgr': { kind: 'bool', help: '', hidden: true, refused: 'the Kubernetes subnet manager is not implemented: vxnet leases subnets from etcd only (--etcd-endpoints)' },
+  'kube-api-url': { kind: 'string', help: '', hidden: true, refused: KUBE_ONLY },
+  'kube-annotation-prefix': { kind: 'string', help: '', hidden: true, refused: KUBE_ONLY },
+  'kubeconfig-file': { kind: 'string', help: '', hidden: true, refused: KUBE_ONLY },
+  'set-node-network-unavailable': { kind: 'bool', help: '', hidden: true, refused: KUBE_ONLY },
+  'public-ipv6': { kind: 'string', help: '', hidden: true, refused: 'vxnet carries IPv4 only (no IPv6 overlay)' },
+  'ip-blackhole-route': { kind: 'bool', help: '', hidden: true, refused: 'not implemented: vxnet adds no blackhole route for the local subnet' },
+  vmodule: { kind: 'string', help: '', hidden: true, refused: 'per-file klog verbosity does not exist in vxnet (use -v or --log-level)' },
+  log_backtrace_at: { kind: 'string', help: '', hidden: true, refused: 'klog backtraces do not exist in vxnet (use --log-level)' },
+  listen: { kind: 'string', help: '', hidden: true, refused: FLANNEL_07 },
+  remote: { kind: 'string', help: '', hidden: true, refused: FLANNEL_07 },
+  'remote-keyfile': { kind: 'string', help: '', hidden: true, refused: FLANNEL_07 },
+  'remote-certfile': { kind: 'string', help: '', hidden: true, refused: FLANNEL_07 },
+  'remote-cafile': { kind: 'string', help: '', hidden: true, refused: FLANNEL_07 },
+  networks: { kind: 'string', help: '', hidden: true, refused: FLANNEL_07 },
+  'subnet-dir': { kind: 'string', help: '', hidden: true, refused: FLANNEL_07 },
 };
+
+/** Go's strconv.ParseBool spellings (flanneld's), plus any letter case of true/false. */
+export function parseBool(field: string, value: string): boolean {
+  if (/^(1|t|true)$/i.test(value)) return true;
+  if (/^(0|f|false)$/i.test(value)) return false;
+  throw new OptionError(field, `expects true or false, got ${JSON.stringify(value)}`);
+}
+
+function splitList(value: string): string[] {
+  return value
+    .split(',')
+    .map((s) => s.trim())
+    .filter((s) => s !== '');
+}
+
+/** Stores one occurrence of a flag's value (lists and repeats accumulate). */
+function setValue(settings: RawSettings, name: string, spec: FlagSpec, value: string, field: string): void {
+  if (spec.kind === 'bool') settings.set(name, parseBool(field, value));
+  else if (spec.kind === 'list') settings.set(name, [...((settings.get(name) as string[] | undefined) ?? []), ...splitList(value)]);
+  else if (spec.kind === 'repeat') settings.set(name, [...((settings.get(name) as string[] | undefined) ?? []), value]);
+  else settings.set(name, value);
+}
+
+/** The environment variable flanneld reads for a flag: FLANNELD_ETCD_ENDPOINTS for --etcd-endpoints. */
+export function envName(flag: string): string {
+  return ENV_PREFIX + flag.toUpperCase().replace(/-/g, '_');
+}
+
+/**
+ * Settings from FLANNELD_<FLAG> variables, as flanneld's flagutil.SetFlagsFromEnv reads them: every
+ * flag, an empty value counts as unset, one variable is one value. A bad value names the variable.
+ */
+export function readEnvSettings(env: NodeJS.ProcessEnv, onCommandLine: ReadonlySet<string> = new Set(), specs: Record<string, FlagSpec> = DAEMON_FLAGS): RawSettings {
+  const out: RawSettings = new Map();
+  for (const [name, spec] of Object.entries(specs)) {
+    // As flanneld: a flag given on the command line is not read from the environment at all.
+    if (spec.noEnv || name === 'config' || onCommandLine.has(name)) continue;
+    const key = envName(name);
+    const value = env[key];
+    if (value === undefined || value === '') continue;
+    setValue(out, name, spec, value, key);
+  }
+  return out;
+}
 
 export type RawSettings = Map<string, string | string[] | boolean>;
 
 /**
- * Parses `--flag value`, `--flag=value`, `-flag` (Go style, as flanneld accepts) against `specs`.
- * Lists may be repeated or comma-separated. Returns settings by flag name and leftover positionals.
+ * Parses `--flag value`, `--flag=value`, `-flag value`, `-flag=value` and bare booleans `--flag`
+ * (Go's flag package, as flanneld accepts them) against `specs`. Lists may be repeated or
+ * comma-separated; a later scalar wins. Returns settings by flag name and leftover positionals.
  */
 export function parseFlags(argv: string[], specs: Record<string, FlagSpec>): { settings: RawSettings; positionals: string[] } {
   const settings: RawSettings = new Map();
@@ -101,22 +197,15 @@ export function parseFlags(argv: string[], specs: Record<string, FlagSpec>): { s
     if (!spec) throw new OptionError(`--${name}`, 'unknown flag (see --help)');
     let value: string | undefined = eq >= 0 ? body.slice(eq + 1) : undefined;
     if (spec.kind === 'bool') {
-      if (value === undefined) settings.set(name, true);
-      else if (/^(true|1)$/i.test(value)) settings.set(name, true);
-      else if (/^(false|0)$/i.test(value)) settings.set(name, false);
-      else throw new OptionError(`--${name}`, `expects true or false, got ${JSON.stringify(value)}`);
+      // As Go's flag package: a bare boolean is true; a value only with `=`.
+      setValue(settings, name, spec, value ?? 'true', `--${name}`);
       continue;
     }
     if (value === undefined) {
       if (i + 1 >= argv.length) throw new OptionError(`--${name}`, 'needs a value');
       value = argv[++i];
     }
-    if (spec.kind === 'list') {
-      const prev = (settings.get(name) as string[] | undefined) ?? [];
-      settings.set(name, [...prev, ...value.split(',').map((s) => s.trim()).filter((s) => s !== '')]);
-    } else {
-      settings.set(name, value);
-    }
+    setValue(settings, name, spec, value, `--${name}`);
   }
   return { settings, positionals };
 }
@@ -146,8 +235,8 @@ export function readConfigFile(file: string): RawSettings {
     if (spec.kind === 'bool') {
       if (typeof v !== 'boolean') throw new OptionError(field, `must be true or false, got ${JSON.stringify(v)}`);
       out.set(key, v);
-    } else if (spec.kind === 'list') {
-      if (typeof v === 'string') out.set(key, v.split(',').map((s) => s.trim()).filter((s) => s !== ''));
+    } else if (spec.kind === 'list' || spec.kind === 'repeat') {
+      if (typeof v === 'string') out.set(key, spec.kind === 'list' ? splitList(v) : [v]);
       else if (Array.isArray(v) && v.every((s) => typeof s === 'string')) out.set(key, v as string[]);
       else throw new OptionError(field, `must be a string or an array of strings, got ${JSON.stringify(v)}`);
     } else if (spec.kind === 'int') {
@@ -201,56 +290,94 @@ export function defaultControlSocket(subnetFile: string): string {
 }
 
 /** Validates merged settings (config file under flags) into DaemonOptions. */
-export function resolveDaemonOptions(argv: string[]): DaemonOptions {
+export function resolveDaemonOptions(argv: string[], env: NodeJS.ProcessEnv = process.env): DaemonOptions {
   const { settings: flags, positionals } = parseFlags(argv, DAEMON_FLAGS);
   if (positionals.length > 0) throw new OptionError(positionals[0], 'unexpected argument (flags start with --)');
-  const configFile = flags.get('config') as string | undefined;
+  const fromEnv = readEnvSettings(env, new Set(flags.keys()));
+  const configFile = (flags.get('config') as string | undefined) ?? (fromEnv.get('config') as string | undefined);
   const merged: RawSettings = configFile ? readConfigFile(configFile) : new Map();
-  for (const [k, v] of flags) merged.set(k, v);
+  // Where a value came from, for messages: a value from the environment is named by its variable.
+  const source = new Map<string, string>();
+  for (const [k, v] of fromEnv) {
+    merged.set(k, v);
+    source.set(k, envName(k));
+  }
+  for (const [k, v] of flags) {
+    merged.set(k, v);
+    source.delete(k);
+  }
+  const field = (k: string) => source.get(k) ?? `--${k}`;
   const str = (k: string) => merged.get(k) as string | undefined;
   const list = (k: string) => merged.get(k) as string[] | undefined;
 
-  const endpoints = (list('etcd-endpoints') ?? ['http://127.0.0.1:2379']).map((e) => checkUrl('--etcd-endpoints', e));
-  if (endpoints.length === 0) throw new OptionError('--etcd-endpoints', 'needs at least one URL');
+  for (const [name, spec] of Object.entries(DAEMON_FLAGS)) {
+    if (!spec.refused || !merged.has(name)) continue;
+    // `--kube-subnet-mgr=false` asks for what vxnet does anyway.
+    if (spec.kind === 'bool' && merged.get(name) === false) continue;
+    throw new OptionError(field(name), `not supported by vxnet: ${spec.refused}`);
+  }
+  const notices: string[] = [];
+  if (merged.has('net-config-path')) {
+    notices.push(`${field('net-config-path')} ignored: flanneld reads it only with --kube-subnet-mgr; vxnet reads the network config from <prefix>/config in etcd (see --net-config)`);
+  }
+
+  const endpoints = (list('etcd-endpoints') ?? ['http://127.0.0.1:2379']).map((e) => checkUrl(field('etcd-endpoints'), e));
+  if (endpoints.length === 0) throw new OptionError(field('etcd-endpoints'), 'needs at least one URL');
 
   const prefix = str('etcd-prefix') ?? DEFAULT_PREFIX;
-  if (!prefix.startsWith('/') || prefix.length < 2) throw new OptionError('--etcd-prefix', `must be an absolute key path such as ${DEFAULT_PREFIX}, got ${JSON.stringify(prefix)}`);
+  if (!prefix.startsWith('/') || prefix.length < 2) throw new OptionError(field('etcd-prefix'), `must be an absolute key path such as ${DEFAULT_PREFIX}, got ${JSON.stringify(prefix)}`);
 
-  const cert = checkReadable('--etcd-certfile', str('etcd-certfile'));
-  const key = checkReadable('--etcd-keyfile', str('etcd-keyfile'));
-  const ca = checkReadable('--etcd-cafile', str('etcd-cafile'));
+  const cert = checkReadable(field('etcd-certfile'), str('etcd-certfile'));
+  const key = checkReadable(field('etcd-keyfile'), str('etcd-keyfile'));
+  const ca = checkReadable(field('etcd-cafile'), str('etcd-cafile'));
   if (Boolean(cert) !== Boolean(key)) throw new OptionError(cert ? '--etcd-keyfile' : '--etcd-certfile', 'a client certificate needs both --etcd-certfile and --etcd-keyfile');
   const username = str('etcd-username');
   const password = str('etcd-password');
-  if (password !== undefined && !username) throw new OptionError('--etcd-password', 'given without --etcd-username');
+  if (password !== undefined && !username) throw new OptionError(field('etcd-password'), 'given without --etcd-username');
 
   const iface = list('iface') ?? [];
   for (const i of iface) {
-    if (!isIPv4(i) && !/^[A-Za-z0-9_.:@-]{1,15}$/.test(i)) throw new OptionError('--iface', `${JSON.stringify(i)} is neither an interface name nor an IPv4 address`);
+    if (!isIPv4(i) && !/^[A-Za-z0-9_.:@-]{1,15}$/.test(i)) throw new OptionError(field('iface'), `${JSON.stringify(i)} is neither an interface name nor an IPv4 address`);
   }
   const publicIp = str('public-ip');
-  if (publicIp !== undefined && !isIPv4(publicIp)) throw new OptionError('--public-ip', `${JSON.stringify(publicIp)} is not an IPv4 address`);
+  if (publicIp !== undefined && !isIPv4(publicIp)) throw new OptionError(field('public-ip'), `${JSON.stringify(publicIp)} is not an IPv4 address`);
 
   const subnetFile = str('subnet-file') ?? DEFAULT_SUBNET_ENV;
-  if (subnetFile === '' || subnetFile.endsWith('/')) throw new OptionError('--subnet-file', `must be a file path, got ${JSON.stringify(subnetFile)}`);
+  if (subnetFile === '' || subnetFile.endsWith('/')) throw new OptionError(field('subnet-file'), `must be a file path, got ${JSON.stringify(subnetFile)}`);
 
-  const netConfigFile = checkReadable('--net-config', str('net-config'));
+  const netConfigFile = checkReadable(field('net-config'), str('net-config'));
 
-  const ttl = merged.has('subnet-lease-ttl') ? intValue('--subnet-lease-ttl', str('subnet-lease-ttl') as string, 10, 10 * 365 * 86400) : DEFAULT_TTL_SECONDS;
-  const renewMargin = merged.has('subnet-lease-renew-margin') ? intValue('--subnet-lease-renew-margin', str('subnet-lease-renew-margin') as string, 1, 1440) : 60;
+  const ttl = merged.has('subnet-lease-ttl') ? intValue(field('subnet-lease-ttl'), str('subnet-lease-ttl') as string, 10, 10 * 365 * 86400) : DEFAULT_TTL_SECONDS;
+  const renewMargin = merged.has('subnet-lease-renew-margin') ? intValue(field('subnet-lease-renew-margin'), str('subnet-lease-renew-margin') as string, 1, 1439) : 60;
   if (merged.has('subnet-lease-renew-margin') && renewMargin * 60 >= ttl) {
-    throw new OptionError('--subnet-lease-renew-margin', `${renewMargin} min is not shorter than the lease TTL (${ttl} s)`);
+    throw new OptionError(field('subnet-lease-renew-margin'), `${renewMargin} min is not shorter than the lease TTL (${ttl} s)`);
   }
 
   const healthzIp = str('healthz-ip') ?? '127.0.0.1';
-  if (!isIPv4(healthzIp)) throw new OptionError('--healthz-ip', `${JSON.stringify(healthzIp)} is not an IPv4 address`);
-  const healthzPort = merged.has('healthz-port') ? intValue('--healthz-port', str('healthz-port') as string, 0, 65535) : DEFAULT_HEALTHZ_PORT;
+  if (!isIPv4(healthzIp)) throw new OptionError(field('healthz-ip'), `${JSON.stringify(healthzIp)} is not an IPv4 address`);
+  const healthzPort = merged.has('healthz-port') ? intValue(field('healthz-port'), str('healthz-port') as string, 0, 65535) : DEFAULT_HEALTHZ_PORT;
 
   const controlSocket = str('control-socket') ?? defaultControlSocket(subnetFile);
-  if (controlSocket === '' || Buffer.byteLength(controlSocket) > 100) throw new OptionError('--control-socket', 'must be 1..100 bytes');
+  if (controlSocket === '' || Buffer.byteLength(controlSocket) > 100) throw new OptionError(field('control-socket'), 'must be 1..100 bytes');
 
-  const logLevel = (str('log-level') ?? 'info') as LogLevelName;
-  if (!(LOG_LEVELS as readonly string[]).includes(logLevel)) throw new OptionError('--log-level', `must be one of ${LOG_LEVELS.join(', ')}, got ${JSON.stringify(logLevel)}`);
+  const iptablesResyncSeconds = merged.has('iptables-resync')
+    ? intValue(field('iptables-resync'), str('iptables-resync') as string, 1, 86400)
+    : DEFAULT_IPTABLES_RESYNC_SECONDS;
+
+  const ifaceRegex = list('iface-regex') ?? [];
+  for (const re of ifaceRegex) {
+    try {
+      new RegExp(re);
+    } catch (err) {
+      throw new OptionError(field('iface-regex'), `${JSON.stringify(re)} is not a valid regular expression: ${(err as Error).message}`);
+    }
+  }
+  const ifaceCanReach = str('iface-can-reach');
+  if (ifaceCanReach !== undefined && !isIPv4(ifaceCanReach)) throw new OptionError(field('iface-can-reach'), `${JSON.stringify(ifaceCanReach)} is not an IPv4 address`);
+
+  const verbosity = merged.has('v') ? intValue(field('v'), str('v') as string, 0, 100) : 0;
+  const logLevel = (str('log-level') ?? (verbosity >= 4 ? 'debug' : 'info')) as LogLevelName;
+  if (!(LOG_LEVELS as readonly string[]).includes(logLevel)) throw new OptionError(field('log-level'), `must be one of ${LOG_LEVELS.join(', ')}, got ${JSON.stringify(logLevel)}`);
 
   return {
     etcdEndpoints: endpoints,
@@ -261,9 +388,14 @@ export function resolveDaemonOptions(argv: string[]): DaemonOptions {
     etcdUsername: username,
     etcdPassword: password,
     iface,
+    ifaceRegex,
+    ifaceCanReach,
     publicIp,
     subnetFile,
     ipMasq: merged.get('ip-masq') === true,
+    ipMasqRandomFully: merged.get('ip-masq-fully-random-disable') !== true,
+    iptablesForwardRules: merged.get('iptables-forward-rules') !== false,
+    iptablesResyncSeconds,
     netConfigFile,
     renewMarginMinutes: renewMargin,
     leaseTtlSeconds: ttl,
@@ -271,6 +403,7 @@ export function resolveDaemonOptions(argv: string[]): DaemonOptions {
     healthzPort,
     controlSocket,
     logLevel,
+    notices,
   };
 }
 
@@ -279,5 +412,10 @@ export function daemonFlagHelp(): string {
   return Object.entries(DAEMON_FLAGS)
     .filter(([, s]) => !s.hidden)
     .map(([name, s]) => `  --${name}${s.kind === 'bool' ? '' : ' VALUE'}`.padEnd(36) + s.help)
-    .join('\n');
+    .join('\n') +
+    `\n\nEach flag can also come from ${ENV_PREFIX}<FLAG> (e.g. ${envName('etcd-endpoints')}); the command line wins.\n` +
+    `flanneld flags vxnet refuses (exit 2, with the reason): ${Object.entries(DAEMON_FLAGS)
+      .filter(([, s]) => s.refused)
+      .map(([n]) => `--${n}`)
+      .join(' ')}`;
 }

@@ -25,6 +25,23 @@ export interface DaemonStatus {
   network: string;
   subnetFile: string;
   ipMasq: boolean;
+  /** vxnet's iptables chains (forward rules, ip-masq) and their resync; absent from older daemons. */
+  iptables?: {
+    forwardRules: boolean;
+    ipMasq: boolean;
+    /** The host's iptables: nf_tables or legacy (unset when no rules are wanted). */
+    mode?: string;
+    /** iptables-nft found iptables-legacy tables too (a DROP there is not undone by our rules). */
+    legacyTablesPresent?: boolean;
+    resyncSeconds: number;
+    /** table/chain of each chain kept, e.g. filter/VXNET-FWD. */
+    chains: string[];
+    /** Times a resync found a chain changed (flushed, jump deleted or moved) and rewrote it. */
+    repairs: number;
+    lastRepair?: string;
+    lastCheck?: string;
+    lastError?: string;
+  };
   backend: {
     /** udp, vxlan, kernel-vxlan or host-gw. */
     kind: string;
@@ -99,6 +116,13 @@ export function formatStatus(st: DaemonStatus, now = Date.now()): string {
       : `UNREACHABLE  ${st.etcd.endpoints.join(',')}  (forwarding with the last known peers; retrying)${st.etcd.lastError ? `  last error: ${st.etcd.lastError}` : ''}`;
   out.push(`etcd      ${etcdLine}`);
   out.push(`subnet    ${st.subnetFile}`);
+  if (st.iptables) {
+    const ipt = st.iptables;
+    const what = [ipt.forwardRules ? 'forward rules' : 'no forward rules', ...(ipt.ipMasq ? ['ip-masq'] : [])].join(', ');
+    const chains = ipt.chains.length ? `  chains ${ipt.chains.join(' ')}  resync ${ipt.resyncSeconds}s  repairs ${ipt.repairs}` : '';
+    const mode = ipt.mode ? `  (${ipt.mode}${ipt.legacyTablesPresent ? ', iptables-legacy tables present too' : ''})` : '';
+    out.push(`iptables  ${what}${chains}${mode}${ipt.lastError ? `  last error: ${ipt.lastError}` : ''}`);
+  }
   out.push('');
   if (st.peers.length === 0) {
     out.push('peers     none');

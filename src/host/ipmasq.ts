@@ -1,8 +1,8 @@
 // flanneld --ip-masq: masquerade overlay traffic leaving the overlay, never traffic inside it.
 // flannel's rule set, in a chain of our own hooked from nat POSTROUTING so teardown is exact.
 // Acts on the current network namespace only.
-import { execFile } from 'node:child_process';
 import { Cidr, formatCidr } from '../net/ip';
+import { installChain, iptables, type OwnedChain, removeChain } from './iptables';
 
 export const MASQ_CHAIN = 'VXNET-POSTRTG';
 const COMMENT = 'vxnet masq';
@@ -13,23 +13,6 @@ export interface IpMasqOptions {
   chain?: string;
   /** Add --random-fully to MASQUERADE when iptables supports it (flannel's default). */
   randomFully?: boolean;
-}
-
-async function run(bin: string, args: string[], input?: string): Promise<string> {
-  return new Promise((resolve, reject) => {
-    const child = execFile(bin, args, { encoding: 'utf8' }, (err, stdout, stderr) => {
-      if (err) reject(new Error(`${bin} ${args.join(' ')}: ${(stderr || err.message).trim()}`));
-      else resolve(stdout);
-    });
-    if (input !== undefined) child.stdin?.end(input);
-  });
-}
-
-const iptables = (...args: string[]) => run('iptables', ['-w', ...args]);
-
-/** The jump from POSTROUTING into our chain (flannel appends it). */
-function jumpRule(chain: string): string[] {
-  return ['-m', 'comment', '--comment', COMMENT, '-j', chain];
 }
 
 /** flannel's masqRules(): rule specs for our chain, in order. */
@@ -54,42 +37,33 @@ export function masqRules(network: Cidr, subnet: Cidr, randomFully: boolean): st
 
 /** iptables >= 1.6.2 knows --random-fully (flannel's HasRandomFully check). */
 export async function supportsRandomFully(): Promise<boolean> {
-  const out = await run('iptables', ['--version']);
+  const out = await iptables('--version').catch(() => '');
   const m = /v(\d+)\.(\d+)\.(\d+)/.exec(out);
   if (!m) return false;
   const [maj, min, patch] = m.slice(1).map(Number);
   return maj > 1 || (maj === 1 && (min > 6 || (min === 6 && patch >= 2)));
 }
 
+/** The nat chain for `network` / our `subnet`, appended to POSTROUTING as flannel does. */
+export function masqChain(network: Cidr, subnet: Cidr, randomFully: boolean, chain = MASQ_CHAIN): OwnedChain {
+  return { table: 'nat', chain, hook: 'POSTROUTING', position: 'last', comment: COMMENT, rules: masqRules(network, subnet, randomFully) };
+}
+
+/** Whether MASQUERADE gets --random-fully: asked for (flannel's default) and supported by this host's iptables. */
+export async function useRandomFully(opts: Pick<IpMasqOptions, 'randomFully'> = {}): Promise<boolean> {
+  return (opts.randomFully ?? true) && (await supportsRandomFully());
+}
+
 /**
  * Installs (or re-installs) the rules for `network` / our `subnet`. The chain is rewritten in one
- * iptables-restore transaction, so a changed subnet never leaves the old rules behind.
+ * iptables-restore transaction, so a changed subnet never leaves the old rules behind. (The daemon
+ * keeps them with a ChainKeeper, which also re-checks them; this is the one-shot form.)
  */
 export async function setupIpMasq(network: Cidr, subnet: Cidr, opts: IpMasqOptions = {}): Promise<void> {
-  const chain = opts.chain ?? MASQ_CHAIN;
-  const randomFully = (opts.randomFully ?? true) && (await supportsRandomFully());
-  const body = masqRules(network, subnet, randomFully).map((r) => `-A ${chain} ${r.map(quote).join(' ')}`);
-  // --noflush keeps every other rule; declaring our chain empties it if it exists.
-  await run('iptables-restore', ['-w', '--noflush'], ['*nat', `:${chain} - [0:0]`, ...body, 'COMMIT', ''].join('\n'));
-  const jump = jumpRule(chain);
-  const present = await iptables('-t', 'nat', '-C', 'POSTROUTING', ...jump).then(() => true, () => false);
-  if (!present) await iptables('-t', 'nat', '-A', 'POSTROUTING', ...jump);
+  await installChain(masqChain(network, subnet, await useRandomFully(opts), opts.chain));
 }
 
 /** Removes the jump and the chain; a no-op when they are absent. */
 export async function teardownIpMasq(opts: Pick<IpMasqOptions, 'chain'> = {}): Promise<void> {
-  const chain = opts.chain ?? MASQ_CHAIN;
-  const jump = jumpRule(chain);
-  while (await iptables('-t', 'nat', '-C', 'POSTROUTING', ...jump).then(() => true, () => false)) {
-    await iptables('-t', 'nat', '-D', 'POSTROUTING', ...jump);
-  }
-  const exists = await iptables('-t', 'nat', '-S', chain).then(() => true, () => false);
-  if (!exists) return;
-  await iptables('-t', 'nat', '-F', chain);
-  await iptables('-t', 'nat', '-X', chain);
-}
-
-/** iptables-restore splits on whitespace and honours double quotes. */
-function quote(arg: string): string {
-  return /[\s"]/.test(arg) ? `"${arg.replace(/"/g, '\\"')}"` : arg;
+  await removeChain({ table: 'nat', chain: opts.chain ?? MASQ_CHAIN, hook: 'POSTROUTING' });
 }

@@ -43,6 +43,9 @@ export function renderMetrics(st: DaemonStatus): string {
     [{ state: 'installed' }, st.peers.filter((p) => p.installed).length],
     [{ state: 'pending' }, st.peers.filter((p) => !p.installed).length],
   ]);
+  if (st.iptables) {
+    e.family('vxnet_iptables_repairs_total', 'counter', "Times a resync found vxnet's iptables rules changed and rewrote them.", [[{}, st.iptables.repairs]]);
+  }
   e.family('vxnet_mtu', 'gauge', 'MTU given to local containers.', [[{}, st.backend.mtu]]);
   e.family('vxnet_resident_memory_bytes', 'gauge', 'Resident set size of the daemon.', [[{}, st.rssBytes]]);
   e.family('vxnet_start_time_seconds', 'gauge', 'Daemon start time.', [[{}, Date.parse(st.startedAt) / 1000]]);

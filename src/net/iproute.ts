@@ -177,3 +177,23 @@ export async function interfaceWithAddress(addr: string): Promise<string | undef
   const parsed = JSON.parse(out) as Array<{ ifname: string; addr_info?: Array<{ local: string }> }>;
   return parsed.find((l) => l.addr_info?.some((a) => a.local === addr))?.ifname;
 }
+
+/** Every interface with its IPv4 addresses, in ifindex order (as `ip -4 addr` lists them). */
+export async function interfacesIPv4(): Promise<Array<{ ifname: string; addresses: string[] }>> {
+  const out = await ip('-j', '-4', 'addr', 'show');
+  const parsed = JSON.parse(out) as Array<{ ifname: string; addr_info?: Array<{ local: string }> }>;
+  return parsed.map((l) => ({ ifname: l.ifname, addresses: (l.addr_info ?? []).map((a) => a.local) }));
+}
+
+/** Every interface name, in ifindex order (addressed or not). */
+export async function interfaceNames(): Promise<string[]> {
+  const out = await ip('-j', 'link', 'show');
+  return (JSON.parse(out) as Array<{ ifname: string }>).map((l) => l.ifname);
+}
+
+/** The device and source address the kernel picks to reach `addr` (`ip route get`). */
+export async function routeGet(addr: string): Promise<{ dev?: string; prefsrc?: string }> {
+  const out = await ip('-j', '-4', 'route', 'get', addr);
+  const parsed = JSON.parse(out) as Array<{ dev?: string; prefsrc?: string }>;
+  return parsed[0] ?? {};
+}

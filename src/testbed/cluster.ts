@@ -37,6 +37,13 @@ export interface DaemonProcess {
 export interface DaemonStartOptions {
   /** Extra flags after the defaults (--etcd-endpoints, --iface eth0, --subnet-file, --healthz-port). */
   args?: string[];
+  /**
+   * The whole flag list instead of the defaults and `args`, run as flanneld is (`vxnet <flags>`, no
+   * subcommand); it must carry --subnet-file=subnetFile(host) (or FLANNELD_SUBNET_FILE) for status.
+   */
+  argv?: string[];
+  /** Environment variables added to the daemon's (e.g. FLANNELD_* or a PATH). */
+  env?: Record<string, string>;
   /** Wait for subnet.env and a status answer, then readdress docker0 from it (default true). */
   waitReady?: boolean;
   timeoutMs?: number;
@@ -110,7 +117,8 @@ export class Cluster {
     if (prev && prev.exitCode === null && prev.signalCode === null) throw new Error(`${host.name}: daemon already running`);
     const logFile = path.join(this.dir, `${host.name}.log`);
     const log: WriteStream = createWriteStream(logFile, { flags: 'a' });
-    const child = this.bed.spawn(host.ns, this.daemonArgv(host, opts.args), { stdio: ['ignore', 'pipe', 'pipe'] });
+    const argv = opts.argv ? [process.execPath, CLI_JS, ...opts.argv] : this.daemonArgv(host, opts.args);
+    const child = this.bed.spawn(host.ns, argv, { stdio: ['ignore', 'pipe', 'pipe'], ...(opts.env ? { env: { ...process.env, ...opts.env } } : {}) });
     let out = '';
     const collect = (b: Buffer) => {
       out += b.toString();

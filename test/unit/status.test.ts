@@ -76,3 +76,27 @@ test('metrics: lost lease and etcd down read as 0', () => {
   assert.match(text, /^vxnet_up 0$/m);
   assert.match(text, /^vxnet_etcd_up 0$/m);
 });
+
+test('iptables: the table line and vxnet_iptables_repairs_total', () => {
+  const iptables = {
+    forwardRules: true,
+    ipMasq: true,
+    mode: 'nf_tables',
+    legacyTablesPresent: true,
+    resyncSeconds: 5,
+    chains: ['filter/VXNET-FWD', 'nat/VXNET-POSTRTG'],
+    repairs: 2,
+    lastError: 'iptables-restore: exit 4',
+  };
+  const text = formatStatus(sample({ iptables }));
+  assert.match(
+    text,
+    /^iptables  forward rules, ip-masq {2}chains filter\/VXNET-FWD nat\/VXNET-POSTRTG {2}resync 5s {2}repairs 2 {2}\(nf_tables, iptables-legacy tables present too\) {2}last error: iptables-restore: exit 4$/m,
+  );
+  assert.match(renderMetrics(sample({ iptables })), /^vxnet_iptables_repairs_total 2$/m);
+  const off = formatStatus(sample({ iptables: { forwardRules: false, ipMasq: false, resyncSeconds: 5, chains: [], repairs: 0 } }));
+  assert.match(off, /^iptables  no forward rules$/m);
+  // A status without the section (an older daemon) shows no iptables line and no metric.
+  assert.doesNotMatch(formatStatus(sample()), /^iptables/m);
+  assert.doesNotMatch(renderMetrics(sample()), /vxnet_iptables_repairs_total/);
+});
