@@ -16,7 +16,7 @@ commands:
   daemon [flags]        run the overlay daemon on this host (flanneld-compatible flags, below)
   status [--json]       show the running daemon: lease, backend, peers, etcd state, counters
   docker-opts           print dockerd options from subnet.env (mk-docker-opts.sh)
-  bench [--quick] [--json FILE]
+  bench [--quick] [--runs N] [--json FILE] [--docs]
                         benchmark every backend against the kernel references in namespaces
   version               print the version
 
