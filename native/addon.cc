@@ -49,12 +49,14 @@ class DatapathWrap : public Napi::ObjectWrap<DatapathWrap> {
                            InstanceMethod<&DatapathWrap::SetRoutes>("setRoutes"),
                            InstanceMethod<&DatapathWrap::Counters>("counters"),
                            InstanceMethod<&DatapathWrap::PeerCounters>("peerCounters"),
+                           InstanceMethod<&DatapathWrap::WorkerCounters>("workerCounters"),
                            InstanceMethod<&DatapathWrap::TestTx>("testTx"),
                            InstanceMethod<&DatapathWrap::TestRx>("testRx"),
                            InstanceMethod<&DatapathWrap::BenchTx>("benchTx"),
                            InstanceMethod<&DatapathWrap::BenchRx>("benchRx"),
                            InstanceMethod<&DatapathWrap::BenchLookup>("benchLookup"),
                            InstanceAccessor<&DatapathWrap::TunName>("tunName"),
+                           InstanceAccessor<&DatapathWrap::Offload>("offload"),
                            InstanceAccessor<&DatapathWrap::Running>("running"),
                            InstanceAccessor<&DatapathWrap::RouteCount>("routeCount"),
                        });
@@ -151,6 +153,14 @@ class DatapathWrap : public Napi::ObjectWrap<DatapathWrap> {
       dp_->peer_totals(slots[i], v);
       for (size_t k = 0; k < vxnet::kPeerCounters; ++k) out[i * vxnet::kPeerCounters + k] = static_cast<double>(v[k]);
     }
+    return out;
+  }
+
+  // [txPackets, rxPackets] per worker, as doubles.
+  Napi::Value WorkerCounters(const Napi::CallbackInfo& info) {
+    const std::vector<uint64_t> v = dp_->worker_packets();
+    Napi::Float64Array out = Napi::Float64Array::New(info.Env(), v.size());
+    for (size_t i = 0; i < v.size(); ++i) out[i] = static_cast<double>(v[i]);
     return out;
   }
 
@@ -255,6 +265,17 @@ class DatapathWrap : public Napi::ObjectWrap<DatapathWrap> {
   }
 
   Napi::Value TunName(const Napi::CallbackInfo& info) { return Napi::String::New(info.Env(), dp_->tun_name()); }
+  // Which offloads the kernel accepted when the datapath was opened.
+  Napi::Value Offload(const Napi::CallbackInfo& info) {
+    const vxnet::OffloadState& o = dp_->offload();
+    Napi::Object out = Napi::Object::New(info.Env());
+    out.Set("vnetHdr", o.vnet_hdr);
+    out.Set("tunTso", o.tun_tso);
+    out.Set("tunUso", o.tun_uso);
+    out.Set("udpGso", o.udp_gso);
+    out.Set("udpGro", o.udp_gro);
+    return out;
+  }
   Napi::Value Running(const Napi::CallbackInfo& info) { return Napi::Boolean::New(info.Env(), dp_->running()); }
   Napi::Value RouteCount(const Napi::CallbackInfo& info) {
     const vxnet::RouteTable* rt = dp_->current_table();

@@ -207,6 +207,15 @@ void Datapath::peer_totals(uint32_t slot, uint64_t* out4) const {
   }
 }
 
+std::vector<uint64_t> Datapath::worker_packets() const {
+  std::vector<uint64_t> out;
+  for (const auto& w : workers_) {
+    out.push_back(w->counters.get(static_cast<size_t>(Ctr::TxPackets)));
+    out.push_back(w->counters.get(static_cast<size_t>(Ctr::RxPackets)));
+  }
+  return out;
+}
+
 Drop Datapath::test_tx(uint8_t* pkt, size_t len, TxResult* out) {
   const RouteTable* rt = current_table();
   static const RouteTable kEmpty;

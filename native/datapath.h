@@ -76,6 +76,8 @@ class Datapath {
   // Counter totals over all workers (kNumCounters values), and per-peer counters for `slots`.
   void totals(uint64_t* out) const;
   void peer_totals(uint32_t slot, uint64_t* out4) const;
+  // Inner packets sent and received by each worker ([tx, rx] per worker): is the load spread?
+  std::vector<uint64_t> worker_packets() const;
 
   // Synchronous, single-packet paths for tests and microbenchmarks (no fds needed); they
   // count into their own block.

@@ -2,6 +2,7 @@
 //
 //   pktgen --dst 10.244.2.2 [--dst-count N --dst-stride S] | --dst-file FILE  [--port 9] [--payload 18]
 //          [--threads 2] [--seconds 5] [--batch 64] [--src-port 40000] [--pps N [--paced-batch 16]]
+//   --gso N: every message carries N datagrams (UDP_SEGMENT), as QUIC senders do
 //   pktgen --sink PORT      (bind UDP PORT, read nothing, until SIGTERM: see sink())
 //
 // Each thread owns one UDP socket and sends `batch` datagrams per sendmmsg() call as fast as the
@@ -51,6 +52,7 @@ struct Options {
   double seconds = 5;
   uint32_t batch = 64;
   uint16_t src_port = 40000;
+  uint32_t gso = 1;  // datagrams per message (UDP_SEGMENT when > 1)
   double pps = 0;            // total offered rate; 0 = as fast as possible
   uint32_t paced_batch = 16; // largest burst in paced mode
   std::vector<uint32_t> dst_list;  // host order, from --dst-file
@@ -68,7 +70,7 @@ double now_s() {
 
 [[noreturn]] void usage(const char* why) {
   fprintf(stderr, "pktgen: %s\nusage: pktgen --dst IP [--dst-count N] [--dst-stride S] | --dst-file F  [--port P] [--payload B] "
-                  "[--threads T] [--seconds S] [--batch B] [--src-port P] [--pps N [--paced-batch B]]\n", why);
+                  "[--threads T] [--seconds S] [--batch B] [--src-port P] [--pps N [--paced-batch B]] [--gso N]\n", why);
   exit(2);
 }
 
@@ -129,6 +131,8 @@ Options parse(int argc, char** argv) {
       if (!end || *end || !(o.pps >= 0) || o.pps > 1e9) usage("--pps: must be a rate in packets/s (0 = unpaced)");
     } else if (!strcmp(a, "--paced-batch")) {
       o.paced_batch = static_cast<uint32_t>(parse_uint(v, 1024, a));
+    } else if (!strcmp(a, "--gso")) {
+      o.gso = static_cast<uint32_t>(parse_uint(v, 64, "--gso"));
     } else if (!strcmp(a, "--src-port")) {
       o.src_port = static_cast<uint16_t>(parse_uint(v, 65535, a));
     } else {
@@ -137,7 +141,8 @@ Options parse(int argc, char** argv) {
   }
   if (!have_dst) usage("--dst or --dst-file is required");
   if (!o.dst_list.empty()) o.dst_count = static_cast<uint32_t>(o.dst_list.size());
-  if (o.dst_count == 0 || o.threads == 0 || o.batch == 0 || o.paced_batch == 0) usage("counts must be positive");
+  if (o.dst_count == 0 || o.threads == 0 || o.batch == 0 || o.paced_batch == 0 || o.gso == 0) usage("counts must be positive");
+  if (o.gso > 1 && (o.payload == 0 || o.payload * o.gso > 65507)) usage("--gso: payload x datagrams must fit one UDP send (65507 bytes)");
   if (!(o.seconds > 0)) usage("--seconds must be positive");
   return o;
 }
@@ -190,7 +195,20 @@ void* run_worker(void* arg) {
       return nullptr;
     }
   }
-  std::vector<uint8_t> payload(o.payload ? o.payload : 1, 0);
+  // With --gso N each message carries N datagrams of `payload` bytes, cut by the kernel (UDP_SEGMENT).
+  std::vector<uint8_t> payload((o.payload ? o.payload : 1) * (o.gso ? o.gso : 1), 0);
+  alignas(cmsghdr) uint8_t ctrl[CMSG_SPACE(sizeof(uint16_t))] = {};
+  if (o.gso > 1) {
+    msghdr tmp{};
+    tmp.msg_control = ctrl;
+    tmp.msg_controllen = sizeof ctrl;
+    cmsghdr* cm = CMSG_FIRSTHDR(&tmp);
+    cm->cmsg_level = IPPROTO_UDP;  // SOL_UDP
+    cm->cmsg_type = 103;          // UDP_SEGMENT
+    cm->cmsg_len = CMSG_LEN(sizeof(uint16_t));
+    const uint16_t seg = static_cast<uint16_t>(o.payload);
+    memcpy(CMSG_DATA(cm), &seg, sizeof seg);
+  }
   for (size_t i = 0; i < payload.size(); ++i) payload[i] = static_cast<uint8_t>(i * 7 + w->index);
   const std::vector<sockaddr_in>& dsts = *w->dsts;
   const size_t nd = dsts.size();
@@ -242,9 +260,13 @@ void* run_worker(void* arg) {
     }
     for (uint32_t i = 0; i < batch; ++i) {
       iov[i].iov_base = payload.data();
-      iov[i].iov_len = o.payload;
+      iov[i].iov_len = payload.size();
       msghdr& h = msgs[i].msg_hdr;
       memset(&h, 0, sizeof h);
+      if (o.gso > 1) {
+        h.msg_control = ctrl;
+        h.msg_controllen = sizeof ctrl;
+      }
       h.msg_name = const_cast<sockaddr_in*>(&dsts[next]);
       h.msg_namelen = sizeof(sockaddr_in);
       h.msg_iov = &iov[i];
@@ -256,7 +278,7 @@ void* run_worker(void* arg) {
       const int n = sendmmsg(fd, msgs.data() + off, batch - off, 0);
       if (n > 0) {
         off += static_cast<uint32_t>(n);
-        w->sent += static_cast<uint64_t>(n);
+        w->sent += static_cast<uint64_t>(n) * (o.gso > 1 ? o.gso : 1);
         continue;
       }
       if (errno == EINTR) break;

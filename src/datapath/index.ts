@@ -1,6 +1,6 @@
 // The typed face of the native datapath: validates configuration, configures the TUN with
 // iproute2, and turns peer lists into route snapshots. Packets never come through here.
-import { addon, NativeDatapath } from './native';
+import { addon, NativeDatapath, type DatapathOffloads } from './native';
 import { Cidr, cidrCovers, formatCidr, formatIPv4, maskOf, parseIPv4, parseMac } from '../net/ip';
 import { writeFileSync } from 'node:fs';
 import os from 'node:os';
@@ -101,6 +101,10 @@ export interface DatapathStats {
   /** Dropped packets by reason (every reason present, zero or not). */
   drops: Record<string, number>;
   peers: PeerStats[];
+  /** Inner packets each worker thread sent and received (is the load spread over the cores?). */
+  workers: Array<{ txPackets: number; rxPackets: number }>;
+  /** Which offloads the kernel accepted. */
+  offload: DatapathOffloads;
 }
 
 export class DatapathConfigError extends Error {
@@ -324,10 +328,10 @@ export class Datapath {
 
   stats(): DatapathStats {
     const vals = this.native.counters();
-    const out = { drops: {} as Record<string, number>, peers: [] as PeerStats[] } as DatapathStats;
+    const out = { drops: {} as Record<string, number>, peers: [] as PeerStats[], workers: [] } as unknown as DatapathStats;
     addon.counterNames.forEach((name, i) => {
       const field = COUNTER_FIELDS[name];
-      if (field) out[field] = vals[i];
+      if (field) (out as unknown as Record<string, number>)[field] = vals[i];
       else out.drops[name] = vals[i];
     });
     const pc = this.native.peerCounters(Uint32Array.from(this.slots));
@@ -335,6 +339,9 @@ export class Datapath {
       const [txPackets, txBytes, rxPackets, rxBytes] = this.peerSlots.read(this.slots[i], pc, i * 4);
       return { subnet: formatCidr(r.subnet), publicIp: r.publicIp, txPackets, txBytes, rxPackets, rxBytes };
     });
+    const wc = this.native.workerCounters();
+    for (let i = 0; i + 1 < wc.length; i += 2) out.workers.push({ txPackets: wc[i], rxPackets: wc[i + 1] });
+    out.offload = this.native.offload;
     return out;
   }
 

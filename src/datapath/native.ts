@@ -33,6 +33,8 @@ export interface NativeDatapath {
   setRoutes(records: Buffer): void;
   counters(): Float64Array;
   peerCounters(slots: Uint32Array): Float64Array;
+  workerCounters(): Float64Array;
+  readonly offload: DatapathOffloads;
   testTx(packet: Buffer): NativeTxResult;
   testRx(srcIp: number, datagram: Buffer): NativeRxResult;
   benchTx(packet: Buffer, iterations: number): number;
@@ -79,3 +81,13 @@ export const addon: NativeAddon = new Proxy({} as NativeAddon, {
   get: (_target, prop) => Reflect.get(loadAddon(), prop),
   has: (_target, prop) => Reflect.has(loadAddon(), prop),
 });
+
+/** Which offloads the kernel accepted when the datapath was opened (each falls back on its own). */
+export interface DatapathOffloads {
+  vnetHdr: boolean;
+  tunTso: boolean;
+  /** UDP super-packets from the TUN (TUN_F_USO4, Linux >= 6.2). */
+  tunUso: boolean;
+  udpGso: boolean;
+  udpGro: boolean;
+}
