@@ -17,7 +17,8 @@ import { defaultRouteInterface, interfaceWithAddress, linkInfo, linkIPv4 } from 
 import { ConfigError, parseNetworkConfig } from './subnet/config';
 import { configKey } from './subnet/lease';
 import { LeaseManager } from './subnet/manager';
-import { EtcdRegistry } from './subnet/registry';
+import { EtcdRegistry, etcdFailureField } from './subnet/registry';
+import { checkSnapshot, readSnapshot, SnapshotError, snapshotPath, SnapshotWriter, type Snapshot } from './subnet/snapshot';
 import type { Lease, NetworkConfig } from './subnet/types';
 
 export const VERSION: string = (() => {
@@ -30,6 +31,9 @@ export const VERSION: string = (() => {
 
 /** A startup failure the user can fix; `field` names the flag or setting at fault. */
 export class StartupError extends FieldError {}
+
+/** With a usable snapshot, how long startup waits for etcd before serving the snapshot instead. */
+const SNAPSHOT_PROBE_MS = 300;
 
 /** flanneld's interface choice: --iface entries in order (name or address), else the default route's. */
 export async function resolveInterface(opts: Pick<DaemonOptions, 'iface' | 'publicIp'>): Promise<ExternalInterface> {
@@ -94,6 +98,7 @@ export class Daemon {
   private backend: Backend | undefined;
   private config: NetworkConfig | undefined;
   private iface: ExternalInterface | undefined;
+  private snapshotWriter: SnapshotWriter | undefined;
   /** Resolves when the daemon has stopped (signal, fatal error, or stop()). */
   readonly done: Promise<void>;
   private resolveDone!: () => void;
@@ -178,25 +183,47 @@ export class Daemon {
     }
     const registry = this.registry;
     const unreachable = (err: unknown) => {
-      // gRPC appends resolver notes and metadata after the reason; the first clause is the useful part.
-      const why = String((err as { cause?: Error }).cause?.message ?? (err as Error).message)
-        .split('\n')[0]
-        .replace(/\.?\s*Resolution note:.*$/, '')
-        .trim();
-      return new StartupError('--etcd-endpoints', `cannot reach etcd at ${opts.etcdEndpoints.join(',')}: ${why}`);
+      const { field, reason } = etcdFailureField(err, { endpoints: opts.etcdEndpoints, prefix: registry.prefix, caFile: opts.etcdCaFile, certFile: opts.etcdCertFile, username: opts.etcdUsername });
+      return new StartupError(field, reason);
     };
-    if (netConfText !== undefined) {
-      const written = await registry.putNetworkConfigIfAbsent(netConfText).catch((err) => {
+    const fetchConfig = async (): Promise<string | undefined> => {
+      if (netConfText !== undefined) {
+        const written = await registry.putNetworkConfigIfAbsent(netConfText);
+        log.info(written ? 'wrote network config to etcd' : 'network config already in etcd; --net-config not applied', {
+          key: configKey(registry.prefix),
+          file: opts.netConfigFile,
+        });
+      }
+      return registry.getNetworkConfig();
+    };
+    // A usable snapshot lets a restart forward at once while etcd is down; without one, etcd is required.
+    const snapshot = await this.loadSnapshot(iface);
+    let confText: string | undefined;
+    let fromSnapshot: Snapshot | undefined;
+    if (snapshot) {
+      const fetching = fetchConfig();
+      const outcome = await Promise.race([
+        fetching.then((text) => ({ text }), (err: unknown) => ({ err })),
+        new Promise<undefined>((r) => setTimeout(() => r(undefined), SNAPSHOT_PROBE_MS).unref()),
+      ]);
+      fetching.catch(() => undefined);
+      if (outcome && !('err' in outcome)) confText = outcome.text;
+      else if (outcome && 'err' in outcome && etcdFailureField(outcome.err, { endpoints: opts.etcdEndpoints, prefix: registry.prefix, username: opts.etcdUsername }).field !== '--etcd-endpoints') {
+        // etcd answered and said no (credentials, permissions, certificates): that is not an outage.
+        throw unreachable(outcome.err);
+      } else {
+        fromSnapshot = snapshot;
+        confText = snapshot.configText;
+        log.warn('etcd unreachable, serving snapshot', {
+          savedAt: new Date(snapshot.savedAt).toISOString(),
+          error: outcome ? etcdFailureField(outcome.err, { endpoints: opts.etcdEndpoints, prefix: registry.prefix }).reason : `no answer within ${SNAPSHOT_PROBE_MS} ms`,
+        });
+      }
+    } else {
+      confText = await fetchConfig().catch((err) => {
         throw unreachable(err);
       });
-      log.info(written ? 'wrote network config to etcd' : 'network config already in etcd; --net-config not applied', {
-        key: configKey(registry.prefix),
-        file: opts.netConfigFile,
-      });
     }
-    const confText = await registry.getNetworkConfig().catch((err) => {
-      throw unreachable(err);
-    });
     if (confText === undefined) {
       throw new StartupError('network config', `${configKey(registry.prefix)} is not in etcd: write flannel's net-conf.json there, or pass --net-config FILE`);
     }
@@ -234,9 +261,39 @@ export class Daemon {
       log,
     });
     this.manager = manager;
+    const writer = new SnapshotWriter(
+      snapshotPath(opts.stateDir, opts.subnetFile),
+      () => {
+        const state = manager.exportState();
+        return state && { savedAt: Date.now(), prefix: registry.prefix, configText: confText as string, revision: state.revision, records: state.records, own: { ...state.own, attrs } };
+      },
+      (err) => log.warn('cannot write the lease snapshot; a restart while etcd is down will need etcd', { file: writer.file, error: err.message }),
+    );
+    this.snapshotWriter = writer;
+    manager.on('state', () => writer.schedule());
+    if (fromSnapshot) {
+      // The snapshot was checked against what this host knows; etcd has the last word once it answers.
+      const snapConfig = config;
+      manager.once('etcd', () =>
+        void registry.getNetworkConfig().then(
+          (text) => {
+            const now = text === undefined ? undefined : (() => { try { return parseNetworkConfig(text); } catch { return undefined; } })();
+            if (!now || !cidrEquals(now.network, snapConfig.network) || now.subnetLen !== snapConfig.subnetLen || JSON.stringify(now.backend.raw) !== JSON.stringify(snapConfig.backend.raw)) {
+              log.error('the network config in etcd differs from the snapshot this daemon started from; restart the daemon to apply it', { key: configKey(registry.prefix) });
+            }
+          },
+          () => undefined,
+        ),
+      );
+    }
     manager.on('etcd', (state: string) => log[state === 'connected' ? 'info' : 'warn'](`etcd ${state}`, { endpoints: opts.etcdEndpoints.join(',') }));
     manager.on('lost', ({ subnet }) => log.error('another host took our subnet; forwarding continues but this host must be restarted to get a new one', { subnet: formatCidr(subnet) }));
-    const lease = await manager.acquire();
+    const lease = fromSnapshot
+      ? manager.restore({ own: fromSnapshot.own, records: fromSnapshot.records, revision: fromSnapshot.revision }, new Date(fromSnapshot.savedAt))
+      : await manager.acquire().catch((err) => {
+          if (err instanceof Error && err.name === 'RegistryError') throw unreachable(err);
+          throw err;
+        });
     if (this.stopRequested) throw new Error('stopped during startup');
 
     this.network = await backend.start(lease);
@@ -263,6 +320,21 @@ export class Daemon {
     });
   }
 
+  /** The snapshot, if there is one fit for this host and settings; anything else is ignored with one warning. */
+  private async loadSnapshot(iface: ExternalInterface): Promise<Snapshot | undefined> {
+    const file = snapshotPath(this.opts.stateDir, this.opts.subnetFile);
+    try {
+      const snap = await readSnapshot(file);
+      if (!snap) return undefined;
+      const env = await readSubnetEnv(this.opts.subnetFile).catch(() => undefined);
+      checkSnapshot(snap, { prefix: this.opts.etcdPrefix, publicIp: iface.publicIp, subnetEnv: env }, file);
+      return snap;
+    } catch (err) {
+      this.log.warn('ignoring the lease snapshot', { file, reason: err instanceof SnapshotError ? err.reason : (err as Error).message });
+      return undefined;
+    }
+  }
+
   private async handleControl(op: string): Promise<unknown> {
     switch (op) {
       case 'status':
@@ -281,6 +353,7 @@ export class Daemon {
     if (!this.running || !this.network || !st) return { ok: false, detail: 'starting' };
     if (st.leaseState !== 'held') return { ok: false, detail: `lease ${st.leaseState}` };
     // Forwarding continues without etcd, so an outage is degraded, not unhealthy.
+    if (st.servingSnapshotFrom && st.etcd !== 'connected') return { ok: true, detail: `ok (etcd unreachable, serving snapshot from ${st.servingSnapshotFrom.toISOString()})` };
     return { ok: true, detail: st.etcd === 'connected' ? 'ok' : `ok (etcd unreachable: ${st.lastError ?? 'no contact'})` };
   }
 
@@ -343,9 +416,12 @@ export class Daemon {
         prefix: this.opts.etcdPrefix,
         lastContact: ms?.lastContact?.toISOString(),
         lastError: ms?.lastError,
+        snapshotFrom: ms?.servingSnapshotFrom?.toISOString(),
       },
       peers,
       rejected: { ...(ms?.rejected ?? {}) },
+      refusedLeases: (ms?.refused ?? []).map(({ subnet, publicIp, reason, detail }) => ({ subnet, publicIp, reason, detail })),
+      refusedLeasesTotal: { ...(ms?.refusedTotal ?? {}) },
       skippedPeers: Array.isArray(stats.skippedPeers) ? (stats.skippedPeers as string[]) : [],
       counters,
       drops: (stats.drops as Record<string, number> | undefined) ?? {},
@@ -380,6 +456,7 @@ export class Daemon {
       }
     };
     if (this.manager) await step('lease manager', () => this.manager?.stop());
+    if (this.snapshotWriter) await step('lease snapshot', () => this.snapshotWriter?.flush());
     if (this.network) await step('backend', () => this.network?.close());
     if (this.ipMasqInstalled) await step('ip-masq rules', () => teardownIpMasq());
     if (this.metrics) await step('metrics listener', () => this.metrics?.close());

@@ -20,6 +20,8 @@ export interface DaemonOptions {
   iface: string[];
   publicIp?: string;
   subnetFile: string;
+  /** Where the snapshot of leases lives (default: the subnet file's directory). */
+  stateDir: string;
   ipMasq: boolean;
   /** net-conf.json to write to etcd when <prefix>/config is absent. */
   netConfigFile?: string;
@@ -64,6 +66,7 @@ export const DAEMON_FLAGS: Record<string, FlagSpec> = {
   iface: { kind: 'list', help: 'underlay interface name or address (repeatable; default: the default-route interface)' },
   'public-ip': { kind: 'string', help: 'address published to peers (default: the interface address)' },
   'subnet-file': { kind: 'string', help: `where to write subnet.env (default ${DEFAULT_SUBNET_ENV})` },
+  'state-dir': { kind: 'string', help: 'directory of the lease snapshot used to restart while etcd is down (default: that of --subnet-file)' },
   'ip-masq': { kind: 'bool', help: 'masquerade traffic leaving the overlay network' },
   config: { kind: 'string', help: 'JSON file with any of these settings by flag name (flags win)' },
   'net-config': { kind: 'string', help: 'net-conf.json written to <prefix>/config if that key is absent (never overwrites)' },
@@ -234,6 +237,9 @@ export function resolveDaemonOptions(argv: string[]): DaemonOptions {
   const subnetFile = str('subnet-file') ?? DEFAULT_SUBNET_ENV;
   if (subnetFile === '' || subnetFile.endsWith('/')) throw new OptionError('--subnet-file', `must be a file path, got ${JSON.stringify(subnetFile)}`);
 
+  const stateDir = str('state-dir') ?? path.dirname(subnetFile);
+  if (stateDir === '') throw new OptionError('--state-dir', 'must be a directory path');
+
   const netConfigFile = checkReadable('--net-config', str('net-config'));
 
   const ttl = merged.has('subnet-lease-ttl') ? intValue('--subnet-lease-ttl', str('subnet-lease-ttl') as string, 10, 10 * 365 * 86400) : DEFAULT_TTL_SECONDS;
@@ -263,6 +269,7 @@ export function resolveDaemonOptions(argv: string[]): DaemonOptions {
     iface,
     publicIp,
     subnetFile,
+    stateDir,
     ipMasq: merged.get('ip-masq') === true,
     netConfigFile,
     renewMarginMinutes: renewMargin,

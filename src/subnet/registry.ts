@@ -1,7 +1,7 @@
 // flannel's etcd v3 registry: the network config and one key per subnet lease, each key attached to
 // its own etcd lease. Every call has a deadline so an unreachable etcd fails fast instead of hanging.
 import * as fs from 'node:fs';
-import { CompareResult, CompareTarget, Etcd3, IKeyValue, IOptions, IWatchResponse, Range } from 'etcd3';
+import { CompareResult, CompareTarget, Etcd3, EtcdAuthenticationFailedError, EtcdPermissionDeniedError, IKeyValue, IOptions, IWatchResponse, Range } from 'etcd3';
 import type { Cidr } from '../net/ip';
 import { configKey, DEFAULT_PREFIX, encodeLeaseValue, keyToSubnet, leaseKey, subnetsPrefix } from './lease';
 import type { LeaseAttrs } from './types';
@@ -95,6 +95,52 @@ export class RegistryError extends Error {
     super(`etcd ${op} failed (${endpoints.join(',')}): ${cause instanceof Error ? cause.message : String(cause)}`);
     this.name = 'RegistryError';
   }
+}
+
+/** A wrong password or a missing permission: retrying cannot help. */
+export function isAccessDenied(err: unknown): boolean {
+  const cause = err instanceof RegistryError ? err.cause : err;
+  return cause instanceof EtcdAuthenticationFailedError || cause instanceof EtcdPermissionDeniedError;
+}
+
+/** The settings an etcd failure can be blamed on, for etcdFailureField. */
+export interface EtcdAccessSettings {
+  endpoints: string[];
+  prefix: string;
+  caFile?: string;
+  certFile?: string;
+  username?: string;
+}
+
+/**
+ * One line for an etcd call that failed at startup, naming the flag the user should look at: the
+ * CA for an unverifiable server certificate, the client certificate for a refused handshake, the
+ * password or the user's permissions for etcd's auth errors, else the endpoints.
+ */
+export function etcdFailureField(err: unknown, s: EtcdAccessSettings): { field: string; reason: string } {
+  const cause = err instanceof RegistryError ? err.cause : err;
+  const full = String((cause as Error)?.message ?? cause);
+  // gRPC appends resolver notes and metadata after the reason; the first clause is the useful part.
+  const why = full
+    .split('\n')[0]
+    .replace(/\.?\s*Resolution note:.*$/, '')
+    .trim();
+  const at = s.endpoints.join(',');
+  if (cause instanceof EtcdAuthenticationFailedError) return { field: '--etcd-password', reason: `authentication failed for user ${JSON.stringify(s.username ?? '')} at ${at}` };
+  if (cause instanceof EtcdPermissionDeniedError) return { field: '--etcd-username', reason: `permission denied on ${s.prefix} for user ${JSON.stringify(s.username ?? '')} at ${at}` };
+  if (/self[- ]signed certificate|unable to (verify|get local issuer)|certificate verify failed|unknown authority|CERT_SIGNATURE_FAILURE|UNABLE_TO_VERIFY/i.test(full)) {
+    return { field: '--etcd-cafile', reason: `cannot verify the certificate of etcd at ${at}: certificate signed by unknown authority${s.caFile ? ` (CA ${s.caFile})` : ' (no --etcd-cafile given)'}` };
+  }
+  if (/Hostname\/IP does not match|ERR_TLS_CERT_ALTNAME|altnames/i.test(full)) {
+    return { field: '--etcd-endpoints', reason: `the certificate of etcd at ${at} does not name that address: ${why}` };
+  }
+  if (/certificate required|bad certificate|alert number 116|alert number 42|handshake failure/i.test(full)) {
+    return { field: '--etcd-certfile', reason: `etcd at ${at} refused our client certificate${s.certFile ? ` (${s.certFile})` : ' (none given: pass --etcd-certfile/--etcd-keyfile)'}: ${why}` };
+  }
+  if (s.username === undefined && /user name is empty|invalid auth token/i.test(full)) {
+    return { field: '--etcd-username', reason: `etcd at ${at} has auth enabled: pass --etcd-username/--etcd-password (${why})` };
+  }
+  return { field: '--etcd-endpoints', reason: `cannot reach etcd at ${at}: ${why}` };
 }
 
 type Policy = NonNullable<NonNullable<IOptions['faultHandling']>['global']>;
