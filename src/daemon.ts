@@ -286,7 +286,12 @@ export class Daemon {
         ),
       );
     }
-    manager.on('etcd', (state: string) => log[state === 'connected' ? 'info' : 'warn'](`etcd ${state}`, { endpoints: opts.etcdEndpoints.join(',') }));
+    // The first contact is part of startup (a startup failure stays one line); later changes are news.
+    let etcdSeen = false;
+    manager.on('etcd', (state: string) => {
+      log[state !== 'connected' ? 'warn' : etcdSeen ? 'info' : 'debug'](`etcd ${state}`, { endpoints: opts.etcdEndpoints.join(',') });
+      etcdSeen = true;
+    });
     manager.on('lost', ({ subnet }) => log.error('another host took our subnet; forwarding continues but this host must be restarted to get a new one', { subnet: formatCidr(subnet) }));
     const lease = fromSnapshot
       ? manager.restore({ own: fromSnapshot.own, records: fromSnapshot.records, revision: fromSnapshot.revision }, new Date(fromSnapshot.savedAt))

@@ -135,12 +135,32 @@ export function etcdFailureField(err: unknown, s: EtcdAccessSettings): { field: 
     return { field: '--etcd-endpoints', reason: `the certificate of etcd at ${at} does not name that address: ${why}` };
   }
   if (/certificate required|bad certificate|alert number 116|alert number 42|handshake failure/i.test(full)) {
-    return { field: '--etcd-certfile', reason: `etcd at ${at} refused our client certificate${s.certFile ? ` (${s.certFile})` : ' (none given: pass --etcd-certfile/--etcd-keyfile)'}: ${why}` };
+    // OpenSSL's error stack is noise here; the TLS alert is what etcd said.
+    const alert = /alert ([a-z ]+?)(?::|$)/i.exec(full)?.[1] ?? why;
+    return { field: '--etcd-certfile', reason: `etcd at ${at} refused our client certificate${s.certFile ? ` (${s.certFile})` : ' (none given: pass --etcd-certfile/--etcd-keyfile)'}: TLS alert ${alert}` };
   }
   if (s.username === undefined && /user name is empty|invalid auth token/i.test(full)) {
     return { field: '--etcd-username', reason: `etcd at ${at} has auth enabled: pass --etcd-username/--etcd-password (${why})` };
   }
   return { field: '--etcd-endpoints', reason: `cannot reach etcd at ${at}: ${why}` };
+}
+
+let tlsWarningFiltered = false;
+
+/**
+ * gRPC hands an IP endpoint to Node's TLS as the server name, which Node answers with deprecation
+ * warning DEP0123 on stderr; etcd endpoints are usually IPs (verified by SAN), so drop just that one.
+ */
+function filterIpServernameWarning(): void {
+  if (tlsWarningFiltered) return;
+  tlsWarningFiltered = true;
+  const emit = process.emitWarning.bind(process) as (...args: unknown[]) => void;
+  process.emitWarning = ((warning: string | Error, ...rest: unknown[]) => {
+    const opt = rest[0];
+    const code = typeof opt === 'object' && opt !== null ? (opt as { code?: string }).code : rest[1];
+    if (code === 'DEP0123') return;
+    emit(warning, ...rest);
+  }) as typeof process.emitWarning;
 }
 
 type Policy = NonNullable<NonNullable<IOptions['faultHandling']>['global']>;
@@ -214,6 +234,7 @@ export class EtcdRegistry implements LeaseRegistry {
       },
     };
     if (ca || cert) options.credentials = { rootCertificate: ca as Buffer, privateKey: key, certChain: cert };
+    if (ca || cert || this.endpoints.some((e) => e.startsWith('https:'))) filterIpServernameWarning();
     if (opts.username) {
       options.auth = {
         username: opts.username,
@@ -354,6 +375,8 @@ class WatchStream implements LeaseWatch {
   private createTimer: NodeJS.Timeout | undefined;
   private retryTimer: NodeJS.Timeout | undefined;
   private readonly range: Range;
+  /** etcd rejected the stream's auth token (tokens do not survive an etcd restart): get a new one first. */
+  private staleToken = false;
 
   constructor(
     private readonly client: Etcd3,
@@ -370,6 +393,15 @@ class WatchStream implements LeaseWatch {
 
   open(): void {
     if (this.stopped) return;
+    if (this.staleToken) {
+      this.staleToken = false;
+      // A unary call that meets an invalid token makes etcd3 authenticate again; the stream then uses the new one.
+      void this.client.kv
+        .range({ key: this.range.start, range_end: this.range.end, count_only: true, limit: 1 })
+        .catch(() => undefined)
+        .then(() => this.open());
+      return;
+    }
     this.client.watchClient.watch().then(
       (stream) => {
         if (this.stopped) {
@@ -424,6 +456,7 @@ class WatchStream implements LeaseWatch {
 
   private broken(stream: Duplex | undefined, err: Error): void {
     if (this.stopped || stream !== this.stream) return;
+    if (/invalid auth token/i.test(err.message)) this.staleToken = true;
     this.stream = undefined;
     clearTimeout(this.createTimer);
     if (stream) this.closeStream(stream);
