@@ -18,7 +18,8 @@ import { ConfigError, parseNetworkConfig } from './subnet/config';
 import { configKey } from './subnet/lease';
 import { LeaseManager } from './subnet/manager';
 import { EtcdRegistry, etcdFailureField } from './subnet/registry';
-import { checkSnapshot, readSnapshot, SnapshotError, snapshotPath, SnapshotWriter, type Snapshot } from './subnet/snapshot';
+import type { SnapshotWriter } from './subnet/snapshot';
+import { checkConfigWhenEtcdAnswers, configOrSnapshot, loadUsableSnapshot, startSnapshotWriter } from './daemon/snapshot-boot';
 import type { Lease, NetworkConfig } from './subnet/types';
 
 export const VERSION: string = (() => {
@@ -31,9 +32,6 @@ export const VERSION: string = (() => {
 
 /** A startup failure the user can fix; `field` names the flag or setting at fault. */
 export class StartupError extends FieldError {}
-
-/** With a usable snapshot, how long startup waits for etcd before serving the snapshot instead. */
-const SNAPSHOT_PROBE_MS = 300;
 
 /** flanneld's interface choice: --iface entries in order (name or address), else the default route's. */
 export async function resolveInterface(opts: Pick<DaemonOptions, 'iface' | 'publicIp'>): Promise<ExternalInterface> {
@@ -182,8 +180,11 @@ export class Daemon {
       throw new StartupError('--etcd-endpoints', (err as Error).message);
     }
     const registry = this.registry;
+    // One line naming the flag to fix: --etcd-endpoints, or the CA, certificate, user or password.
+    const etcdFailure = (err: unknown) =>
+      etcdFailureField(err, { endpoints: opts.etcdEndpoints, prefix: registry.prefix, caFile: opts.etcdCaFile, certFile: opts.etcdCertFile, username: opts.etcdUsername });
     const unreachable = (err: unknown) => {
-      const { field, reason } = etcdFailureField(err, { endpoints: opts.etcdEndpoints, prefix: registry.prefix, caFile: opts.etcdCaFile, certFile: opts.etcdCertFile, username: opts.etcdUsername });
+      const { field, reason } = etcdFailure(err);
       return new StartupError(field, reason);
     };
     const fetchConfig = async (): Promise<string | undefined> => {
@@ -197,33 +198,10 @@ export class Daemon {
       return registry.getNetworkConfig();
     };
     // A usable snapshot lets a restart forward at once while etcd is down; without one, etcd is required.
-    const snapshot = await this.loadSnapshot(iface);
-    let confText: string | undefined;
-    let fromSnapshot: Snapshot | undefined;
-    if (snapshot) {
-      const fetching = fetchConfig();
-      const outcome = await Promise.race([
-        fetching.then((text) => ({ text }), (err: unknown) => ({ err })),
-        new Promise<undefined>((r) => setTimeout(() => r(undefined), SNAPSHOT_PROBE_MS).unref()),
-      ]);
-      fetching.catch(() => undefined);
-      if (outcome && !('err' in outcome)) confText = outcome.text;
-      else if (outcome && 'err' in outcome && etcdFailureField(outcome.err, { endpoints: opts.etcdEndpoints, prefix: registry.prefix, username: opts.etcdUsername }).field !== '--etcd-endpoints') {
-        // etcd answered and said no (credentials, permissions, certificates): that is not an outage.
-        throw unreachable(outcome.err);
-      } else {
-        fromSnapshot = snapshot;
-        confText = snapshot.configText;
-        log.warn('etcd unreachable, serving snapshot', {
-          savedAt: new Date(snapshot.savedAt).toISOString(),
-          error: outcome ? etcdFailureField(outcome.err, { endpoints: opts.etcdEndpoints, prefix: registry.prefix }).reason : `no answer within ${SNAPSHOT_PROBE_MS} ms`,
-        });
-      }
-    } else {
-      confText = await fetchConfig().catch((err) => {
-        throw unreachable(err);
-      });
-    }
+    const snapshot = await loadUsableSnapshot(opts, iface, log);
+    const { confText, fromSnapshot } = await configOrSnapshot(snapshot, fetchConfig, (err) => etcdFailure(err).field === '--etcd-endpoints', log).catch((err) => {
+      throw unreachable(err);
+    });
     if (confText === undefined) {
       throw new StartupError('network config', `${configKey(registry.prefix)} is not in etcd: write flannel's net-conf.json there, or pass --net-config FILE`);
     }
@@ -261,31 +239,8 @@ export class Daemon {
       log,
     });
     this.manager = manager;
-    const writer = new SnapshotWriter(
-      snapshotPath(opts.stateDir, opts.subnetFile),
-      () => {
-        const state = manager.exportState();
-        return state && { savedAt: Date.now(), prefix: registry.prefix, configText: confText as string, revision: state.revision, records: state.records, own: { ...state.own, attrs } };
-      },
-      (err) => log.warn('cannot write the lease snapshot; a restart while etcd is down will need etcd', { file: writer.file, error: err.message }),
-    );
-    this.snapshotWriter = writer;
-    manager.on('state', () => writer.schedule());
-    if (fromSnapshot) {
-      // The snapshot was checked against what this host knows; etcd has the last word once it answers.
-      const snapConfig = config;
-      manager.once('etcd', () =>
-        void registry.getNetworkConfig().then(
-          (text) => {
-            const now = text === undefined ? undefined : (() => { try { return parseNetworkConfig(text); } catch { return undefined; } })();
-            if (!now || !cidrEquals(now.network, snapConfig.network) || now.subnetLen !== snapConfig.subnetLen || JSON.stringify(now.backend.raw) !== JSON.stringify(snapConfig.backend.raw)) {
-              log.error('the network config in etcd differs from the snapshot this daemon started from; restart the daemon to apply it', { key: configKey(registry.prefix) });
-            }
-          },
-          () => undefined,
-        ),
-      );
-    }
+    this.snapshotWriter = startSnapshotWriter(opts, manager, registry.prefix, confText, attrs, log);
+    if (fromSnapshot) checkConfigWhenEtcdAnswers(manager, registry, config, log);
     // The first contact is part of startup (a startup failure stays one line); later changes are news.
     let etcdSeen = false;
     manager.on('etcd', (state: string) => {
@@ -296,6 +251,7 @@ export class Daemon {
     const lease = fromSnapshot
       ? manager.restore({ own: fromSnapshot.own, records: fromSnapshot.records, revision: fromSnapshot.revision }, new Date(fromSnapshot.savedAt))
       : await manager.acquire().catch((err) => {
+          // Only errors retrying cannot fix (a missing permission) come out of acquire().
           if (err instanceof Error && err.name === 'RegistryError') throw unreachable(err);
           throw err;
         });
@@ -323,21 +279,6 @@ export class Daemon {
       control: `@${opts.controlSocket}`,
       metrics: this.metrics?.address,
     });
-  }
-
-  /** The snapshot, if there is one fit for this host and settings; anything else is ignored with one warning. */
-  private async loadSnapshot(iface: ExternalInterface): Promise<Snapshot | undefined> {
-    const file = snapshotPath(this.opts.stateDir, this.opts.subnetFile);
-    try {
-      const snap = await readSnapshot(file);
-      if (!snap) return undefined;
-      const env = await readSubnetEnv(this.opts.subnetFile).catch(() => undefined);
-      checkSnapshot(snap, { prefix: this.opts.etcdPrefix, publicIp: iface.publicIp, subnetEnv: env }, file);
-      return snap;
-    } catch (err) {
-      this.log.warn('ignoring the lease snapshot', { file, reason: err instanceof SnapshotError ? err.reason : (err as Error).message });
-      return undefined;
-    }
   }
 
   private async handleControl(op: string): Promise<unknown> {
