@@ -8,7 +8,7 @@ import { parseNetworkConfig } from '../subnet/config';
 import { configKey } from '../subnet/lease';
 import type { LeaseManager } from '../subnet/manager';
 import type { LeaseRegistry } from '../subnet/registry';
-import { checkSnapshot, readSnapshot, SnapshotError, snapshotPath, SnapshotWriter, type Snapshot } from '../subnet/snapshot';
+import { checkSnapshot, readSnapshot, removeStaleTemps, SnapshotError, snapshotPath, SnapshotWriter, type Snapshot } from '../subnet/snapshot';
 import type { LeaseAttrs, NetworkConfig } from '../subnet/types';
 import type { DaemonOptions } from './options';
 
@@ -18,6 +18,7 @@ export const SNAPSHOT_PROBE_MS = 300;
 /** The snapshot, if there is one fit for this host and settings; anything else is ignored with one warning. */
 export async function loadUsableSnapshot(opts: DaemonOptions, iface: ExternalInterface, log: LevelLogger): Promise<Snapshot | undefined> {
   const file = snapshotPath(opts.stateDir, opts.subnetFile);
+  await removeStaleTemps(file);
   try {
     const snap = await readSnapshot(file);
     if (!snap) return undefined;

@@ -2,7 +2,7 @@
 // record with its etcd revisions, so a restart while etcd is down can keep forwarding. The file is
 // checksummed and checked against what it is loaded for; anything doubtful is ignored, never trusted.
 import { createHash, randomBytes } from 'node:crypto';
-import { mkdir, open, readFile, rename, unlink } from 'node:fs/promises';
+import { mkdir, open, readdir, readFile, rename, unlink } from 'node:fs/promises';
 import path from 'node:path';
 import { Packr } from 'msgpackr';
 import { cidrEquals, formatCidr, isIPv4, parseCidr, type Cidr } from '../net/ip';
@@ -186,6 +186,20 @@ export async function readSnapshot(file: string): Promise<Snapshot | undefined> 
     throw new SnapshotError(file, `unreadable: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
   }
   return decodeSnapshot(buf, file);
+}
+
+/** Removes temp files a killed writer (kill -9 mid-write) left beside `file`; returns how many. */
+export async function removeStaleTemps(file: string): Promise<number> {
+  const dir = path.dirname(file);
+  const base = path.basename(file).replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+  const re = new RegExp(`^\\.${base}\\.(\\d+)\\.[0-9a-f]{8}$`);
+  let removed = 0;
+  for (const name of await readdir(dir).catch(() => [] as string[])) {
+    const m = re.exec(name);
+    if (!m || Number(m[1]) === process.pid) continue;
+    if (await unlink(path.join(dir, name)).then(() => true, () => false)) removed++;
+  }
+  return removed;
 }
 
 /** Writes atomically: a temp file in the same directory, fsync, rename, fsync of the directory. */

@@ -5,7 +5,7 @@ import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'n
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { parseCidr } from '../../src/net/ip';
-import { checkSnapshot, decodeSnapshot, encodeSnapshot, readSnapshot, SnapshotError, snapshotPath, SnapshotWriter, writeSnapshot, type Snapshot } from '../../src/subnet/snapshot';
+import { checkSnapshot, decodeSnapshot, encodeSnapshot, readSnapshot, removeStaleTemps, SnapshotError, snapshotPath, SnapshotWriter, writeSnapshot, type Snapshot } from '../../src/subnet/snapshot';
 
 const PREFIX = '/coreos.com/network';
 const CONFIG = '{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan"}}';
@@ -157,6 +157,20 @@ test('SnapshotWriter coalesces a burst into few writes and reports a failing wri
       await blocked.flush();
     }
     assert.equal(errors.length, 1, errors.map((e) => e.message).join('; '));
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('temp files a killed writer left behind are removed; other files are not', async () => {
+  const dir = mkdtempSync(path.join(tmpdir(), 'vxnet-snap-'));
+  try {
+    const file = path.join(dir, 'subnet.env.vxnet-snapshot');
+    writeFileSync(path.join(dir, '.subnet.env.vxnet-snapshot.999999.0a1b2c3d'), 'half');
+    writeFileSync(path.join(dir, 'subnet.env'), 'FLANNEL_NETWORK=10.244.0.0/16\n');
+    writeFileSync(path.join(dir, '.other.vxnet-snapshot.999999.0a1b2c3d'), 'not ours');
+    assert.equal(await removeStaleTemps(file), 1);
+    assert.deepEqual(readdirSync(dir).sort(), ['.other.vxnet-snapshot.999999.0a1b2c3d', 'subnet.env']);
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
