@@ -43,6 +43,7 @@ export async function configOrSnapshot(
   log: LevelLogger,
 ): Promise<{ confText: string | undefined; fromSnapshot?: Snapshot }> {
   if (!snapshot) return { confText: await fetchConfig() };
+  const probeStart = Date.now();
   const fetching = fetchConfig();
   fetching.catch(() => undefined);
   const outcome = await Promise.race([
@@ -52,7 +53,10 @@ export async function configOrSnapshot(
     ),
     new Promise<undefined>((r) => setTimeout(() => r(undefined), SNAPSHOT_PROBE_MS).unref()),
   ]);
-  if (outcome?.ok) return { confText: outcome.text };
+  if (outcome?.ok) {
+    log.debug('etcd answered the startup probe; the snapshot is not needed', { ms: Date.now() - probeStart });
+    return { confText: outcome.text };
+  }
   if (outcome && !isOutage(outcome.err)) throw outcome.err;
   log.warn('etcd unreachable, serving snapshot', {
     savedAt: new Date(snapshot.savedAt).toISOString(),

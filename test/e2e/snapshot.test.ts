@@ -78,7 +78,7 @@ describe('restart while etcd is down (lease snapshot)', { timeout: 600_000 }, ()
     await c?.destroy();
   });
 
-  test('the snapshot is written beside the subnet file and follows the leases', { timeout: 60_000 }, () =>
+  test('the snapshot is written beside the subnet file and follows the leases; with etcd up a restart ignores it', { timeout: 60_000 }, (t) =>
     withLogs(c, async () => {
       const h1 = c.host(1);
       const file = snapshotFile(c, h1);
@@ -97,6 +97,16 @@ describe('restart while etcd is down (lease snapshot)', { timeout: 600_000 }, ()
       const etcdRev = Number(JSON.parse(await c.etcdctl(['get', leaseKeyOf(subnetOf.get(1) as string), '-w', 'json'])).header.revision);
       assert.ok(snap.revision > 0 && snap.revision <= etcdRev, `snapshot revision ${snap.revision} <= etcd ${etcdRev}`);
       for (const r of snap.records) assert.ok(r.modRevision > 0 && r.createRevision > 0 && r.modRevision <= snap.revision);
+
+      // With etcd up, a restart takes the normal path (the snapshot only waits in the wings).
+      assert.equal(await c.stopDaemon(h1, 'SIGTERM'), 0);
+      const proc = await c.startDaemon(h1, { args: ['--log-level=debug'] });
+      assert.match(proc.output(), /acquired lease.*reason="previous subnet, still ours"/);
+      const probe = /etcd answered the startup probe; the snapshot is not needed" ms=(\d+)/.exec(proc.output());
+      assert.ok(probe, proc.output());
+      t.diagnostic(`etcd answered the startup probe in ${probe[1]} ms`);
+      assert.equal((await c.status(h1)).etcd.snapshotFrom, undefined);
+      await c.waitForMesh(30_000);
     }),
   );
 
