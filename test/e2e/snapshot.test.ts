@@ -56,6 +56,9 @@ function snapshotFile(c: Cluster, h: BedHost): string {
 
 const peerSubnets = (st: DaemonStatus) => st.peers.map((p) => p.subnet).sort();
 
+/** node -e script: GET argv[1], print "<status> <body>". */
+const HTTP_GET = "require('http').get(process.argv[1], (r) => { let b = ''; r.on('data', (d) => (b += d)); r.on('end', () => process.stdout.write(r.statusCode + ' ' + b)); })";
+
 /** Log lines (logfmt) of a daemon that mention the snapshot being ignored. */
 function ignoredSnapshotLines(out: string): string[] {
   return out.split('\n').filter((l) => /ignoring the lease snapshot/.test(l));
@@ -147,6 +150,8 @@ describe('restart while etcd is down (lease snapshot)', { timeout: 600_000 }, ()
         const table = await c.statusTable(h1);
         assert.match(table, /^etcd\s+UNREACHABLE .*etcd unreachable, serving snapshot from \d{4}-\d\d-\d\dT/m);
         assert.equal(ignoredSnapshotLines(proc.output()).length, 0);
+        const health = await c.bed.execOk(h1.ns, [process.execPath, '-e', HTTP_GET, 'http://127.0.0.1:8286/healthz']);
+        assert.match(health, /^200 ok \(etcd unreachable, serving snapshot from \d{4}-/, 'degraded but healthy');
         await assertReach(c, c.host(3), h1, 'a peer reaches the restarted host');
       } finally {
         if (!c.etcd.running) await c.etcd.restart();
@@ -303,7 +308,7 @@ describe('restart while etcd is down (lease snapshot)', { timeout: 600_000 }, ()
           assert.equal(r?.reason, 'public_ip_in_network');
           assert.equal(st.refusedLeasesTotal?.public_ip_in_network, 1);
           assert.match(await c.statusTable(h), /^refused lease: 10\.244\.250\.0\/24 \(public IP 10\.244\.7\.7\) public_ip_in_network: .*inside the overlay network 10\.244\.0\.0\/16/m);
-          const m = await c.bed.execOk(h.ns, [process.execPath, '-e', "require('http').get('http://127.0.0.1:8286/metrics', (r) => { let b=''; r.on('data', (d) => (b += d)); r.on('end', () => process.stdout.write(b)); })"]);
+          const m = await c.bed.execOk(h.ns, [process.execPath, '-e', HTTP_GET, 'http://127.0.0.1:8286/metrics']);
           assert.match(m, /^vxnet_leases_refused_total\{reason="public_ip_in_network"\} 1$/m);
           // Nothing routes that subnet: a probe is a no-route drop, never encapsulated.
           const drops0 = (await c.status(h)).drops.tx_no_route ?? 0;
@@ -314,6 +319,49 @@ describe('restart while etcd is down (lease snapshot)', { timeout: 600_000 }, ()
         await c.etcdctl(['del', leaseKeyOf(loopSubnet)]);
       }
       await c.waitFor(c.host(1), 'refusal cleared', (s) => (s.refusedLeases ?? []).length === 0);
+    }),
+  );
+});
+
+describe('restart while etcd is down with the kernel vxlan backend', { timeout: 300_000 }, () => {
+  let c: Cluster;
+
+  before(async () => {
+    c = await Cluster.create({ hosts: 2, tag: 'snrestk', netConf: { Network: NETWORK, Backend: { Type: 'vxlan', Datapath: 'kernel' } } });
+    await withLogs(c, async () => {
+      for (const i of [1, 2]) await c.startDaemon(c.host(i));
+      await c.waitForMesh(30_000);
+    });
+  });
+
+  after(async () => {
+    await c?.destroy();
+  });
+
+  test('kill -9 and restart from the snapshot adopt flannel.1 as left; etcd back: reconciled', { timeout: 120_000 }, () =>
+    withLogs(c, async () => {
+      const [h1, h2] = [c.host(1), c.host(2)];
+      const sn1 = (await c.status(h1)).lease.subnet;
+      const sn2 = (await c.status(h2)).lease.subnet;
+      try {
+        c.etcd.kill9();
+        assert.equal(await c.stopDaemon(h1, 'SIGKILL'), 128 + 9);
+        const proc = await c.startDaemon(h1);
+        const st = await c.status(h1);
+        assert.equal(st.lease.subnet, sn1);
+        assert.ok(st.etcd.snapshotFrom, 'serving the snapshot');
+        assert.deepEqual(peerSubnets(st), [sn2]);
+        assert.ok(st.peers[0].installed);
+        assert.equal(st.backend.device, 'flannel.1');
+        assert.equal(ignoredSnapshotLines(proc.output()).length, 0);
+        await assertReach(c, h1, h2);
+        await assertReach(c, h2, h1);
+      } finally {
+        if (!c.etcd.running) await c.etcd.restart();
+      }
+      const st = await c.waitFor(h1, 'reconciled', (s) => s.etcd.state === 'connected' && !s.etcd.snapshotFrom && s.lease.renewals >= 1, 90_000);
+      assert.deepEqual(peerSubnets(st), [sn2]);
+      await assertReach(c, h1, h2);
     }),
   );
 });
