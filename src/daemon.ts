@@ -17,7 +17,7 @@ import { defaultRouteInterface, interfaceWithAddress, linkInfo, linkIPv4 } from 
 import { ConfigError, parseNetworkConfig } from './subnet/config';
 import { configKey } from './subnet/lease';
 import { LeaseManager } from './subnet/manager';
-import { EtcdRegistry, etcdFailureField } from './subnet/registry';
+import { EtcdRegistry, etcdFailureField, TlsFileError } from './subnet/registry';
 import type { SnapshotWriter } from './subnet/snapshot';
 import { checkConfigWhenEtcdAnswers, configOrSnapshot, loadUsableSnapshot, startSnapshotWriter } from './daemon/snapshot-boot';
 import type { Lease, NetworkConfig } from './subnet/types';
@@ -177,6 +177,7 @@ export class Daemon {
         password: opts.etcdPassword,
       });
     } catch (err) {
+      if (err instanceof TlsFileError) throw new StartupError(`--etcd-${err.option.toLowerCase()}`, `${err.file}: ${err.reason}`);
       throw new StartupError('--etcd-endpoints', (err as Error).message);
     }
     const registry = this.registry;

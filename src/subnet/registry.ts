@@ -1,6 +1,7 @@
 // flannel's etcd v3 registry: the network config and one key per subnet lease, each key attached to
 // its own etcd lease. Every call has a deadline so an unreachable etcd fails fast instead of hanging.
 import * as fs from 'node:fs';
+import { createSecureContext } from 'node:tls';
 import { CompareResult, CompareTarget, Etcd3, EtcdAuthenticationFailedError, EtcdPermissionDeniedError, IKeyValue, IOptions, IWatchResponse, Range } from 'etcd3';
 import type { Cidr } from '../net/ip';
 import { configKey, DEFAULT_PREFIX, encodeLeaseValue, keyToSubnet, leaseKey, subnetsPrefix } from './lease';
@@ -94,6 +95,43 @@ export class RegistryError extends Error {
   ) {
     super(`etcd ${op} failed (${endpoints.join(',')}): ${cause instanceof Error ? cause.message : String(cause)}`);
     this.name = 'RegistryError';
+  }
+}
+
+/** A CA, certificate or key file TLS cannot use; `option` names the registry option at fault. */
+export class TlsFileError extends Error {
+  constructor(
+    readonly option: 'caFile' | 'certFile' | 'keyFile',
+    readonly file: string,
+    readonly reason: string,
+  ) {
+    super(`${option}: ${file}: ${reason}`);
+    this.name = 'TlsFileError';
+  }
+}
+
+/** Loads the PEM files the way the TLS connection will, so a bad file fails here, by name, not at the first call. */
+function checkTlsFiles(opts: EtcdRegistryOptions, ca: Buffer | undefined, cert: Buffer | undefined, key: Buffer | undefined): void {
+  const why = (err: unknown) => String((err as Error).message).replace(/^error:[0-9A-F]+:/, '');
+  if (ca) {
+    if (!/-----BEGIN CERTIFICATE-----/.test(ca.toString('latin1'))) throw new TlsFileError('caFile', opts.caFile as string, 'not a PEM certificate');
+    try {
+      createSecureContext({ ca });
+    } catch (err) {
+      throw new TlsFileError('caFile', opts.caFile as string, why(err));
+    }
+  }
+  if (cert && key) {
+    try {
+      createSecureContext({ cert });
+    } catch (err) {
+      throw new TlsFileError('certFile', opts.certFile as string, why(err));
+    }
+    try {
+      createSecureContext({ cert, key });
+    } catch (err) {
+      throw new TlsFileError('keyFile', opts.keyFile as string, why(err));
+    }
   }
 }
 
@@ -219,6 +257,7 @@ export class EtcdRegistry implements LeaseRegistry {
     const ca = readFileOption('caFile', opts.caFile);
     const cert = readFileOption('certFile', opts.certFile);
     const key = readFileOption('keyFile', opts.keyFile);
+    checkTlsFiles(opts, ca, cert, key);
     const timeout = this.dialTimeoutMs;
     const options: IOptions = {
       hosts: this.endpoints,

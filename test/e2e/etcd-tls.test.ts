@@ -132,6 +132,12 @@ describe('etcd over TLS with client certificates', { timeout: 300_000 }, () => {
         },
         { name: 'no CA at all', args: [`--etcd-certfile=${pki.clientCertFile}`, `--etcd-keyfile=${pki.clientKeyFile}`], line: /^vxnet: --etcd-cafile: .*certificate signed by unknown authority/ },
         { name: 'no client certificate', args: [`--etcd-cafile=${pki.caFile}`], line: /^vxnet: --etcd-certfile: etcd at https:\/\/198\.18\.0\.254:2379 refused our client certificate/ },
+        { name: 'a CA file that is not a certificate', args: [`--etcd-cafile=${pki.clientKeyFile}`, `--etcd-certfile=${pki.clientCertFile}`, `--etcd-keyfile=${pki.clientKeyFile}`], line: /^vxnet: --etcd-cafile: \S+client\.key: not a PEM certificate$/ },
+        {
+          name: 'a key that does not belong to the certificate',
+          args: [`--etcd-cafile=${pki.caFile}`, `--etcd-certfile=${pki.clientCertFile}`, `--etcd-keyfile=${otherPki.clientKeyFile}`],
+          line: /^vxnet: --etcd-keyfile: \S+other\/client\.key: .*key values mismatch/,
+        },
         {
           name: 'a client certificate from another CA',
           args: [`--etcd-cafile=${pki.caFile}`, `--etcd-certfile=${otherPki.clientCertFile}`, `--etcd-keyfile=${otherPki.clientKeyFile}`],

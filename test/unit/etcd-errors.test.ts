@@ -2,7 +2,10 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { EtcdAuthenticationFailedError, EtcdPermissionDeniedError, GRPCUnavailableError } from 'etcd3';
-import { etcdFailureField, isAccessDenied, RegistryError } from '../../src/subnet/registry';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { EtcdRegistry, etcdFailureField, isAccessDenied, RegistryError, TlsFileError } from '../../src/subnet/registry';
 
 const S = { endpoints: ['https://198.18.0.254:2379'], prefix: '/coreos.com/network', caFile: '/etc/ca.pem', certFile: '/etc/c.pem', username: 'vxnet' };
 const wrap = (cause: Error) => new RegistryError('get config', S.endpoints, cause);
@@ -25,4 +28,17 @@ test('each kind of etcd failure names its flag', () => {
   assert.equal(noUser.field, '--etcd-username');
   assert.ok(isAccessDenied(wrap(new EtcdPermissionDeniedError('x'))));
   assert.ok(!isAccessDenied(wrap(new GRPCUnavailableError('x'))));
+});
+
+test('unusable TLS files are refused when the client is made, naming the option', () => {
+  const dir = mkdtempSync(path.join(tmpdir(), 'vxnet-tls-'));
+  try {
+    const junk = path.join(dir, 'junk.pem');
+    writeFileSync(junk, 'not pem at all');
+    const make = (o: Record<string, string>) => () => new EtcdRegistry({ endpoints: ['https://198.18.0.254:2379'], ...o });
+    assert.throws(make({ caFile: junk }), (e: unknown) => e instanceof TlsFileError && e.option === 'caFile' && /not a PEM certificate/.test(e.reason));
+    assert.throws(make({ certFile: junk, keyFile: junk }), (e: unknown) => e instanceof TlsFileError && e.option === 'certFile');
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 });
