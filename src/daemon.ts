@@ -19,7 +19,9 @@ import { defaultRouteInterface, interfaceNames, interfacesIPv4, interfaceWithAdd
 import { ConfigError, parseNetworkConfig } from './subnet/config';
 import { configKey } from './subnet/lease';
 import { LeaseManager } from './subnet/manager';
-import { EtcdRegistry } from './subnet/registry';
+import { EtcdRegistry, etcdFailureField, TlsFileError } from './subnet/registry';
+import type { SnapshotWriter } from './subnet/snapshot';
+import { checkConfigWhenEtcdAnswers, configOrSnapshot, loadUsableSnapshot, startSnapshotWriter } from './daemon/snapshot-boot';
 import type { Lease, NetworkConfig } from './subnet/types';
 
 export const VERSION: string = (() => {
@@ -146,6 +148,7 @@ export class Daemon {
   private backend: Backend | undefined;
   private config: NetworkConfig | undefined;
   private iface: ExternalInterface | undefined;
+  private snapshotWriter: SnapshotWriter | undefined;
   /** Resolves when the daemon has stopped (signal, fatal error, or stop()). */
   readonly done: Promise<void>;
   private resolveDone!: () => void;
@@ -242,27 +245,30 @@ export class Daemon {
         password: opts.etcdPassword,
       });
     } catch (err) {
+      if (err instanceof TlsFileError) throw new StartupError(`--etcd-${err.option.toLowerCase()}`, `${err.file}: ${err.reason}`);
       throw new StartupError('--etcd-endpoints', (err as Error).message);
     }
     const registry = this.registry;
+    // One line naming the flag to fix: --etcd-endpoints, or the CA, certificate, user or password.
+    const etcdFailure = (err: unknown) =>
+      etcdFailureField(err, { endpoints: opts.etcdEndpoints, prefix: registry.prefix, caFile: opts.etcdCaFile, certFile: opts.etcdCertFile, username: opts.etcdUsername });
     const unreachable = (err: unknown) => {
-      // gRPC appends resolver notes and metadata after the reason; the first clause is the useful part.
-      const why = String((err as { cause?: Error }).cause?.message ?? (err as Error).message)
-        .split('\n')[0]
-        .replace(/\.?\s*Resolution note:.*$/, '')
-        .trim();
-      return new StartupError('--etcd-endpoints', `cannot reach etcd at ${opts.etcdEndpoints.join(',')}: ${why}`);
+      const { field, reason } = etcdFailure(err);
+      return new StartupError(field, reason);
     };
-    if (netConfText !== undefined) {
-      const written = await registry.putNetworkConfigIfAbsent(netConfText).catch((err) => {
-        throw unreachable(err);
-      });
-      log.info(written ? 'wrote network config to etcd' : 'network config already in etcd; --net-config not applied', {
-        key: configKey(registry.prefix),
-        file: opts.netConfigFile,
-      });
-    }
-    const confText = await registry.getNetworkConfig().catch((err) => {
+    const fetchConfig = async (): Promise<string | undefined> => {
+      if (netConfText !== undefined) {
+        const written = await registry.putNetworkConfigIfAbsent(netConfText);
+        log.info(written ? 'wrote network config to etcd' : 'network config already in etcd; --net-config not applied', {
+          key: configKey(registry.prefix),
+          file: opts.netConfigFile,
+        });
+      }
+      return registry.getNetworkConfig();
+    };
+    // A usable snapshot lets a restart forward at once while etcd is down; without one, etcd is required.
+    const snapshot = await loadUsableSnapshot(opts, iface, log);
+    const { confText, fromSnapshot } = await configOrSnapshot(snapshot, fetchConfig, (err) => etcdFailure(err).field === '--etcd-endpoints', log).catch((err) => {
       throw unreachable(err);
     });
     if (confText === undefined) {
@@ -302,9 +308,22 @@ export class Daemon {
       log,
     });
     this.manager = manager;
-    manager.on('etcd', (state: string) => log[state === 'connected' ? 'info' : 'warn'](`etcd ${state}`, { endpoints: opts.etcdEndpoints.join(',') }));
+    this.snapshotWriter = startSnapshotWriter(opts, manager, registry.prefix, confText, attrs, log);
+    if (fromSnapshot) checkConfigWhenEtcdAnswers(manager, registry, config, log);
+    // The first contact is part of startup (a startup failure stays one line); later changes are news.
+    let etcdSeen = false;
+    manager.on('etcd', (state: string) => {
+      log[state !== 'connected' ? 'warn' : etcdSeen ? 'info' : 'debug'](`etcd ${state}`, { endpoints: opts.etcdEndpoints.join(',') });
+      etcdSeen = true;
+    });
     manager.on('lost', ({ subnet }) => log.error('another host took our subnet; forwarding continues but this host must be restarted to get a new one', { subnet: formatCidr(subnet) }));
-    const lease = await manager.acquire();
+    const lease = fromSnapshot
+      ? manager.restore({ own: fromSnapshot.own, records: fromSnapshot.records, revision: fromSnapshot.revision }, new Date(fromSnapshot.savedAt))
+      : await manager.acquire().catch((err) => {
+          // Only errors retrying cannot fix (a missing permission) come out of acquire().
+          if (err instanceof Error && err.name === 'RegistryError') throw unreachable(err);
+          throw err;
+        });
     if (this.stopRequested) throw new Error('stopped during startup');
 
     this.network = await backend.start(lease);
@@ -353,6 +372,7 @@ export class Daemon {
     if (!this.running || !this.network || !st) return { ok: false, detail: 'starting' };
     if (st.leaseState !== 'held') return { ok: false, detail: `lease ${st.leaseState}` };
     // Forwarding continues without etcd, so an outage is degraded, not unhealthy.
+    if (st.servingSnapshotFrom && st.etcd !== 'connected') return { ok: true, detail: `ok (etcd unreachable, serving snapshot from ${st.servingSnapshotFrom.toISOString()})` };
     return { ok: true, detail: st.etcd === 'connected' ? 'ok' : `ok (etcd unreachable: ${st.lastError ?? 'no contact'})` };
   }
 
@@ -422,9 +442,12 @@ export class Daemon {
         prefix: this.opts.etcdPrefix,
         lastContact: ms?.lastContact?.toISOString(),
         lastError: ms?.lastError,
+        snapshotFrom: ms?.servingSnapshotFrom?.toISOString(),
       },
       peers,
       rejected: { ...(ms?.rejected ?? {}) },
+      refusedLeases: (ms?.refused ?? []).map(({ subnet, publicIp, reason, detail }) => ({ subnet, publicIp, reason, detail })),
+      refusedLeasesTotal: { ...(ms?.refusedTotal ?? {}) },
       skippedPeers: Array.isArray(stats.skippedPeers) ? (stats.skippedPeers as string[]) : [],
       counters,
       drops: (stats.drops as Record<string, number> | undefined) ?? {},
@@ -459,6 +482,7 @@ export class Daemon {
       }
     };
     if (this.manager) await step('lease manager', () => this.manager?.stop());
+    if (this.snapshotWriter) await step('lease snapshot', () => this.snapshotWriter?.flush());
     if (this.network) await step('backend', () => this.network?.close());
     if (this.iptables) await step('iptables rules', () => this.iptables?.stop());
     if (this.metrics) await step('metrics listener', () => this.metrics?.close());

@@ -26,6 +26,8 @@ export interface DaemonOptions {
   ifaceCanReach?: string;
   publicIp?: string;
   subnetFile: string;
+  /** Where the snapshot of leases lives (default: the subnet file's directory). */
+  stateDir: string;
   ipMasq: boolean;
   /** MASQUERADE with --random-fully where iptables has it (off with --ip-masq-fully-random-disable). */
   ipMasqRandomFully: boolean;
@@ -92,6 +94,7 @@ export const DAEMON_FLAGS: Record<string, FlagSpec> = {
   'iface-can-reach': { kind: 'string', help: 'use the interface `ip route get ADDRESS` picks, after --iface and --iface-regex' },
   'public-ip': { kind: 'string', help: 'address published to peers (default: the interface address)' },
   'subnet-file': { kind: 'string', help: `where to write subnet.env (default ${DEFAULT_SUBNET_ENV})` },
+  'state-dir': { kind: 'string', help: 'directory of the lease snapshot used to restart while etcd is down (default: that of --subnet-file)' },
   'ip-masq': { kind: 'bool', help: 'masquerade traffic leaving the overlay network' },
   'ip-masq-fully-random-disable': { kind: 'bool', help: 'MASQUERADE without --random-fully' },
   'iptables-forward-rules': { kind: 'bool', help: 'ACCEPT overlay traffic in FORWARD, chain VXNET-FWD (default true; =false turns it off)' },
@@ -345,6 +348,9 @@ export function resolveDaemonOptions(argv: string[], env: NodeJS.ProcessEnv = pr
   const subnetFile = str('subnet-file') ?? DEFAULT_SUBNET_ENV;
   if (subnetFile === '' || subnetFile.endsWith('/')) throw new OptionError(field('subnet-file'), `must be a file path, got ${JSON.stringify(subnetFile)}`);
 
+  const stateDir = str('state-dir') ?? path.dirname(subnetFile);
+  if (stateDir === '') throw new OptionError(field('state-dir'), 'must be a directory path');
+
   const netConfigFile = checkReadable(field('net-config'), str('net-config'));
 
   const ttl = merged.has('subnet-lease-ttl') ? intValue(field('subnet-lease-ttl'), str('subnet-lease-ttl') as string, 10, 10 * 365 * 86400) : DEFAULT_TTL_SECONDS;
@@ -392,6 +398,7 @@ export function resolveDaemonOptions(argv: string[], env: NodeJS.ProcessEnv = pr
     ifaceCanReach,
     publicIp,
     subnetFile,
+    stateDir,
     ipMasq: merged.get('ip-masq') === true,
     ipMasqRandomFully: merged.get('ip-masq-fully-random-disable') !== true,
     iptablesForwardRules: merged.get('iptables-forward-rules') !== false,

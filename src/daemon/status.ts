@@ -64,10 +64,16 @@ export interface DaemonStatus {
     prefix: string;
     lastContact?: string;
     lastError?: string;
+    /** Set while the daemon runs from its snapshot (started while etcd was down): the snapshot's time. */
+    snapshotFrom?: string;
   };
   peers: PeerStatus[];
   /** Leases ignored, by reason (malformed, overlap, outside). */
   rejected: Record<string, number>;
+  /** Well-formed leases no backend installs (a PublicIP inside the overlay network would loop), now. */
+  refusedLeases?: Array<{ subnet: string; publicIp: string; reason: string; detail: string }>;
+  /** Lease versions refused so far, by reason. */
+  refusedLeasesTotal?: Record<string, number>;
   /** Peer leases the backend could not use (e.g. another backend type), with the reason. */
   skippedPeers: string[];
   /** Backend counters: packets/bytes each way and drops by reason (userspace) or device counters (kernel). */
@@ -110,10 +116,11 @@ export function formatStatus(st: DaemonStatus, now = Date.now()): string {
     `backend   ${st.backend.kind} (Type ${st.backend.type})  device ${st.backend.device ?? '-'}  mtu ${st.backend.mtu}  ` +
       `iface ${st.backend.iface}  public-ip ${st.backend.publicIp}${st.ipMasq ? '  ip-masq' : ''}`,
   );
+  const serving = st.etcd.snapshotFrom ? `etcd unreachable, serving snapshot from ${st.etcd.snapshotFrom}` : 'forwarding with the last known peers';
   const etcdLine =
     st.etcd.state === 'connected'
       ? `connected  ${st.etcd.endpoints.join(',')}`
-      : `UNREACHABLE  ${st.etcd.endpoints.join(',')}  (forwarding with the last known peers; retrying)${st.etcd.lastError ? `  last error: ${st.etcd.lastError}` : ''}`;
+      : `UNREACHABLE  ${st.etcd.endpoints.join(',')}  (${serving}; retrying)${st.etcd.lastError ? `  last error: ${st.etcd.lastError}` : ''}`;
   out.push(`etcd      ${etcdLine}`);
   out.push(`subnet    ${st.subnetFile}`);
   if (st.iptables) {
@@ -147,6 +154,7 @@ export function formatStatus(st: DaemonStatus, now = Date.now()): string {
   }
   const rejected = Object.entries(st.rejected).filter(([, n]) => n > 0);
   if (rejected.length > 0) out.push(`rejected leases: ${rejected.map(([r, n]) => `${r}=${n}`).join(' ')}`);
+  for (const r of st.refusedLeases ?? []) out.push(`refused lease: ${r.subnet} (public IP ${r.publicIp}) ${r.reason}: ${r.detail}`);
   if (st.skippedPeers.length > 0) out.push(`skipped peers: ${st.skippedPeers.join('; ')}`);
   out.push('');
   const c = st.counters;

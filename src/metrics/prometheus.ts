@@ -39,6 +39,7 @@ export function renderMetrics(st: DaemonStatus): string {
   ]);
   e.family('vxnet_lease_renewals_total', 'counter', 'Lease renewals since start.', [[{}, st.lease.renewals]]);
   e.family('vxnet_leases_rejected_total', 'counter', 'Peer leases ignored, by reason.', Object.entries(st.rejected).map(([r, n]) => [{ reason: r }, n]));
+  e.family('vxnet_leases_refused_total', 'counter', 'Well-formed peer leases refused (never installed), by reason.', Object.entries(st.refusedLeasesTotal ?? {}).map(([r, n]) => [{ reason: r }, n]));
   e.family('vxnet_peers', 'gauge', 'Peer leases known, by whether forwarding state is installed.', [
     [{ state: 'installed' }, st.peers.filter((p) => p.installed).length],
     [{ state: 'pending' }, st.peers.filter((p) => !p.installed).length],

@@ -2,16 +2,37 @@
 // (acquire, renew, watch) plus reconciliation that survives compaction, restarts and outages.
 import { EventEmitter } from 'node:events';
 import type { Logger } from '../backend/backend';
-import { Cidr, cidrCovers, cidrEquals, cidrOverlaps, formatCidr } from '../net/ip';
+import { Cidr, cidrContains, cidrCovers, cidrEquals, cidrOverlaps, formatCidr, parseIPv4 } from '../net/ip';
 import { subnetAt, subnetCount, subnetFitsConfig } from './config';
 import { decodeLeaseValue, encodeLeaseValue, leaseKey } from './lease';
-import type { LeaseListing, LeaseRecord, LeaseRegistry, LeaseWatch, LeaseWatchEvent, WriteResult } from './registry';
+import { isAccessDenied, type LeaseListing, type LeaseRecord, type LeaseRegistry, type LeaseWatch, type LeaseWatchEvent, type WriteResult } from './registry';
 import type { Lease, LeaseAttrs, NetworkConfig } from './types';
 
 export const DEFAULT_TTL_SECONDS = 24 * 60 * 60;
 
 export const REJECT_REASONS = ['malformed', 'overlap', 'outside'] as const;
 export type RejectReason = (typeof REJECT_REASONS)[number];
+
+/** Valid leases no backend may install: a PublicIP inside the overlay routes back into our own device. */
+export const REFUSE_REASONS = ['public_ip_in_network'] as const;
+export type RefuseReason = (typeof REFUSE_REASONS)[number];
+
+/** A lease that is well-formed but refused, as status shows it. */
+export interface RefusedLease {
+  key: string;
+  subnet: string;
+  publicIp: string;
+  reason: RefuseReason;
+  detail: string;
+}
+
+/** What a snapshot holds of the manager, and what restore() starts from. */
+export interface ManagerState {
+  own: { subnet: Cidr; modRevision: number; expiration: number };
+  records: LeaseRecord[];
+  /** etcd revision the records reflect. */
+  revision: number;
+}
 
 export interface LeaseManagerOptions {
   /** TTL of our etcd lease (default 24 h, as flannel); renewed at half of it. At least 2. */
@@ -39,6 +60,11 @@ export interface LeaseManagerStatus {
   peers: number;
   rejected: Record<RejectReason, number>;
   renewals: number;
+  /** Leases refused right now (not installed anywhere), and how many versions were refused so far. */
+  refused: RefusedLease[];
+  refusedTotal: Record<RefuseReason, number>;
+  /** When started from a snapshot: its time, until the first listing from etcd replaced it. */
+  servingSnapshotFrom?: Date;
 }
 
 export type PeersCallback = (peers: Lease[]) => void | Promise<void>;
@@ -101,7 +127,8 @@ function maskIp(ip: number, l: number): number {
 
 /**
  * Events: 'acquired' (Lease), 'renewed' (Lease), 'peers' (Lease[]), 'rejected' ({key, reason, detail}),
- * 'lost' ({subnet, holder}), 'etcd' ('connected' | 'unreachable').
+ * 'refused' ({key, reason, detail}), 'lost' ({subnet, holder}), 'etcd' ('connected' | 'unreachable'),
+ * 'state' (our lease or the records changed: time to rewrite the snapshot).
  */
 export class LeaseManager extends EventEmitter {
   private readonly ttl: number;
@@ -120,6 +147,13 @@ export class LeaseManager extends EventEmitter {
   private readonly rejectedCounts: Record<RejectReason, number> = { malformed: 0, overlap: 0, outside: 0 };
   /** key -> "reason@modRevision" of its current rejection, so each bad version is counted once. */
   private readonly rejectedNow = new Map<string, string>();
+  private readonly refusedCounts: Record<RefuseReason, number> = { public_ip_in_network: 0 };
+  /** key -> refusal of its current version, counted and logged once per version. */
+  private readonly refusedNow = new Map<string, RefusedLease & { mark: string }>();
+  /** Set by restore(): the time of the snapshot served until etcd answers a listing. */
+  private servingSnapshotFrom: Date | undefined;
+  /** After restore(): renew as soon as etcd answers (attrs or TTL may be stale). */
+  private renewOnContact = false;
 
   /** Every key under <prefix>/subnets/: the last listing plus the watch events after it. */
   private records = new Map<string, LeaseRecord>();
@@ -139,6 +173,7 @@ export class LeaseManager extends EventEmitter {
   private publishQueued = false;
   private pendingPeers: Lease[] | undefined;
   private delivering = false;
+  private delivery: Promise<void> = Promise.resolve();
 
   private resyncing = false;
   private resyncAgain = false;
@@ -188,7 +223,42 @@ export class LeaseManager extends EventEmitter {
       peers: this.peerList.length,
       rejected: { ...this.rejectedCounts },
       renewals: this.renewals,
+      refused: [...this.refusedNow.values()].map(({ mark: _mark, ...r }) => r),
+      refusedTotal: { ...this.refusedCounts },
+      servingSnapshotFrom: this.servingSnapshotFrom,
     };
+  }
+
+  /** Our lease and every record with the revision they reflect (for the snapshot), once we hold a lease. */
+  exportState(): ManagerState | undefined {
+    const own = this.own;
+    if (!own) return undefined;
+    return {
+      own: { subnet: own.subnet, modRevision: own.modRevision, expiration: own.expiration.getTime() },
+      records: [...this.records.values()],
+      revision: this.appliedRevision,
+    };
+  }
+
+  /**
+   * Starts from a snapshot instead of acquire() (etcd is unreachable): our lease and the peers as they
+   * were. run() then installs them at once and reconciles when etcd answers: the watch resumes after the
+   * snapshot's revision, a compaction or an older etcd means a re-list, and our lease is renewed.
+   */
+  restore(state: ManagerState, savedAt: Date): Lease {
+    if (this.own || this.started) throw new Error('restore() must come before acquire() and run()');
+    const key = leaseKey(this.registry.prefix, state.own.subnet);
+    this.own = { subnet: state.own.subnet, key, modRevision: state.own.modRevision, expiration: new Date(state.own.expiration) };
+    this.records = new Map(state.records.map((r) => [r.key, r]));
+    this.snapshotRevision = state.revision;
+    this.appliedRevision = state.revision;
+    this.leaseState = 'held';
+    this.servingSnapshotFrom = savedAt;
+    this.renewOnContact = true;
+    const lease = this.lease as Lease;
+    this.log.info('serving the snapshot until etcd answers', { subnet: formatCidr(state.own.subnet), savedAt: savedAt.toISOString(), revision: state.revision });
+    this.emit('acquired', lease);
+    return lease;
   }
 
   // ---- acquiring ------------------------------------------------------------------------------
@@ -207,7 +277,8 @@ export class LeaseManager extends EventEmitter {
       try {
         got = await this.tryAcquire();
       } catch (err) {
-        if (err instanceof SubnetsExhaustedError) throw err;
+        // Retrying cannot fix a wrong password or a missing permission.
+        if (err instanceof SubnetsExhaustedError || isAccessDenied(err)) throw err;
         this.noteFailure('acquire', err);
         this.log.warn('acquiring a lease failed, retrying', { error: String((err as Error).message), retryMs: delay });
         await this.sleep(delay);
@@ -289,6 +360,7 @@ export class LeaseManager extends EventEmitter {
       expiration: res.grant.expiration,
     };
     this.leaseState = 'held';
+    this.changed();
     const lease = this.lease as Lease;
     this.log.info('acquired lease', { subnet: formatCidr(subnet), reason: why, ttlSeconds: this.ttl });
     this.emit('acquired', lease);
@@ -309,6 +381,14 @@ export class LeaseManager extends EventEmitter {
     this.started = true;
     this.onPeers = onPeers;
     this.scheduleRenew(this.renewDue());
+    if (this.servingSnapshotFrom) {
+      // From a snapshot: install its peers now, reconcile with etcd in the background.
+      this.publish();
+      this.startWatch(this.appliedRevision + 1);
+      void this.resync();
+      await this.delivery;
+      return;
+    }
     await this.resync();
   }
 
@@ -344,6 +424,14 @@ export class LeaseManager extends EventEmitter {
         if (!this.watch) this.startWatch(listing.revision + 1);
         await this.checkOwn();
         this.publish();
+        if (this.servingSnapshotFrom) {
+          this.log.info('etcd answered: snapshot replaced by the listing', { revision: listing.revision, leases: listing.records.length });
+          this.servingSnapshotFrom = undefined;
+        }
+        if (this.renewOnContact) {
+          this.renewOnContact = false;
+          this.scheduleRenew(0);
+        }
       } while (this.resyncAgain && !this.stopped);
       this.resyncDelay = this.retryInitialMs;
     } catch (err) {
@@ -364,10 +452,18 @@ export class LeaseManager extends EventEmitter {
 
   /** False (and nothing changed) when the listing is older than watch events already applied. */
   private applySnapshot(listing: LeaseListing): boolean {
-    if (listing.revision < this.appliedRevision) return false;
+    if (listing.revision < this.appliedRevision) {
+      if (!this.servingSnapshotFrom) return false;
+      // etcd is older than our snapshot (restored from backup, or replaced): its revisions are not
+      // ours, so the watch from the snapshot revision would miss everything; watch from this listing.
+      this.log.warn('etcd is behind the snapshot revision; trusting the listing', { snapshotRevision: this.appliedRevision, revision: listing.revision });
+      this.watch?.cancel();
+      this.watch = undefined;
+    }
     this.records = new Map(listing.records.map((r) => [r.key, r]));
     this.snapshotRevision = listing.revision;
     this.appliedRevision = listing.revision;
+    this.changed();
     return true;
   }
 
@@ -408,6 +504,7 @@ export class LeaseManager extends EventEmitter {
       else this.records.delete(key);
       if (key === this.own?.key) ownTouched = true;
     }
+    this.changed();
     if (ownTouched) void this.checkOwn();
     this.schedulePublish();
   }
@@ -440,6 +537,7 @@ export class LeaseManager extends EventEmitter {
   private adoptOrLose(rec: LeaseRecord): void {
     const own = this.own as OwnLease;
     if (this.isOurs(rec)) {
+      if (rec.modRevision > own.modRevision) this.changed();
       own.modRevision = Math.max(own.modRevision, rec.modRevision);
       if (this.leaseState === 'lost') this.log.info('our subnet is ours again', { subnet: formatCidr(own.subnet) });
       this.leaseState = 'held';
@@ -458,6 +556,7 @@ export class LeaseManager extends EventEmitter {
       own.modRevision = res.grant.modRevision;
       own.expiration = res.grant.expiration;
       this.leaseState = 'held';
+      this.changed();
       if (what === 'renewed') this.renewals++;
       this.log.info(`lease ${what}`, { subnet: formatCidr(own.subnet), expiration: own.expiration.toISOString() });
       this.emit('renewed', this.lease);
@@ -507,8 +606,13 @@ export class LeaseManager extends EventEmitter {
   // ---- peers ----------------------------------------------------------------------------------
 
   /** Valid leases other than ours; overlapping ones lose to the older lease (and to ours). */
-  private computePeers(): { peers: Lease[]; rejected: Map<string, { reason: RejectReason; detail: string; rec: LeaseRecord }> } {
+  private computePeers(): {
+    peers: Lease[];
+    rejected: Map<string, { reason: RejectReason; detail: string; rec: LeaseRecord }>;
+    refused: Map<string, RefusedLease & { mark: string }>;
+  } {
     const rejected = new Map<string, { reason: RejectReason; detail: string; rec: LeaseRecord }>();
+    const refused = new Map<string, RefusedLease & { mark: string }>();
     const reject = (rec: LeaseRecord, reason: RejectReason, detail: string) => rejected.set(rec.key, { reason, detail, rec });
     const own = this.own;
     const candidates: { rec: LeaseRecord; subnet: Cidr; attrs: LeaseAttrs }[] = [];
@@ -525,6 +629,19 @@ export class LeaseManager extends EventEmitter {
       }
       if (!cidrCovers(this.config.network, rec.subnet)) {
         reject(rec, 'outside', `${formatCidr(rec.subnet)} is outside ${formatCidr(this.config.network)}`);
+        continue;
+      }
+      // Checked here once for every backend: encapsulating towards such an address would loop.
+      if (cidrContains(this.config.network, parseIPv4(d.attrs.publicIp))) {
+        const reason: RefuseReason = 'public_ip_in_network';
+        refused.set(rec.key, {
+          key: rec.key,
+          subnet: formatCidr(rec.subnet),
+          publicIp: d.attrs.publicIp,
+          reason,
+          detail: `PublicIP ${d.attrs.publicIp} lies inside the overlay network ${formatCidr(this.config.network)}: traffic to it would route back into our own device`,
+          mark: `${reason}@${rec.modRevision}`,
+        });
         continue;
       }
       if (own && cidrOverlaps(rec.subnet, own.subnet)) {
@@ -547,7 +664,7 @@ export class LeaseManager extends EventEmitter {
       peers.push({ subnet: c.subnet, attrs: c.attrs, revision: c.rec.modRevision });
     }
     peers.sort((a, b) => a.subnet.ip - b.subnet.ip);
-    return { peers, rejected };
+    return { peers, rejected, refused };
   }
 
   /** Decoded lease value, reused while the key's modRevision is unchanged (10,000 leases, one event: one parse). */
@@ -571,7 +688,7 @@ export class LeaseManager extends EventEmitter {
 
   private publish(): void {
     if (this.stopped || !this.started) return;
-    const { peers, rejected } = this.computePeers();
+    const { peers, rejected, refused } = this.computePeers();
     for (const [key, r] of rejected) {
       const mark = `${r.reason}@${r.rec.modRevision}`;
       if (this.rejectedNow.get(key) === mark) continue;
@@ -581,6 +698,14 @@ export class LeaseManager extends EventEmitter {
       this.emit('rejected', { key, reason: r.reason, detail: r.detail });
     }
     for (const key of this.rejectedNow.keys()) if (!rejected.has(key)) this.rejectedNow.delete(key);
+    for (const [key, r] of refused) {
+      if (this.refusedNow.get(key)?.mark === r.mark) continue;
+      this.refusedNow.set(key, r);
+      this.refusedCounts[r.reason]++;
+      this.log.warn('refused lease (not installed)', { key, reason: r.reason, detail: r.detail });
+      this.emit('refused', { key, reason: r.reason, detail: r.detail });
+    }
+    for (const key of this.refusedNow.keys()) if (!refused.has(key)) this.refusedNow.delete(key);
 
     const sig = peers.map((p) => `${formatCidr(p.subnet)}=${this.records.get(leaseKey(this.registry.prefix, p.subnet))?.value ?? encodeLeaseValue(p.attrs)}`).join('\n');
     if (sig === this.peerSig) return;
@@ -594,7 +719,7 @@ export class LeaseManager extends EventEmitter {
     this.pendingPeers = peers;
     if (this.delivering) return;
     this.delivering = true;
-    void (async () => {
+    this.delivery = (async () => {
       while (this.pendingPeers && !this.stopped) {
         const next = this.pendingPeers;
         this.pendingPeers = undefined;
@@ -607,6 +732,11 @@ export class LeaseManager extends EventEmitter {
       }
       this.delivering = false;
     })();
+  }
+
+  /** Our lease or the records changed: the daemon rewrites its snapshot. */
+  private changed(): void {
+    this.emit('state');
   }
 
   // ---- etcd health ----------------------------------------------------------------------------

@@ -1,7 +1,8 @@
 // flannel's etcd v3 registry: the network config and one key per subnet lease, each key attached to
 // its own etcd lease. Every call has a deadline so an unreachable etcd fails fast instead of hanging.
 import * as fs from 'node:fs';
-import { CompareResult, CompareTarget, Etcd3, IKeyValue, IOptions, IWatchResponse, Range } from 'etcd3';
+import { createSecureContext } from 'node:tls';
+import { CompareResult, CompareTarget, Etcd3, EtcdAuthenticationFailedError, EtcdPermissionDeniedError, IKeyValue, IOptions, IWatchResponse, Range } from 'etcd3';
 import type { Cidr } from '../net/ip';
 import { configKey, DEFAULT_PREFIX, encodeLeaseValue, keyToSubnet, leaseKey, subnetsPrefix } from './lease';
 import type { LeaseAttrs } from './types';
@@ -97,6 +98,109 @@ export class RegistryError extends Error {
   }
 }
 
+/** A CA, certificate or key file TLS cannot use; `option` names the registry option at fault. */
+export class TlsFileError extends Error {
+  constructor(
+    readonly option: 'caFile' | 'certFile' | 'keyFile',
+    readonly file: string,
+    readonly reason: string,
+  ) {
+    super(`${option}: ${file}: ${reason}`);
+    this.name = 'TlsFileError';
+  }
+}
+
+/** Loads the PEM files the way the TLS connection will, so a bad file fails here, by name, not at the first call. */
+function checkTlsFiles(opts: EtcdRegistryOptions, ca: Buffer | undefined, cert: Buffer | undefined, key: Buffer | undefined): void {
+  const why = (err: unknown) => String((err as Error).message).replace(/^error:[0-9A-F]+:/, '');
+  if (ca) {
+    if (!/-----BEGIN CERTIFICATE-----/.test(ca.toString('latin1'))) throw new TlsFileError('caFile', opts.caFile as string, 'not a PEM certificate');
+    try {
+      createSecureContext({ ca });
+    } catch (err) {
+      throw new TlsFileError('caFile', opts.caFile as string, why(err));
+    }
+  }
+  if (cert && key) {
+    try {
+      createSecureContext({ cert });
+    } catch (err) {
+      throw new TlsFileError('certFile', opts.certFile as string, why(err));
+    }
+    try {
+      createSecureContext({ cert, key });
+    } catch (err) {
+      throw new TlsFileError('keyFile', opts.keyFile as string, why(err));
+    }
+  }
+}
+
+/** A wrong password or a missing permission: retrying cannot help. */
+export function isAccessDenied(err: unknown): boolean {
+  const cause = err instanceof RegistryError ? err.cause : err;
+  return cause instanceof EtcdAuthenticationFailedError || cause instanceof EtcdPermissionDeniedError;
+}
+
+/** The settings an etcd failure can be blamed on, for etcdFailureField. */
+export interface EtcdAccessSettings {
+  endpoints: string[];
+  prefix: string;
+  caFile?: string;
+  certFile?: string;
+  username?: string;
+}
+
+/**
+ * One line for an etcd call that failed at startup, naming the flag the user should look at: the
+ * CA for an unverifiable server certificate, the client certificate for a refused handshake, the
+ * password or the user's permissions for etcd's auth errors, else the endpoints.
+ */
+export function etcdFailureField(err: unknown, s: EtcdAccessSettings): { field: string; reason: string } {
+  const cause = err instanceof RegistryError ? err.cause : err;
+  const full = String((cause as Error)?.message ?? cause);
+  // gRPC appends resolver notes and metadata after the reason; the first clause is the useful part.
+  const why = full
+    .split('\n')[0]
+    .replace(/\.?\s*Resolution note:.*$/, '')
+    .trim();
+  const at = s.endpoints.join(',');
+  if (cause instanceof EtcdAuthenticationFailedError) return { field: '--etcd-password', reason: `authentication failed for user ${JSON.stringify(s.username ?? '')} at ${at}` };
+  if (cause instanceof EtcdPermissionDeniedError) return { field: '--etcd-username', reason: `permission denied on ${s.prefix} for user ${JSON.stringify(s.username ?? '')} at ${at}` };
+  if (/self[- ]signed certificate|unable to (verify|get local issuer)|certificate verify failed|unknown authority|CERT_SIGNATURE_FAILURE|UNABLE_TO_VERIFY/i.test(full)) {
+    return { field: '--etcd-cafile', reason: `cannot verify the certificate of etcd at ${at}: certificate signed by unknown authority${s.caFile ? ` (CA ${s.caFile})` : ' (no --etcd-cafile given)'}` };
+  }
+  if (/Hostname\/IP does not match|ERR_TLS_CERT_ALTNAME|altnames/i.test(full)) {
+    return { field: '--etcd-endpoints', reason: `the certificate of etcd at ${at} does not name that address: ${why}` };
+  }
+  if (/certificate required|bad certificate|alert number 116|alert number 42|handshake failure/i.test(full)) {
+    // OpenSSL's error stack is noise here; the TLS alert is what etcd said.
+    const alert = /alert ([a-z ]+?)(?::|$)/i.exec(full)?.[1] ?? why;
+    return { field: '--etcd-certfile', reason: `etcd at ${at} refused our client certificate${s.certFile ? ` (${s.certFile})` : ' (none given: pass --etcd-certfile/--etcd-keyfile)'}: TLS alert ${alert}` };
+  }
+  if (s.username === undefined && /user name is empty|invalid auth token/i.test(full)) {
+    return { field: '--etcd-username', reason: `etcd at ${at} has auth enabled: pass --etcd-username/--etcd-password (${why})` };
+  }
+  return { field: '--etcd-endpoints', reason: `cannot reach etcd at ${at}: ${why}` };
+}
+
+let tlsWarningFiltered = false;
+
+/**
+ * gRPC hands an IP endpoint to Node's TLS as the server name, which Node answers with deprecation
+ * warning DEP0123 on stderr; etcd endpoints are usually IPs (verified by SAN), so drop just that one.
+ */
+function filterIpServernameWarning(): void {
+  if (tlsWarningFiltered) return;
+  tlsWarningFiltered = true;
+  const emit = process.emitWarning.bind(process) as (...args: unknown[]) => void;
+  process.emitWarning = ((warning: string | Error, ...rest: unknown[]) => {
+    const opt = rest[0];
+    const code = typeof opt === 'object' && opt !== null ? (opt as { code?: string }).code : rest[1];
+    if (code === 'DEP0123') return;
+    emit(warning, ...rest);
+  }) as typeof process.emitWarning;
+}
+
 type Policy = NonNullable<NonNullable<IOptions['faultHandling']>['global']>;
 type Backoff = NonNullable<NonNullable<IOptions['faultHandling']>['watchBackoff']>;
 
@@ -153,6 +257,7 @@ export class EtcdRegistry implements LeaseRegistry {
     const ca = readFileOption('caFile', opts.caFile);
     const cert = readFileOption('certFile', opts.certFile);
     const key = readFileOption('keyFile', opts.keyFile);
+    checkTlsFiles(opts, ca, cert, key);
     const timeout = this.dialTimeoutMs;
     const options: IOptions = {
       hosts: this.endpoints,
@@ -168,6 +273,7 @@ export class EtcdRegistry implements LeaseRegistry {
       },
     };
     if (ca || cert) options.credentials = { rootCertificate: ca as Buffer, privateKey: key, certChain: cert };
+    if (ca || cert || this.endpoints.some((e) => e.startsWith('https:'))) filterIpServernameWarning();
     if (opts.username) {
       options.auth = {
         username: opts.username,
@@ -308,6 +414,8 @@ class WatchStream implements LeaseWatch {
   private createTimer: NodeJS.Timeout | undefined;
   private retryTimer: NodeJS.Timeout | undefined;
   private readonly range: Range;
+  /** etcd rejected the stream's auth token (tokens do not survive an etcd restart): get a new one first. */
+  private staleToken = false;
 
   constructor(
     private readonly client: Etcd3,
@@ -324,6 +432,15 @@ class WatchStream implements LeaseWatch {
 
   open(): void {
     if (this.stopped) return;
+    if (this.staleToken) {
+      this.staleToken = false;
+      // A unary call that meets an invalid token makes etcd3 authenticate again; the stream then uses the new one.
+      void this.client.kv
+        .range({ key: this.range.start, range_end: this.range.end, count_only: true, limit: 1 })
+        .catch(() => undefined)
+        .then(() => this.open());
+      return;
+    }
     this.client.watchClient.watch().then(
       (stream) => {
         if (this.stopped) {
@@ -378,6 +495,7 @@ class WatchStream implements LeaseWatch {
 
   private broken(stream: Duplex | undefined, err: Error): void {
     if (this.stopped || stream !== this.stream) return;
+    if (/invalid auth token/i.test(err.message)) this.staleToken = true;
     this.stream = undefined;
     clearTimeout(this.createTimer);
     if (stream) this.closeStream(stream);

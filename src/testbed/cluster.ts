@@ -8,7 +8,7 @@ import type { DaemonStatus } from '../daemon/status';
 import { readSubnetEnv, type SubnetEnv } from '../host/subnet-env';
 import { formatIPv4, cidrHost } from '../net/ip';
 import { type BedHost, NetBed } from './netbed';
-import { type EtcdServer, startEtcd } from './etcd';
+import { type EtcdServer, type EtcdServerTls, startEtcd } from './etcd';
 
 /** dist/src/cli.js, next to this file's directory. */
 export const CLI_JS = path.resolve(__dirname, '..', 'cli.js');
@@ -19,6 +19,10 @@ export interface ClusterOptions {
   tag: string;
   /** flannel net-conf.json written to etcd before any daemon starts (skip with undefined). */
   netConf?: Record<string, unknown>;
+  /** etcd serves clients over TLS (see src/testbed/tls.ts); etcdctl then uses etcd.etcdctlArgs. */
+  etcdTls?: EtcdServerTls;
+  /** etcdctl flags for the cluster's own etcdctl calls (e.g. --cacert/--cert/--key). */
+  etcdctlArgs?: string[];
   underlayMtu?: number;
 }
 
@@ -68,7 +72,7 @@ export class Cluster {
     let etcd: EtcdServer | undefined;
     const dir = mkdtempSync(path.join(tmpdir(), `${bed.prefix}-`));
     try {
-      etcd = await startEtcd({ netns: bed.switchNs, host: bed.switchIp, clientPort: 2379, peerPort: 2380 });
+      etcd = await startEtcd({ netns: bed.switchNs, host: bed.switchIp, clientPort: 2379, peerPort: 2380, tls: opts.etcdTls, etcdctlArgs: opts.etcdctlArgs });
       const c = new Cluster(bed, etcd, dir);
       if (opts.netConf) await c.etcdctl(['put', '/coreos.com/network/config', JSON.stringify(opts.netConf)]);
       return c;
@@ -86,7 +90,7 @@ export class Cluster {
 
   /** Runs etcdctl (v3 API) against the cluster's etcd from the switch namespace; returns stdout. */
   etcdctl(args: string[]): Promise<string> {
-    return this.bed.execOk(this.bed.switchNs, ['etcdctl', `--endpoints=${this.endpoint}`, ...args], { env: { ...process.env, ETCDCTL_API: '3' } });
+    return this.bed.execOk(this.bed.switchNs, ['etcdctl', `--endpoints=${this.endpoint}`, ...this.etcd.etcdctlArgs, ...args], { env: { ...process.env, ETCDCTL_API: '3' } });
   }
 
   host(i: number): BedHost {

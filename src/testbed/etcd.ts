@@ -25,6 +25,17 @@ export interface EtcdOptions {
   dataDir?: string;
   /** How long to wait for /health to report a leader (default 20 s). */
   startTimeoutMs?: number;
+  /** Serve clients over TLS with this certificate (endpoint https://); with `clientCaFile`, require client certificates. */
+  tls?: EtcdServerTls;
+  /** etcdctl flags for the health check (and for callers): --cacert/--cert/--key, later --user. */
+  etcdctlArgs?: string[];
+}
+
+export interface EtcdServerTls {
+  certFile: string;
+  keyFile: string;
+  /** Client certificates must be signed by this CA (--client-cert-auth). */
+  clientCaFile?: string;
 }
 
 export interface EtcdServer {
@@ -45,6 +56,8 @@ export interface EtcdServer {
   kill9(): void;
   /** Starts etcd again on the same ports and data dir (after kill9 or a crash) and waits for health. */
   restart(): Promise<void>;
+  /** etcdctl flags every check uses (TLS files, and --user once auth is on); callers may append. */
+  readonly etcdctlArgs: string[];
 }
 
 const STDERR_TAIL = 4096;
@@ -117,14 +130,11 @@ function httpHealthy(endpoint: string): Promise<boolean> {
   });
 }
 
-/** Inside a namespace the root namespace cannot reach etcd, so ask etcdctl from within. */
-function netnsHealthy(netns: string, endpoint: string): Promise<boolean> {
+/** Inside a namespace the root namespace cannot reach etcd, so ask etcdctl from within (also for TLS). */
+function etcdctlHealthy(netns: string | undefined, endpoint: string, extra: string[]): Promise<boolean> {
   return new Promise((resolve) => {
-    const child = spawn(
-      'ip',
-      ['netns', 'exec', netns, ETCDCTL_BIN, `--endpoints=${endpoint}`, '--dial-timeout=1s', '--command-timeout=1s', 'endpoint', 'health'],
-      { stdio: 'ignore', env: { ...process.env, ETCDCTL_API: '3' } },
-    );
+    const argv = [ETCDCTL_BIN, `--endpoints=${endpoint}`, ...extra, '--dial-timeout=1s', '--command-timeout=1s', 'endpoint', 'health'];
+    const child = spawn(netns ? 'ip' : argv[0], netns ? ['netns', 'exec', netns, ...argv] : argv.slice(1), { stdio: 'ignore', env: { ...process.env, ETCDCTL_API: '3' } });
     child.on('error', () => resolve(false));
     child.on('exit', (code) => resolve(code === 0));
   });
@@ -132,6 +142,7 @@ function netnsHealthy(netns: string, endpoint: string): Promise<boolean> {
 
 class EtcdProcess implements EtcdServer {
   readonly endpoint: string;
+  readonly etcdctlArgs: string[];
   private child: ChildProcess | undefined;
   private stderrTail = '';
   private exited: Promise<void> = Promise.resolve();
@@ -144,7 +155,8 @@ class EtcdProcess implements EtcdServer {
     readonly dataDir: string,
     private readonly ownsDataDir: boolean,
   ) {
-    this.endpoint = `http://${urlHost(opts.host)}:${clientPort}`;
+    this.endpoint = `${opts.tls ? 'https' : 'http'}://${urlHost(opts.host)}:${clientPort}`;
+    this.etcdctlArgs = [...(opts.etcdctlArgs ?? [])];
   }
 
   get pid(): number {
@@ -176,6 +188,8 @@ class EtcdProcess implements EtcdServer {
       '--enable-pprof=false',
       '--logger=zap',
       '--log-level=warn',
+      ...(this.opts.tls ? [`--cert-file=${this.opts.tls.certFile}`, `--key-file=${this.opts.tls.keyFile}`] : []),
+      ...(this.opts.tls?.clientCaFile ? ['--client-cert-auth', `--trusted-ca-file=${this.opts.tls.clientCaFile}`] : []),
     ];
   }
 
@@ -218,7 +232,7 @@ class EtcdProcess implements EtcdServer {
         await this.exited;
         throw new Error(`etcd exited during startup (code ${child.exitCode}, signal ${child.signalCode}): ${this.stderrTail.trim()}`);
       }
-      const ok = this.opts.netns ? await netnsHealthy(this.opts.netns, this.endpoint) : await httpHealthy(this.endpoint);
+      const ok = this.opts.netns || this.opts.tls ? await etcdctlHealthy(this.opts.netns, this.endpoint, this.etcdctlArgs) : await httpHealthy(this.endpoint);
       if (ok) return;
       await sleep(100);
     }
