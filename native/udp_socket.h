@@ -41,6 +41,12 @@ class UdpSocket {
   UdpSocket& operator=(const UdpSocket&) = delete;
 
   bool open(const UdpSocketOptions& o, std::string* err);
+  // Tests and fuzzing: no fd, as if the kernel had (or had not) taken UDP_SEGMENT.
+  static std::unique_ptr<UdpSocket> unbound(bool gso) {
+    std::unique_ptr<UdpSocket> s(new UdpSocket());
+    s->gso_ = gso;
+    return s;
+  }
   void close();
   int fd() const { return fd_; }
   uint16_t port() const { return port_; }  // the bound port (the kernel's choice for port 0)

@@ -1,6 +1,6 @@
-// Sanitizer harness for the worker passes (npm run test:sanitize, inside a private network namespace
-// made by `unshare -n`): TxPass and RxPass with the real TunQueue and send/receive batches, their
-// output caught before any syscall (TunQueue tap, UdpSendBatch sink). Regression tests for the
+// Sanitizer harness for the worker passes (npm run test:sanitize): TxPass and RxPass with the real
+// TunQueue and send/receive batches, their output caught before any syscall (TunQueue tap,
+// UdpSendBatch sink, sockets without fds). Regression tests for the
 // datapath defects: GSO stride hang, low-MSS TSO, truncated reads, forged GRO trains, loops.
 #include <sys/socket.h>
 #include <unistd.h>
@@ -167,11 +167,8 @@ struct Bed {
     std::string err;
     rt = RouteTable::build({r}, &err);
     for (int k = 0; k < 2; ++k) {
-      socks.push_back(std::make_unique<UdpSocket>());
-      UdpSocketOptions o;
-      o.gso = true;
-      if (!socks.back()->open(o, &err)) std::fprintf(stderr, "socket: %s\n", err.c_str());
-      own_ports.push_back(socks.back()->port());
+      socks.push_back(UdpSocket::unbound(true));
+      own_ports.push_back(static_cast<uint16_t>(40001 + k));  // as if bound there
       sock_ptrs.push_back(socks.back().get());
     }
     env.reset(new PassEnv{cfg, 16, 1450, 0, kTunIp, own_ports, -1, stopping});
