@@ -29,6 +29,8 @@ VnetHdr vnet_load(const uint8_t* p);
 void vnet_store(uint8_t* p, const VnetHdr& h);
 
 // Completes a checksum the kernel left partial (NEEDS_CSUM): the field holds the pseudo-header sum.
+// A UDP checksum (IPv4, protocol 17, field at csum_start = IHL, csum_offset 6) that computes to 0
+// is stored as 0xffff (RFC 768).
 bool vnet_finish_csum(uint8_t* pkt, size_t len, uint16_t csum_start, uint16_t csum_offset);
 
 // Receive side: a sender that offloaded its TCP/UDP checksum (Linux CHECKSUM_PARTIAL) leaves the
@@ -52,7 +54,13 @@ struct TcpGso {
   size_t mss = 0;
   size_t segments = 0;
 };
+// Largest IPv4 packet one planned segment may be: with the largest encapsulation (VXLAN, 22 bytes)
+// it must still fit one UDP datagram (65535 - 20 - 8 bytes of payload), the limit of a UDP GSO send.
+constexpr size_t kMaxUdpPayload = 65535 - 20 - 8;
+constexpr size_t kMaxTcpSegment = kMaxUdpPayload - (8 + 14);
 // Validates a TSO packet (IPv4, TCP, lengths, gso_size); false when it cannot be segmented.
+// plan->mss is gso_size, or the payload when that is smaller (one segment); hdr + mss is at most
+// kMaxTcpSegment, so one segment with its encapsulation always fits one UDP GSO message.
 bool tcp4_gso_plan(const uint8_t* pkt, size_t len, uint16_t gso_size, TcpGso* plan);
 // Writes segment `i` of the plan into `out` (room for hdr + mss bytes): headers with fixed length,
 // IP id, sequence number, flags and full checksums. Returns its length.
