@@ -92,6 +92,9 @@ class TcpCoalescer {
   void push(const uint8_t* pkt, size_t len, Emit&& emit, bool csum_ok = false) {
     Key k;
     if (!parse(pkt, len, csum_ok, &k)) {
+      // Not coalescable (IP options, a bad TCP header, a fragment...), but maybe of a held flow:
+      // that flow's data goes first, or this packet would overtake it.
+      flush_flow_of(pkt, len, emit);
       emit_direct(pkt, len, emit);
       return;
     }
@@ -121,7 +124,8 @@ class TcpCoalescer {
   template <typename Emit>
   void flush_flow_of(const uint8_t* pkt, size_t len, Emit&& emit) {
     const size_t ihl = len >= 20 ? static_cast<size_t>(pkt[0] & 0x0f) * 4 : 0;
-    if (ihl < 20 || ihl + 4 > len) return;
+    if (ihl < 20 || ihl + 4 > len || pkt[9] != 6) return;
+    if ((load_be16(pkt + 6) & 0x1fff) != 0) return;  // a non-first fragment has no ports
     Key k{};
     k.saddr = load_be32(pkt + 12);
     k.daddr = load_be32(pkt + 16);

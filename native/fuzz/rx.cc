@@ -47,6 +47,43 @@ struct Harness {
   // TCP segments of this pass whose checksum verified (as received, or completed by us), by
   // flow and sequence number: every coalesced super-packet must be made of exactly these.
   std::map<FlowSeq, std::vector<std::vector<uint8_t>>> verified;
+  // Every packet handed to the coalescer (or written as a super-packet) in this pass, in order:
+  // each must come out exactly once, and those of one TCP flow in the order they went in.
+  struct Pushed {
+    std::vector<uint8_t> bytes;
+    bool consumed = false;
+  };
+  std::vector<Pushed> pushed;
+  std::map<std::tuple<uint32_t, uint32_t, uint16_t, uint16_t>, size_t> last_out;  // flow -> last id + 1
+
+  // The TCP flow of a packet, when it has ports (TCP, not a non-first fragment).
+  static bool flow_of(const uint8_t* p, size_t len, std::tuple<uint32_t, uint32_t, uint16_t, uint16_t>* f) {
+    const size_t ihl = ihl_of(p);
+    if (p[9] != kTcp || ihl < 20 || ihl + 4 > len || (load_be16(p + 6) & 0x1fff) != 0) return false;
+    *f = {load_be32(p + 12), load_be32(p + 16), load_be16(p + ihl), load_be16(p + ihl + 2)};
+    return true;
+  }
+  void record_push(const uint8_t* p, size_t len) { pushed.push_back(Pushed{std::vector<uint8_t>(p, p + len), false}); }
+  // Marks the oldest unconsumed pushed packet that `match` accepts as emitted, checking flow order.
+  template <typename Match>
+  void consume(Match&& match, const char* what) {
+    for (size_t id = 0; id < pushed.size(); ++id) {
+      Pushed& q = pushed[id];
+      if (q.consumed || !match(q.bytes)) continue;
+      q.consumed = true;
+      std::tuple<uint32_t, uint32_t, uint16_t, uint16_t> f;
+      if (flow_of(q.bytes.data(), q.bytes.size(), &f)) {
+        size_t& last = last_out[f];
+        FUZZ_CHECK(id + 1 > last, "packets of one TCP flow leave in the order they arrived");
+        last = id + 1;
+      }
+      return;
+    }
+    FUZZ_CHECK(false, what);
+  }
+  void check_all_out() {
+    for (const Pushed& q : pushed) FUZZ_CHECK(q.consumed, "every packet handed to the coalescer comes out");
+  }
 
   uint8_t* msg(size_t i) { return bufs + i * kBufStride; }
 
@@ -91,10 +128,16 @@ struct Harness {
     if (vh[1] == kVnetGsoNone) {
       static const uint8_t zero[kVnetHdrLen] = {};
       FUZZ_CHECK(std::memcmp(vh, zero, kVnetHdrLen) == 0, "non-GSO packet goes with an all-zero vnet header");
+      consume([&](const std::vector<uint8_t>& b) { return b.size() == len && std::memcmp(b.data(), pkt, len) == 0; },
+              "a non-GSO packet out is one that went in, unchanged");
       return;
     }
     check_tso_header(vh, pkt, len);
-    if (super) return;  // a super-packet received whole: checked by the caller
+    if (super) {  // a super-packet received whole: its header checked by the caller
+      consume([&](const std::vector<uint8_t>& b) { return b.size() == len && std::memcmp(b.data(), pkt, len) == 0; },
+              "a super-packet out is the one that went in");
+      return;
+    }
     FUZZ_CHECK(from_store, "only coalesced packets come out of the coalescer as GSO");
     // Provenance: each gso_size chunk is one verified segment of this flow, in sequence.
     const VnetHdr h = vnet_load(vh);
@@ -109,6 +152,14 @@ struct Harness {
         for (const auto& v : it->second) found = found || (v.size() == chunk && std::memcmp(v.data(), pkt + off, chunk) == 0);
       }
       FUZZ_CHECK(found, "every chunk of a coalesced packet is a verified segment received in this pass");
+      consume(
+          [&](const std::vector<uint8_t>& b) {
+            if (b.size() < 40 || ihl_of(b.data()) != 20) return false;
+            const size_t bh = 20 + static_cast<size_t>(b[32] >> 4) * 4;
+            return bh == h.hdr_len && b.size() - bh == chunk && std::memcmp(b.data() + 12, pkt + 12, 12) == 0 &&
+                   load_be32(b.data() + 24) == std::get<4>(key) && std::memcmp(b.data() + bh, pkt + off, chunk) == 0;
+          },
+          "each chunk of a coalesced packet is a segment that went in, once");
     }
   }
 
@@ -168,12 +219,14 @@ struct Harness {
         const VnetHdr h = vnet_load(vh);
         FUZZ_CHECK(h.hdr_len + h.gso_size == mtu, "segments of the super-packet fit the MTU");
         FUZZ_CHECK(((h.gso_type & kVnetGsoEcn) != 0) == ((pkt[ihl_of(pkt) + 13] & 0x80) != 0), "ECN flag iff CWR");
+        record_push(pkt, plen);
         gro.flush_flow_of(pkt, plen, Emit{this});
         emitted(vh, pkt, plen, true);
         return;
       }
       FUZZ_CHECK(std::memcmp(pkt, pre.data(), plen) == 0, "a refused super-packet is unchanged");
     }
+    record_push(pkt, plen);
     gro.push(pkt, plen, Emit{this}, completed);
   }
 };
@@ -198,6 +251,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   h.mtu = kMtus[(conf >> 1) & 3];
   h.overhead = encap_overhead(h.cfg.kind);
   h.verified.clear();
+  h.pushed.clear();
+  h.last_out.clear();
   TcpCoalescer gro(h.store);  // one per worker, reused pass after pass
   h.n = 0;
   unpoison(h.bufs, kBatch * kBufStride);
@@ -249,6 +304,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       }
       for (size_t i = 0; i < h.n; ++i) h.inner(gro, srcs[i], h.msg(i) + kHeadroom, h.lens[i]);
       gro.flush(Harness::Emit{&h});
+      h.check_all_out();
+      h.pushed.clear();
+      h.last_out.clear();
       unpoison(h.bufs, kBatch * kBufStride);
       h.n = 0;
       srcs.clear();

@@ -81,6 +81,20 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       FUZZ_CHECK(l4_csum_ok(ip, sl, kTcp), "segment TCP checksum verifies");
       FUZZ_CHECK(load_be32(ip + plan.ihl + 4) == seq0 + static_cast<uint32_t>(off), "segment sequence number");
       FUZZ_CHECK(std::memcmp(ip + plan.hdr, orig.data() + plan.hdr + off, sl - plan.hdr) == 0, "segment payload");
+      // Headers as the original but for length, id, checksums, sequence number and flags.
+      FUZZ_CHECK(ip[0] == orig[0] && ip[1] == orig[1] && std::memcmp(ip + 6, orig.data() + 6, 4) == 0 &&
+                     std::memcmp(ip + 12, orig.data() + 12, plan.ihl - 12) == 0,
+                 "segment IP header as the original");
+      FUZZ_CHECK(load_be16(ip + 4) == static_cast<uint16_t>(load_be16(orig.data() + 4) + k), "IP id advances per segment");
+      const uint8_t* t = ip + plan.ihl;
+      const uint8_t* ot = orig.data() + plan.ihl;
+      FUZZ_CHECK(std::memcmp(t, ot, 4) == 0 && std::memcmp(t + 8, ot + 8, 5) == 0 && std::memcmp(t + 14, ot + 14, 2) == 0 &&
+                     std::memcmp(t + 18, ot + 18, plan.hdr - plan.ihl - 18) == 0,
+                 "segment TCP header as the original");
+      uint8_t want = ot[13];
+      if (k + 1 != plan.segments) want &= static_cast<uint8_t>(~0x09);  // FIN, PSH: last segment only
+      if (k != 0) want &= static_cast<uint8_t>(~0x80);                  // CWR: first segment only
+      FUZZ_CHECK(t[13] == want, "segment TCP flags");
       off += sl - plan.hdr;
       TxResult res;
       const Drop d = tx_encap(cfg, rt, ip, sl, &res);

@@ -327,6 +327,39 @@ static void gso_plan_limits() {
   CHECK(tcp4_gso_plan(max.data(), max.size(), 1448, &plan) && plan.segments == 46, "a 65535-byte TSO packet: 46 segments");
 }
 
+// A packet of a held flow that the coalescer cannot take (IP options, a TCP header shorter than
+// 20 bytes, a first fragment) leaves after the flow's held data, never before it (fuzz target rx).
+static void coalescer_keeps_order() {
+  std::vector<uint8_t> store(TcpCoalescer::kStorage);
+  TcpCoalescer gro(store.data());
+  std::vector<uint32_t> seqs;
+  auto emit = [&](const uint8_t*, const uint8_t* pkt, size_t len) {
+    const size_t ihl = static_cast<size_t>(pkt[0] & 0x0f) * 4;
+    seqs.push_back(len >= ihl + 8 ? load_be32(pkt + ihl + 4) : 0);
+  };
+  const size_t mss = 1000;
+  for (int kind = 0; kind < 3; ++kind) {
+    seqs.clear();
+    std::vector<uint8_t> a = ipv4_tcp(0x0af40102, 0x0af40902, 100, mss, 0x10);
+    std::vector<uint8_t> b = ipv4_tcp(0x0af40102, 0x0af40902, 100 + mss, mss, 0x10);
+    if (kind == 0) {  // TCP data offset 4 (16 bytes): malformed, cannot be parsed
+      b[32] = 4 << 4;
+    } else if (kind == 1) {  // IP options (IHL 6)
+      b.insert(b.begin() + 20, {1, 1, 1, 0});
+      b[0] = 0x46;
+      store_be16(&b[2], static_cast<uint16_t>(b.size()));
+    } else {  // first fragment
+      b[6] |= 0x20;
+    }
+    store_be16(&b[10], 0);
+    store_be16(&b[10], csum_fold(csum_partial(b.data(), static_cast<size_t>(b[0] & 0x0f) * 4)));
+    gro.push(a.data(), a.size(), emit);
+    gro.push(b.data(), b.size(), emit);
+    gro.flush(emit);
+    CHECK(seqs.size() == 2 && seqs[0] == 100 && seqs[1] == 100 + mss, "held segment leaves before the flow's next packet");
+  }
+}
+
 // Random bytes (and random mutations of good packets) into every parser: must never crash or read
 // out of bounds, and whatever is accepted must be a well-formed IPv4 packet.
 static void fuzz(const RouteTable& rt) {
@@ -405,6 +438,7 @@ int main() {
   udp_zero_checksum();
   icmp_rfc1122();
   gso_plan_limits();
+  coalescer_keeps_order();
   fuzz(*rt);
   delete rt;
   std::printf("native-check: %d passed, %d failed\n", g_pass, g_fail);
