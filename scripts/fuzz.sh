@@ -5,7 +5,8 @@
 # kept in build-fuzz/corpus/<target>/), and prints the executions per target.
 #
 #   scripts/fuzz.sh [SECONDS] [TARGET...]   SECONDS per target (default $FUZZ_SECONDS or 180)
-#   scripts/fuzz.sh --smoke                 bounded run for npm test: $FUZZ_SMOKE_SECONDS (40) in all
+#   scripts/fuzz.sh --smoke                 bounded run for npm test: $FUZZ_SMOKE_SECONDS (40) in all,
+#                                           from the committed seeds only
 #   scripts/fuzz.sh --build                 build only
 #   scripts/fuzz.sh --seeds                 regenerate the seed corpora (native/fuzz/seeds.cc)
 #   FUZZ_JOBS=N                             N parallel fuzzing processes per target (default 1)
@@ -90,10 +91,20 @@ summary=()
 for t in "${targets[@]}"; do
   seeds="native/fuzz/corpus/$t"
   work="$OUT/corpus/$t"
+  # The smoke run starts from the committed seeds only (same work whatever earlier runs found)
+  # and keeps nothing.
+  [ "$mode" = smoke ] && work="$OUT/smoke/$t" && rm -rf "$work"
   mkdir -p "$work" "$seeds"
   log="$OUT/$t.log"
   # New inputs go to the first directory (build-fuzz/, not committed); the seeds are read only.
-  args=(-max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 -max_len=70000 -print_final_stats=1
+  # Largest input: a 64 KiB packet (+ headers) for the packet paths, fewer records for the route
+  # table (each execution compares every lookup with a brute-force match).
+  case "$t" in
+    routes) max_len=4800 ;;
+    icmp) max_len=256 ;;
+    *) max_len=70000 ;;
+  esac
+  args=(-max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 -max_len="$max_len" -print_final_stats=1
         -artifact_prefix="$OUT/crashes/$t-")
   [ -f "native/fuzz/$t.dict" ] && args+=(-dict="native/fuzz/$t.dict")
   rc=0
