@@ -108,13 +108,23 @@ for t in "${targets[@]}"; do
         -artifact_prefix="$OUT/crashes/$t-")
   [ -f "native/fuzz/$t.dict" ] && args+=(-dict="native/fuzz/$t.dict")
   rc=0
+  crashes_before=$(find "$OUT/crashes" -name "$t-*" | wc -l)
   if [ "${FUZZ_JOBS:-1}" -gt 1 ]; then
+    # libFuzzer writes one fuzz-<n>.log per job into the current directory: keep them in build-fuzz/.
     args+=(-jobs="$FUZZ_JOBS" -workers="$FUZZ_JOBS")
+    root=$(pwd)
+    mkdir -p "$OUT/jobs/$t"
+    (cd "$OUT/jobs/$t" && "$root/$OUT/$t" "${args[@]/-artifact_prefix=/-artifact_prefix=$root/}" "$root/$work" "$root/$seeds" >"$root/$log" 2>&1) || rc=$?
+    statlogs=("$OUT/jobs/$t"/fuzz-*.log)
+  else
+    "./$OUT/$t" "${args[@]}" "$work" "$seeds" >"$log" 2>&1 || rc=$?
+    statlogs=("$log")
   fi
-  "./$OUT/$t" "${args[@]}" "$work" "$seeds" >"$log" 2>&1 || rc=$?
-  execs=$(grep -ao 'stat::number_of_executed_units: *[0-9]*' "$log" | awk '{s += $2} END {print s + 0}')
-  cov=$(grep -ao 'cov: [0-9]*' "$log" | tail -1 | awk '{print $2}')
+  execs=$(cat "${statlogs[@]}" | grep -ao 'stat::number_of_executed_units: *[0-9]*' | awk '{s += $2} END {print s + 0}')
+  cov=$(cat "${statlogs[@]}" | grep -ao 'cov: [0-9]*' | awk '$2 > m {m = $2} END {print m + 0}')
   files=$(find "$work" -type f | wc -l)
+  # A new artifact is a failure even if the exit status did not say so (parallel jobs).
+  [ "$(find "$OUT/crashes" -name "$t-*" | wc -l)" -gt "$crashes_before" ] && [ "$rc" -eq 0 ] && rc=1
   if [ "$rc" -ne 0 ]; then
     failed+=("$t")
     summary+=("$(printf '%-8s %10s execs in %ss  cov %s  FAILED (exit %s) — see %s' "$t" "$execs" "$seconds" "${cov:-?}" "$rc" "$log")")

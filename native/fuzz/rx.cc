@@ -3,7 +3,8 @@
 // exactly as RxPath::inner does, with the datapath's buffers (64 KiB + headroom per message, the
 // coalescer's 8 x 64 KiB storage). Every packet that would be written into the TUN is checked.
 //
-// Input: [config] then records [ctrl][meta][reps][len:2][bytes], see below. A record is one
+// Input: [config: bit 0 VXLAN, bits 1-2 MTU, bit 3 no destination check, bit 4 VNI 0xffffff]
+// then records [ctrl][meta][reps][len:2][bytes], see below. A record is one
 // datagram, repeated `reps` times as a train of consecutive TCP segments (sequence numbers
 // advanced, checksums re-fixed), so short inputs still drive the coalescer to its limits.
 #include <map>
@@ -180,9 +181,10 @@ struct Harness {
     FUZZ_CHECK(res.inner == dgram + overhead && res.inner_len <= len - overhead, "inner packet within the datagram");
     FUZZ_CHECK(ipv4_valid(res.inner, res.inner_len), "decapsulated packet is valid IPv4");
     FUZZ_CHECK((load_be32(res.inner + 12) & res.peer->mask) == res.peer->net, "inner source inside the peer's subnet");
-    FUZZ_CHECK((load_be32(res.inner + 16) & kLocalMask) == kLocalNet, "inner destination inside our subnet");
+    if (cfg.local_mask) FUZZ_CHECK((load_be32(res.inner + 16) & kLocalMask) == kLocalNet, "inner destination inside our subnet");
     if (cfg.kind == EncapKind::Vxlan) {
-      FUZZ_CHECK((dgram[0] & 0x08) && dgram[4] == 0 && dgram[5] == 0 && dgram[6] == 1, "VXLAN I flag and VNI checked");
+      const uint32_t vni = (static_cast<uint32_t>(dgram[4]) << 16) | (static_cast<uint32_t>(dgram[5]) << 8) | dgram[6];
+      FUZZ_CHECK((dgram[0] & 0x08) && vni == cfg.vni, "VXLAN I flag and VNI checked");
       FUZZ_CHECK(std::memcmp(dgram + 8, kLocalMac, 6) == 0 && load_be16(dgram + 20) == kEtherTypeIPv4, "MAC, EtherType checked");
     }
     uint8_t* pkt = const_cast<uint8_t*>(res.inner);
@@ -249,6 +251,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const uint8_t conf = in.u8();
   h.cfg = config(conf & 1);
   h.mtu = kMtus[(conf >> 1) & 3];
+  if (conf & 0x08) h.cfg.local_mask = 0;  // destination check off (as with no lease mask)
+  if (conf & 0x10) h.cfg.vni = 0xffffff;
   h.overhead = encap_overhead(h.cfg.kind);
   h.verified.clear();
   h.pushed.clear();
