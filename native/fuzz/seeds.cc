@@ -19,6 +19,10 @@ namespace {
 std::string g_dir;
 
 void put(const std::string& target, const std::string& name, const Bytes& b) {
+  // The roundtrip target takes the tx target's input format: its TSO seeds are these.
+  if (target == "tx" && (name.find("tso") != std::string::npos || name.find("regress-gso") != std::string::npos)) {
+    put("roundtrip", name, b);
+  }
   const std::string d = g_dir + "/" + target;
   mkdir(d.c_str(), 0755);
   const std::string path = d + "/" + name;
@@ -190,6 +194,24 @@ void tx_seeds() {
     ecn.gso_size = 536;
     put("tx", k + "tso-ecn", tx_input(c, ecn, tcp(kLocal, kRemote, 100, 536 * 3 + 1, 0x98, true)));
     put("tx", k + "no-route", tx_input(c, none, udp(kLocal, 0x0a630101, 12)));
+  }
+  // TSO with TCP timestamps (data offset 8), the usual Linux segment, and FIN on the last.
+  {
+    Bytes p = tcp(kLocal, kRemote, 100, 1436 * 4 + 10, 0x19);
+    p.insert(p.begin() + 40, {1, 1, 8, 10, 0, 0, 0, 1, 0, 0, 0, 2});
+    p[32] = 8 << 4;
+    store_be16(&p[2], static_cast<uint16_t>(p.size()));
+    store_be16(&p[10], 0);
+    store_be16(&p[10], csum_fold(csum_partial(p.data(), 20)));
+    store_be16(&p[36], static_cast<uint16_t>(pseudo(p, 6)));
+    VnetHdr ts;
+    ts.flags = kVnetFlagNeedsCsum;
+    ts.gso_type = kVnetGsoTcpV4;
+    ts.hdr_len = 52;
+    ts.gso_size = 1436;
+    ts.csum_start = 20;
+    ts.csum_offset = 16;
+    put("tx", "vxlan-tso-timestamps-fin", tx_input(1, ts, p));
   }
   // The largest TSO packet the kernel hands over (IP total length 65535), MSS 1448.
   VnetHdr tso;
