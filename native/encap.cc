@@ -169,6 +169,17 @@ Drop rx_decap(const EncapConfig& cfg, const RouteTable& rt, uint32_t src_ip, con
   return Drop::Count;
 }
 
+namespace {
+
+// An address that names one host (RFC 1122 3.2.1.3): not 0/8 ("this network"), 127/8 (loopback),
+// 224/4 (multicast), nor 240/4 (class E, with the limited broadcast 255.255.255.255).
+bool single_host(uint32_t a) {
+  const uint32_t top = a >> 24;
+  return top != 0 && top != 127 && top < 224;
+}
+
+}  // namespace
+
 size_t build_icmp_unreachable(const EncapConfig& cfg, const uint8_t* off, size_t len, uint8_t* out) {
   if (len < kIPv4MinHeader) return 0;
   const size_t ihl = static_cast<size_t>(off[0] & 0x0f) * 4;
@@ -177,14 +188,21 @@ size_t build_icmp_unreachable(const EncapConfig& cfg, const uint8_t* off, size_t
   if ((frag & 0x1fff) != 0) return 0;  // not the first fragment
   const uint32_t src = load_be32(off + 12);
   const uint32_t dst = load_be32(off + 16);
-  if (src == 0 || (src >> 28) == 0xe || src == 0xffffffffu) return 0;
+  // RFC 1122 3.2.2: never about a datagram to a broadcast or multicast address, nor one whose
+  // source is not a single host (zero, loopback, broadcast, multicast, class E).
+  if (!single_host(src) || !single_host(dst)) return 0;
   if (off[9] == kProtoIcmp) {
     if (len < ihl + 1) return 0;
     const uint8_t type = off[ihl];
     // Only queries (echo, timestamp, ...) may provoke an error; never an error about an error.
-    if (type == 3 || type == 4 || type == 5 || type == 11 || type == 12) return 0;
+    // Unknown types (above 18) count as errors, as in Linux's icmp_send().
+    if (type > 18 || type == 3 || type == 4 || type == 5 || type == 11 || type == 12) return 0;
   }
-  const size_t quoted = ihl + (len - ihl < 8 ? len - ihl : 8);
+  // RFC 792: the offender's header and its first 8 data bytes, not bytes beyond its total
+  // length (a TSO packet read from the TUN may carry 0 there: then what was read).
+  const size_t tot = load_be16(off + 2);
+  const size_t avail = tot >= ihl && tot <= len ? tot : len;
+  const size_t quoted = ihl + (avail - ihl < 8 ? avail - ihl : 8);
   const size_t total = kIPv4MinHeader + 8 + quoted;
   uint8_t* ip = out;
   std::memset(ip, 0, kIPv4MinHeader + 8);

@@ -96,8 +96,10 @@ Drop rx_decap(const EncapConfig& cfg, const RouteTable& rt, uint32_t src_ip, con
 bool ipv4_header_ok(const uint8_t* p, size_t avail, size_t* total);
 
 // Builds an ICMP destination-unreachable (net unreachable) for the offending packet into `out`
-// (at least kIcmpReplyMax bytes). Returns its length, or 0 when RFC 1122 forbids a reply
-// (offender is an ICMP error, a non-first fragment, or from a non-unicast source).
+// (at least kIcmpReplyMax bytes). Returns its length, or 0 when RFC 1122 3.2.2 forbids a reply:
+// the offender is an ICMP error (or of an unknown ICMP type), a non-first fragment, its source
+// is not a single host (0/8, 127/8, 224/4, 240/4 and 255.255.255.255), or it was sent to a
+// multicast, broadcast or otherwise non-host destination (the same ranges).
 constexpr size_t kIcmpReplyMax = 20 + 8 + 60 + 8;
 size_t build_icmp_unreachable(const EncapConfig& cfg, const uint8_t* offender, size_t len, uint8_t* out);
 

@@ -23,6 +23,12 @@ uint32_t pseudo_sum(const uint8_t* ip, size_t l4_len, uint8_t proto = kProtoTcp)
   return csum_partial(ph, sizeof ph);
 }
 
+// The NEEDS_CSUM field (csum_start, csum_offset) is the UDP checksum of an IPv4 packet.
+bool is_udp_csum(const uint8_t* pkt, size_t len, size_t csum_start, size_t csum_offset) {
+  if (len < kIPv4MinHeader || (pkt[0] >> 4) != 4 || pkt[9] != kProtoUdp || csum_offset != 6) return false;
+  return csum_start == static_cast<size_t>(pkt[0] & 0x0f) * 4;
+}
+
 void ip_fix(uint8_t* ip, size_t ihl, size_t tot, uint16_t id) {
   store_be16(ip + 2, static_cast<uint16_t>(tot));
   store_be16(ip + 4, id);
@@ -56,7 +62,9 @@ bool vnet_finish_csum(uint8_t* pkt, size_t len, uint16_t csum_start, uint16_t cs
   const size_t field = static_cast<size_t>(csum_start) + csum_offset;
   if (csum_start >= len || field + 2 > len) return false;
   // The field is seeded with the pseudo-header sum; summing over it completes the checksum.
-  const uint16_t c = csum_fold(csum_partial(pkt + csum_start, len - csum_start));
+  uint16_t c = csum_fold(csum_partial(pkt + csum_start, len - csum_start));
+  // RFC 768: a UDP checksum that computes to 0 is sent as all ones (0 means "no checksum").
+  if (c == 0 && is_udp_csum(pkt, len, csum_start, csum_offset)) c = 0xffff;
   store_be16(pkt + field, c);
   return true;
 }
@@ -129,8 +137,12 @@ bool tcp4_gso_plan(const uint8_t* pkt, size_t len, uint16_t gso_size, TcpGso* pl
   plan->ihl = ihl;
   plan->hdr = ihl + thl;
   plan->payload = len - plan->hdr;
-  plan->mss = gso_size;
   if (plan->payload == 0) return false;
+  // A gso_size beyond the payload means one segment: the whole packet (its stride is then the
+  // packet, not 64 KiB). A segment must fit one UDP datagram with its encapsulation, or no GSO
+  // send could carry it (and a sender's per-message segment count would be 0).
+  plan->mss = gso_size < plan->payload ? gso_size : plan->payload;
+  if (plan->hdr + plan->mss > kMaxTcpSegment) return false;
   plan->segments = (plan->payload + plan->mss - 1) / plan->mss;
   return true;
 }

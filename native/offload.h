@@ -31,6 +31,8 @@ VnetHdr vnet_load(const uint8_t* p);
 void vnet_store(uint8_t* p, const VnetHdr& h);
 
 // Completes a checksum the kernel left partial (NEEDS_CSUM): the field holds the pseudo-header sum.
+// A UDP checksum (IPv4, protocol 17, field at csum_start = IHL, csum_offset 6) that computes to 0
+// is stored as 0xffff (RFC 768).
 bool vnet_finish_csum(uint8_t* pkt, size_t len, uint16_t csum_start, uint16_t csum_offset);
 
 // Receive side: a sender that offloaded its TCP/UDP checksum (Linux CHECKSUM_PARTIAL) leaves the
@@ -54,7 +56,13 @@ struct TcpGso {
   size_t mss = 0;
   size_t segments = 0;
 };
+// Largest IPv4 packet one planned segment may be: with the largest encapsulation (VXLAN, 22 bytes)
+// it must still fit one UDP datagram (65535 - 20 - 8 bytes of payload), the limit of a UDP GSO send.
+constexpr size_t kMaxUdpPayload = 65535 - 20 - 8;
+constexpr size_t kMaxTcpSegment = kMaxUdpPayload - (8 + 14);
 // Validates a TSO packet (IPv4, TCP, lengths, gso_size); false when it cannot be segmented.
+// plan->mss is gso_size, or the payload when that is smaller (one segment); hdr + mss is at most
+// kMaxTcpSegment, so one segment with its encapsulation always fits one UDP GSO message.
 bool tcp4_gso_plan(const uint8_t* pkt, size_t len, uint16_t gso_size, TcpGso* plan);
 // Writes the headers of segment `i` of the plan into `hdr_out` (plan.hdr bytes): fixed length, IP id,
 // sequence number, flags and full IP and TCP checksums (the TCP one over these headers and the
@@ -93,6 +101,9 @@ class TcpCoalescer {
   void push(const uint8_t* pkt, size_t len, Emit&& emit, bool csum_ok = false) {
     Key k;
     if (!parse(pkt, len, csum_ok, &k)) {
+      // Not coalescable (IP options, a bad TCP header, a fragment...), but maybe of a held flow:
+      // that flow's data goes first, or this packet would overtake it.
+      flush_flow_of(pkt, len, emit);
       emit_direct(pkt, len, emit);
       return;
     }
@@ -122,7 +133,8 @@ class TcpCoalescer {
   template <typename Emit>
   void flush_flow_of(const uint8_t* pkt, size_t len, Emit&& emit) {
     const size_t ihl = len >= 20 ? static_cast<size_t>(pkt[0] & 0x0f) * 4 : 0;
-    if (ihl < 20 || ihl + 4 > len) return;
+    if (ihl < 20 || ihl + 4 > len || pkt[9] != 6) return;
+    if ((load_be16(pkt + 6) & 0x1fff) != 0) return;  // a non-first fragment has no ports
     Key k{};
     k.saddr = load_be32(pkt + 12);
     k.daddr = load_be32(pkt + 16);

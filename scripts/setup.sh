@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what vxnet needs on a fresh Debian machine, idempotently: Debian packages (etcd, iperf3,
-# tcpdump, iptables, ping, iproute2), npm dependencies (npm ci, from the lock file), the native addon and the TypeScript build.
+# tcpdump, iptables, ping, iproute2, g++, clang + libFuzzer runtime), npm dependencies (npm ci, from
+# the lock file), the native addon and the TypeScript build.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -16,6 +17,9 @@ have ip || need_pkgs+=(iproute2)
 have bridge || need_pkgs+=(iproute2)
 have g++ || need_pkgs+=(g++)
 have make || need_pkgs+=(make)
+# clang with libFuzzer's runtime (libclang-rt-dev) for the fuzz targets (scripts/fuzz.sh).
+have clang++ || need_pkgs+=(clang)
+compgen -G '/usr/lib/llvm-*/lib/clang/*/lib/linux/libclang_rt.fuzzer-*.a' >/dev/null || need_pkgs+=(libclang-rt-dev)
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   echo "setup: installing Debian packages: ${need_pkgs[*]}"
   export DEBIAN_FRONTEND=noninteractive

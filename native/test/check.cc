@@ -311,6 +311,121 @@ static void header_only_segments() {
   }
 }
 
+// Regressions for what fuzzing (native/fuzz/, docs/datapath.md "Fuzzing") and the issue found.
+
+// RFC 768: a UDP checksum that computes to 0 goes out as 0xffff, on transmit (vnet_finish_csum)
+// and when a peer's offloaded checksum is completed (complete_offloaded_csum).
+static void udp_zero_checksum() {
+  std::vector<uint8_t> p = ipv4_udp(0x0af40102, 0x0af40202, 20);
+  // Make the sum over the UDP part (pseudo-header sum in the field) 0xffff: the last payload word
+  // takes the complement of the sum without it.
+  store_be16(&p[26], pseudo(p, 17));
+  store_be16(&p[p.size() - 2], 0);
+  store_be16(&p[p.size() - 2], csum_fold(csum_partial(&p[20], p.size() - 20)));
+  CHECK(csum_fold(csum_partial(&p[20], p.size() - 20)) == 0, "crafted UDP packet's checksum computes to 0");
+  std::vector<uint8_t> t = p;
+  CHECK(vnet_finish_csum(t.data(), t.size(), 20, 6) && load_be16(&t[26]) == 0xffff, "NEEDS_CSUM UDP: computed 0 sent as 0xffff");
+  CHECK(csum_partial(&t[20], t.size() - 20, pseudo(t, 17)) == 0xffff, "0xffff verifies");
+  std::vector<uint8_t> r = p;
+  CHECK(complete_offloaded_csum(r.data(), r.size()) == L4Csum::Completed && load_be16(&r[26]) == 0xffff,
+        "offloaded UDP checksum completed to 0 stored as 0xffff");
+  // TCP has no "no checksum" value: a computed 0 stays 0.
+  std::vector<uint8_t> tcp = ipv4_tcp(1, 2, 0, 20, 0x10);
+  store_be16(&tcp[36], pseudo(tcp, 6));
+  store_be16(&tcp[tcp.size() - 2], 0);
+  store_be16(&tcp[tcp.size() - 2], csum_fold(csum_partial(&tcp[20], tcp.size() - 20)));
+  CHECK(vnet_finish_csum(tcp.data(), tcp.size(), 20, 16) && load_be16(&tcp[36]) == 0, "TCP computed 0 stays 0");
+  // A field at the UDP offset of a non-UDP packet is not UDP's.
+  std::vector<uint8_t> other = p;
+  other[9] = 99;
+  CHECK(vnet_finish_csum(other.data(), other.size(), 20, 6) && load_be16(&other[26]) == 0, "not UDP: 0 stays 0");
+}
+
+// RFC 1122 3.2.2: no ICMP error about a datagram to a multicast/broadcast (or other non-host)
+// destination, nor towards a source that is not one host; the quote stops at the total length.
+static void icmp_rfc1122() {
+  EncapConfig cfg;
+  cfg.icmp_src = 0x0af40101;
+  uint8_t out[kIcmpReplyMax];
+  auto reply = [&](uint32_t src, uint32_t dst) {
+    std::vector<uint8_t> p = ipv4_udp(src, dst, 12);
+    return build_icmp_unreachable(cfg, p.data(), p.size(), out);
+  };
+  CHECK(reply(0x0af40102, 0x0a630101) == 20 + 8 + 20 + 8, "unicast to unicast: a reply");
+  const uint32_t bad[] = {0x00000000, 0x00010203, 0x7f000001, 0x7fffffff, 0xe0000001, 0xe00000fb, 0xefffffff,
+                          0xf0000001, 0xfffffffe, 0xffffffff};
+  for (uint32_t a : bad) {
+    CHECK(reply(a, 0x0a630101) == 0, "no reply towards a zero/loopback/multicast/class-E/broadcast source");
+    CHECK(reply(0x0af40102, a) == 0, "no reply about a zero/loopback/multicast/class-E/broadcast destination");
+  }
+  CHECK(reply(0x01000001, 0xdfffffff) > 0 && reply(0xdfffffff, 0x01000001) > 0, "1.0.0.1 and 223.255.255.255 are hosts");
+  // Unknown ICMP types count as errors (as Linux); echo requests get a reply.
+  std::vector<uint8_t> icmp = ipv4_udp(0x0af40102, 0x0a630101, 12);
+  icmp[9] = 1;
+  icmp[20] = 8;
+  CHECK(build_icmp_unreachable(cfg, icmp.data(), icmp.size(), out) > 0, "echo request: a reply");
+  icmp[20] = 42;
+  CHECK(build_icmp_unreachable(cfg, icmp.data(), icmp.size(), out) == 0, "unknown ICMP type: no reply");
+  // Quote: header + 8 bytes, never past the total length (here 24: 4 data bytes, then padding).
+  std::vector<uint8_t> shortp = ipv4_udp(0x0af40102, 0x0a630101, 12);
+  store_be16(&shortp[2], 24);
+  const size_t n = build_icmp_unreachable(cfg, shortp.data(), shortp.size(), out);
+  CHECK(n == 28 + 24 && std::memcmp(out + 28, shortp.data(), 24) == 0, "quote stops at the offender's total length");
+}
+
+// tcp4_gso_plan: a segment must fit one UDP datagram with its encapsulation (a gso_size of 65535
+// made the datapath's per-message segment count 0 and its send loop spin); a gso_size beyond the
+// payload is one segment of the payload's size.
+static void gso_plan_limits() {
+  TcpGso plan;
+  std::vector<uint8_t> small = ipv4_tcp(1, 2, 0, 1000, 0x18);
+  CHECK(tcp4_gso_plan(small.data(), small.size(), 65535, &plan) && plan.segments == 1 && plan.mss == 1000,
+        "gso_size beyond the payload: one segment, mss = payload");
+  CHECK(plan.hdr + plan.mss + 22 <= 65507, "that segment fits a UDP datagram with VXLAN");
+  std::vector<uint8_t> big = ipv4_tcp(1, 2, 0, kMaxTcpSegment - 40 + 1, 0x18);
+  CHECK(!tcp4_gso_plan(big.data(), big.size(), 65535, &plan), "a segment above kMaxTcpSegment is refused");
+  CHECK(tcp4_gso_plan(big.data(), big.size(), 1448, &plan) && plan.segments == (kMaxTcpSegment - 40 + 1 + 1447) / 1448,
+        "the same packet with MSS 1448 is planned");
+  std::vector<uint8_t> edge = ipv4_tcp(1, 2, 0, kMaxTcpSegment - 40, 0x18);
+  CHECK(tcp4_gso_plan(edge.data(), edge.size(), 65535, &plan) && plan.hdr + plan.mss == kMaxTcpSegment,
+        "a segment of exactly kMaxTcpSegment is planned");
+  std::vector<uint8_t> max = ipv4_tcp(1, 2, 0, 65535 - 40, 0x10);
+  CHECK(tcp4_gso_plan(max.data(), max.size(), 1448, &plan) && plan.segments == 46, "a 65535-byte TSO packet: 46 segments");
+}
+
+// A packet of a held flow that the coalescer cannot take (IP options, a TCP header shorter than
+// 20 bytes, a first fragment) leaves after the flow's held data, never before it (fuzz target rx).
+static void coalescer_keeps_order() {
+  TcpCoalescer gro;
+  std::vector<uint32_t> seqs;
+  auto emit = [&](const uint8_t*, const iovec* iov, size_t, size_t len) {
+    const uint8_t* pkt = static_cast<const uint8_t*>(iov[0].iov_base);
+    const size_t ihl = static_cast<size_t>(pkt[0] & 0x0f) * 4;
+    seqs.push_back(len >= ihl + 8 && iov[0].iov_len >= ihl + 8 ? load_be32(pkt + ihl + 4) : 0);
+  };
+  const size_t mss = 1000;
+  for (int kind = 0; kind < 3; ++kind) {
+    seqs.clear();
+    std::vector<uint8_t> a = ipv4_tcp(0x0af40102, 0x0af40902, 100, mss, 0x10);
+    std::vector<uint8_t> b = ipv4_tcp(0x0af40102, 0x0af40902, 100 + mss, mss, 0x10);
+    if (kind == 0) {  // TCP data offset 4 (16 bytes): malformed, cannot be parsed
+      b[32] = 4 << 4;
+    } else if (kind == 1) {  // IP options (IHL 6)
+      b.insert(b.begin() + 20, {1, 1, 1, 0});
+      b[0] = 0x46;
+      store_be16(&b[2], static_cast<uint16_t>(b.size()));
+    } else {  // first fragment
+      b[6] |= 0x20;
+    }
+    store_be16(&b[10], 0);
+    store_be16(&b[10], csum_fold(csum_partial(b.data(), static_cast<size_t>(b[0] & 0x0f) * 4)));
+    gro.push(a.data(), a.size(), emit);
+    gro.push(b.data(), b.size(), emit);
+    gro.flush(emit);
+    CHECK(seqs.size() == 2 && seqs[0] == 100 && seqs[1] == 100 + mss, "held segment leaves before the flow's next packet");
+  }
+}
+
 // Random bytes (and random mutations of good packets) into every parser: must never crash or read
 // out of bounds, and whatever is accepted must be a well-formed IPv4 packet.
 static void fuzz(const RouteTable& rt) {
@@ -390,6 +505,10 @@ int main() {
   vectors(*rt);
   gro_train_rules();
   header_only_segments();
+  udp_zero_checksum();
+  icmp_rfc1122();
+  gso_plan_limits();
+  coalescer_keeps_order();
   fuzz(*rt);
   delete rt;
   std::printf("native-check: %d passed, %d failed\n", g_pass, g_fail);

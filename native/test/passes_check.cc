@@ -243,6 +243,18 @@ void tso_cases() {
   tx.handle(*b.rt, s.p);
   tx.send_all();
   CHECK(sent.dgrams.empty() && b.drops(Drop::TxBadIp) == 1, "gso_size 65535: dropped as tx_bad_ip");
+  // A TSO packet whose total length field reads 0 (the plan takes the read length): still cut and sent.
+  {
+    Sent zs;
+    tx.set_sink(sink, &zs);
+    std::vector<uint8_t> z = tcp_packet(kLocal, kRemote, 7, 3000, 0x10);
+    store_be16(&z[2], 0);
+    Slot zslot(z, tso_hdr(1398));
+    tx.handle(*b.rt, zslot.p);
+    tx.send_all();
+    CHECK(zs.dgrams.size() == 3, "TSO packet with total length 0: three segments sent");
+    tx.set_sink(sink, &sent);
+  }
   // A cut read is never forwarded.
   Slot t(tcp_packet(kLocal, kRemote, 1, 100, 0x10), VnetHdr());
   t.p.truncated = true;

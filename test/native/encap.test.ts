@@ -102,6 +102,18 @@ test('no route: ICMP net unreachable quoting the offender, from the unreachable 
   assert.equal((dp.encapForTest(err) as { icmp?: Buffer }).icmp, undefined);
 });
 
+test('no ICMP unreachable about multicast/broadcast destinations or towards non-host sources (RFC 1122 3.2.2)', () => {
+  const dp = engine('udp');
+  const icmpFor = (src: string, dst: string) => (dp.encapForTest(ipv4({ src, dst })) as { icmp?: Buffer }).icmp;
+  assert.ok(icmpFor('10.244.1.2', '10.244.9.9'), 'the unicast case gets a reply');
+  for (const dst of ['224.0.0.251', '239.255.255.250', '255.255.255.255', '0.0.0.0', '0.1.2.3', '240.0.0.1', '127.0.0.1']) {
+    assert.equal(icmpFor('10.244.1.2', dst), undefined, `no reply about a packet to ${dst}`);
+  }
+  for (const src of ['0.0.0.0', '0.1.2.3', '127.0.0.1', '224.0.0.1', '240.0.0.1', '255.255.255.255']) {
+    assert.equal(icmpFor(src, '10.244.9.9'), undefined, `no reply towards ${src}`);
+  }
+});
+
 test('every receive drop reason is detected and counted', () => {
   const vx = engine('vxlan', 5);
   const good = fromPeer();

@@ -1,0 +1,103 @@
+// libFuzzer target: the real receive pass (native/passes.h RxPass). The input is one pass worth of
+// received messages (claimed source peer, UDP_GRO size, bytes), handed to RxPass::message() exactly
+// as recvmmsg returns them, each in its own region of a buffer of the real size (the coalescers hold
+// pointers into it until the flush). What follows is the datapath's own code: GRO-train splitting,
+// rx_decap, checksum completion, super-packet preparation, TCP and UDP coalescing, flush. Every
+// packet the TUN queue would write (its tap) is checked.
+#include <atomic>
+#include <memory>
+
+#include "fuzz_common.h"
+
+#include "../passes.h"
+#include "../tun_queue.h"
+#include "../udp_socket.h"
+
+namespace {
+
+using namespace fuzz;
+
+struct Seen {
+  size_t max_dgram = 0;  // longest message handed to the pass
+  std::vector<std::pair<const uint8_t*, size_t>> msgs;  // where each message lies
+};
+
+void check_write(void* ctx, const uint8_t* vh, const iovec* iov, size_t niov, size_t len) {
+  const Seen* seen = static_cast<const Seen*>(ctx);
+  std::vector<uint8_t> pkt;
+  for (size_t i = 0; i < niov; ++i) {
+    const uint8_t* b = static_cast<const uint8_t*>(iov[i].iov_base);
+    pkt.insert(pkt.end(), b, b + iov[i].iov_len);  // ASan: every piece lies in a live buffer
+  }
+  FUZZ_CHECK(pkt.size() == len && len >= kIPv4MinHeader && len <= 65535, "written length matches its pieces");
+  FUZZ_CHECK(ipv4_valid(pkt.data(), len), "a valid IPv4 packet of its length");
+  const VnetHdr h = vnet_load(vh);
+  if (h.gso_type == kVnetGsoNone) {
+    FUZZ_CHECK(h.flags == 0, "a plain packet is never marked checksum-valid");
+    FUZZ_CHECK(len <= seen->max_dgram, "a plain packet is never longer than the message it came in");
+    if (niov == 1) {
+      const uint8_t* b = static_cast<const uint8_t*>(iov[0].iov_base);
+      bool inside = false;
+      for (const auto& m : seen->msgs) inside = inside || (b >= m.first && b + len <= m.first + m.second);
+      FUZZ_CHECK(inside, "a packet written as received lies inside one received message");
+    }
+    return;
+  }
+  FUZZ_CHECK(h.flags == kVnetFlagNeedsCsum && h.gso_size > 0 && h.hdr_len < len, "merged packet header consistent");
+  FUZZ_CHECK(h.gso_type == kVnetGsoTcpV4 || h.gso_type == kVnetGsoUdpL4, "a GSO type we write");
+  FUZZ_CHECK(pkt[9] == (h.gso_type == kVnetGsoTcpV4 ? 6 : 17), "GSO type matches the protocol");
+}
+
+// Makes the datagram at `d` (len bytes) pass the cheap checks, as steered by `ctrl`.
+void fix_datagram(const EncapConfig& cfg, uint8_t* d, size_t len, uint8_t ctrl) {
+  const size_t hdr = encap_overhead(cfg.kind);
+  if (len < hdr) return;
+  if (cfg.kind == EncapKind::Vxlan && (ctrl & 0x80)) {
+    d[0] = 0x08;
+    d[4] = 0;
+    d[5] = 0;
+    d[6] = 1;
+    std::memcpy(d + 8, kLocalMac, 6);
+    store_be16(d + 20, kEtherTypeIPv4);
+  }
+  fix_packet(d + hdr, len - hdr, ctrl);
+}
+
+}  // namespace
+
+extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
+  static std::unique_ptr<uint8_t[]> buf(new uint8_t[UdpRecvBatch::kBufSize * 4]);
+  static const std::vector<uint16_t> ports{8472, 40001};
+  static std::atomic<bool> stopping{false};
+  Reader in(data, size);
+  const EncapConfig cfg = config(in.u8() & 1);
+  // One pass state per configuration, reused run after run as a worker reuses its own (every
+  // run ends with a flush, so nothing is held from one run to the next).
+  static CounterBlock ctr;
+  static const EncapConfig cfgs[2] = {config(false), config(true)};
+  static const PassEnv envs[2] = {{cfgs[0], 16, 1450, 0, 0x0af40900, ports, -1, stopping},
+                                  {cfgs[1], 16, 1450, 0, 0x0af40900, ports, -1, stopping}};
+  static TunQueue tun(-1, true, 16, &ctr);
+  static std::unique_ptr<UdpSocket> sock = UdpSocket::unbound(true);
+  static RxPass rxs[2] = {RxPass(envs[0], *sock, tun, ctr), RxPass(envs[1], *sock, tun, ctr)};
+  RxPass& rx = rxs[cfg.kind == EncapKind::Vxlan ? 1 : 0];
+  Seen seen;
+  tun.set_tap(check_write, &seen);
+  for (int m = 0; m < 4 && in.left() > 6; ++m) {
+    const uint32_t src = peer_ip(in.u8());
+    const uint8_t ctrl = in.u8();
+    size_t seg = in.u16();
+    size_t len = 0;
+    const uint8_t* p = in.take(in.u16(), &len);
+    uint8_t* d = buf.get() + m * UdpRecvBatch::kBufSize;
+    if (len) std::memcpy(d, p, len);
+    if (seg == 0 || seg > len) seg = len;
+    // A train: every datagram gets the same fix-ups, so coalescing is reached.
+    for (size_t off = 0; off < len && seg; off += seg) fix_datagram(cfg, d + off, std::min(seg, len - off), ctrl);
+    seen.max_dgram = std::max(seen.max_dgram, len);
+    seen.msgs.emplace_back(d, len);
+    rx.message(fixed_routes(), UdpRecvBatch::Msg{d, len, seg, src, false});
+  }
+  tun.flush();
+  return 0;
+}
