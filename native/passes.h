@@ -127,33 +127,6 @@ class TxPass {
     add(socket_for(p.pkt, tot), *r.peer, f, tot + overhead_, nullptr, 0, static_cast<uint32_t>(tot));
   }
 
-  // A TSO super-packet: segments with headers built in the TUN queue's arena, payload in place.
-  void tso(const RouteTable& table, TunPacket& p) {
-    ctr_.add(Ctr::TunTsoReads, 1);
-    TcpGso plan;
-    if (!tcp4_gso_plan(p.pkt, p.len, p.vh.gso_size, &plan) || overhead_ + plan.hdr + plan.mss > kMaxDatagram) {
-      ctr_.drop(Drop::TxBadIp);
-      return;
-    }
-    // The plan checked the lengths (a TSO packet's total length may read 0): only the route is left.
-    TxResult r;
-    r.peer = table.lookup(load_be32(p.pkt + 16));
-    if (!r.peer) {
-      drop(Drop::TxNoRoute, p);
-      return;
-    }
-    const size_t sock = socket_for(p.pkt, p.len);
-    for (size_t k = 0; k < plan.segments; ++k) {
-      if (tun_.hdr_free() == 0) {  // every header handed out is in a pending message: send them
-        send_all();
-        tun_.hdr_reset();
-      }
-      const TsoSegment s = tun_.tso_segment(p, plan, k);
-      uint8_t* f = encap_header(env_.encap, *r.peer, s.hdr);
-      add(sock, *r.peer, f, overhead_ + s.hdr_len, s.payload, s.payload_len, static_cast<uint32_t>(s.hdr_len + s.payload_len));
-    }
-  }
-
   // Sends every queued message.
   void send_all() {
     for (size_t i = 0; i < nsocks_; ++i) send(i);
@@ -164,6 +137,37 @@ class TxPass {
   }
 
  private:
+  // A TSO super-packet: segments with headers built in the TUN queue's arena, payload in place.
+  void tso(const RouteTable& table, TunPacket& p) {
+    ctr_.add(Ctr::TunTsoReads, 1);
+    TcpGso plan;
+    if (!tcp4_gso_plan(p.pkt, p.len, p.vh.gso_size, &plan) || overhead_ + plan.hdr + plan.mss > kMaxDatagram) {
+      ctr_.drop(Drop::TxBadIp);
+      return;
+    }
+    // The plan checked the lengths (a TSO packet's total length may read 0): only the route is left.
+    const Peer* peer = table.lookup(load_be32(p.pkt + 16));
+    if (!peer) {
+      drop(Drop::TxNoRoute, p);
+      return;
+    }
+    cut(*peer, socket_for(p.pkt, p.len), plan.segments, [&](size_t k) { return tun_.tso_segment(p, plan, k); });
+  }
+
+  // Encapsulates and queues `segments` segments, segment k made by segment(k) in the header arena.
+  template <typename Segment>
+  void cut(const Peer& peer, size_t sock, size_t segments, Segment&& segment) {
+    for (size_t k = 0; k < segments; ++k) {
+      if (tun_.hdr_free() == 0) {  // every header handed out is in a pending message: send them
+        send_all();
+        tun_.hdr_reset();
+      }
+      const TsoSegment s = segment(k);
+      uint8_t* f = encap_header(env_.encap, peer, s.hdr);
+      add(sock, peer, f, overhead_ + s.hdr_len, s.payload, s.payload_len, static_cast<uint32_t>(s.hdr_len + s.payload_len));
+    }
+  }
+
   // A UDP super-packet (a local sender's UDP_SEGMENT send): cut into datagrams like TSO.
   void uso(const RouteTable& table, TunPacket& p) {
     ctr_.add(Ctr::TunUsoReads, 1);
@@ -183,16 +187,7 @@ class TxPass {
       ctr_.drop(Drop::TxLoop);
       return;
     }
-    const size_t sock = socket_for(p.pkt, tot);
-    for (size_t k = 0; k < plan.segments; ++k) {
-      if (tun_.hdr_free() == 0) {
-        send_all();
-        tun_.hdr_reset();
-      }
-      const TsoSegment s = tun_.uso_segment(p, plan, k);
-      uint8_t* f = encap_header(env_.encap, *r.peer, s.hdr);
-      add(sock, *r.peer, f, overhead_ + s.hdr_len, s.payload, s.payload_len, static_cast<uint32_t>(s.hdr_len + s.payload_len));
-    }
+    cut(*r.peer, socket_for(p.pkt, tot), plan.segments, [&](size_t k) { return tun_.uso_segment(p, plan, k); });
   }
 
   void drop(Drop d, const TunPacket& p) {

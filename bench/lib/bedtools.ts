@@ -196,6 +196,11 @@ export interface FloodOptions {
   port?: number;
   /** The UDP port delivery is counted on in `countNs` (default: `port`). */
   countPort?: number;
+  /**
+   * Count rx packets of this interface in `countNs` instead (packets that are not for a local
+   * socket there, e.g. plain routed traffic; only where no GSO super-packet can arrive).
+   */
+  countDev?: string;
   /** Offered rate in packets/s over all threads (pktgen --pps); absent = as fast as possible. */
   pps?: number;
 }
@@ -214,18 +219,21 @@ export async function flood(bed: NetBed, o: FloodOptions): Promise<FloodResult> 
   if (o.dstFile) argv.push('--dst-file', o.dstFile);
   else if (o.dst) argv.push('--dst', o.dst);
   else throw new Error('flood: dst or dstFile required');
-  const stopSink = await udpSink(bed, o.countNs, o.countPort ?? port);
+  const count = o.countDev
+    ? async () => (await linkCounters(bed, o.countNs, o.countDev!)).rxPackets
+    : async () => udpDatagramsIn(bed, o.countNs);
+  const stopSink = o.countDev ? async () => undefined : await udpSink(bed, o.countNs, o.countPort ?? port);
   let delivered: number;
   let g: PktgenOutput;
   try {
-    const before = await udpDatagramsIn(bed, o.countNs);
+    const before = await count();
     const r = await bed.exec(o.fromNs, argv, { timeoutMs: (o.seconds + 30) * 1000 });
     if (r.code !== 0) throw new Error(`pktgen failed (exit ${r.code}): ${r.stderr.trim()}`);
     g = JSON.parse(r.stdout.trim().split('\n').pop() ?? '{}') as PktgenOutput;
     if (o.pps !== undefined && g.requestedPps === undefined) throw new Error(`${PKTGEN} has no paced mode (--pps): rebuild it (node-gyp build)`);
     // Let queues (TUN, sockets, backlog) drain: late packets still count as delivered.
     await sleep(500);
-    delivered = (await udpDatagramsIn(bed, o.countNs)) - before;
+    delivered = (await count()) - before;
   } finally {
     await stopSink();
   }

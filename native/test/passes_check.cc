@@ -17,8 +17,10 @@
 #include "../route_table.h"
 #include "../tun_queue.h"
 #include "../udp_socket.h"
+#include "packets.h"
 
 using namespace vxnet;
+using namespace vxnet::testpkt;
 
 static int g_pass = 0, g_fail = 0;
 #define CHECK(cond, what)                                                \
@@ -45,46 +47,6 @@ uint32_t pseudo(const uint8_t* ip, size_t l4, uint8_t proto) {
   ph[9] = proto;
   store_be16(ph + 10, static_cast<uint16_t>(l4));
   return csum_partial(ph, 12);
-}
-
-std::vector<uint8_t> tcp_packet(uint32_t src, uint32_t dst, uint32_t seq, size_t payload, uint8_t flags) {
-  std::vector<uint8_t> p(40 + payload);
-  p[0] = 0x45;
-  store_be16(&p[2], static_cast<uint16_t>(p.size()));
-  p[6] = 0x40;
-  p[8] = 64;
-  p[9] = 6;
-  store_be32(&p[12], src);
-  store_be32(&p[16], dst);
-  store_be16(&p[10], csum_fold(csum_partial(p.data(), 20)));
-  store_be16(&p[20], 40000);
-  store_be16(&p[22], 5201);
-  store_be32(&p[24], seq);
-  store_be32(&p[28], 1);
-  p[32] = 5 << 4;
-  p[33] = flags;
-  store_be16(&p[34], 1000);
-  for (size_t i = 0; i < payload; ++i) p[40 + i] = static_cast<uint8_t>(i * 31 + 7);
-  store_be16(&p[36], csum_fold(csum_partial(&p[20], p.size() - 20, pseudo(p.data(), p.size() - 20, 6))));
-  return p;
-}
-
-std::vector<uint8_t> udp_packet(uint32_t src, uint32_t dst, uint16_t sport, uint16_t dport, size_t payload) {
-  std::vector<uint8_t> p(28 + payload);
-  p[0] = 0x45;
-  store_be16(&p[2], static_cast<uint16_t>(p.size()));
-  p[8] = 64;
-  p[9] = 17;
-  store_be32(&p[12], src);
-  store_be32(&p[16], dst);
-  store_be16(&p[10], csum_fold(csum_partial(p.data(), 20)));
-  store_be16(&p[20], sport);
-  store_be16(&p[22], dport);
-  store_be16(&p[24], static_cast<uint16_t>(p.size() - 20));
-  for (size_t i = 0; i < payload; ++i) p[28 + i] = static_cast<uint8_t>(i + 1);
-  const uint16_t c = csum_fold(csum_partial(&p[20], p.size() - 20, pseudo(p.data(), p.size() - 20, 17)));
-  store_be16(&p[26], c ? c : 0xffff);
-  return p;
 }
 
 bool l4_ok(const uint8_t* ip, size_t len) {
@@ -208,7 +170,7 @@ void tso_cases() {
     TxPass tx(*b.env, tun, b.sock_ptrs.data(), b.sock_ptrs.size(), b.ctr, 100);
     Sent sent;
     tx.set_sink(sink, &sent);
-    const std::vector<uint8_t> super = tcp_packet(kLocal, kRemote, 1000, 65535 - 40, 0x18);
+    const std::vector<uint8_t> super = ipv4_tcp(kLocal, kRemote, 1000, 65535 - 40, 0x18);
     // At MSS 48 two packets need more segment headers than the arena holds: it is reused midway.
     const size_t reps = mss == 48 ? 2 : 1;
     std::vector<std::unique_ptr<Slot>> slots;
@@ -239,7 +201,7 @@ void tso_cases() {
   TxPass tx(*b.env, tun, b.sock_ptrs.data(), b.sock_ptrs.size(), b.ctr, 100);
   Sent sent;
   tx.set_sink(sink, &sent);
-  Slot s(tcp_packet(kLocal, kRemote, 1, 65535 - 40, 0x10), tso_hdr(65535));
+  Slot s(ipv4_tcp(kLocal, kRemote, 1, 65535 - 40, 0x10), tso_hdr(65535));
   tx.handle(*b.rt, s.p);
   tx.send_all();
   CHECK(sent.dgrams.empty() && b.drops(Drop::TxBadIp) == 1, "gso_size 65535: dropped as tx_bad_ip");
@@ -247,7 +209,7 @@ void tso_cases() {
   {
     Sent zs;
     tx.set_sink(sink, &zs);
-    std::vector<uint8_t> z = tcp_packet(kLocal, kRemote, 7, 3000, 0x10);
+    std::vector<uint8_t> z = ipv4_tcp(kLocal, kRemote, 7, 3000, 0x10);
     store_be16(&z[2], 0);
     Slot zslot(z, tso_hdr(1398));
     tx.handle(*b.rt, zslot.p);
@@ -256,7 +218,7 @@ void tso_cases() {
     tx.set_sink(sink, &sent);
   }
   // A cut read is never forwarded.
-  Slot t(tcp_packet(kLocal, kRemote, 1, 100, 0x10), VnetHdr());
+  Slot t(ipv4_tcp(kLocal, kRemote, 1, 100, 0x10), VnetHdr());
   t.p.truncated = true;
   tx.handle(*b.rt, t.p);
   tx.send_all();
@@ -270,8 +232,8 @@ void small_packets_and_loops() {
   Sent sent;
   tx.set_sink(sink, &sent);
   std::vector<std::unique_ptr<Slot>> slots;
-  for (int i = 0; i < 10; ++i) slots.emplace_back(new Slot(udp_packet(kLocal, kRemote, 5000, 9, 18), VnetHdr()));
-  slots.emplace_back(new Slot(udp_packet(kLocal, kRemote, 5000, 9, 10), VnetHdr()));  // shorter: ends the train
+  for (int i = 0; i < 10; ++i) slots.emplace_back(new Slot(ipv4_udp(kLocal, kRemote, 18, 5000, 9), VnetHdr()));
+  slots.emplace_back(new Slot(ipv4_udp(kLocal, kRemote, 10, 5000, 9), VnetHdr()));  // shorter: ends the train
   for (auto& s : slots) tx.handle(*b.rt, s->p);
   tx.send_all();
   CHECK(sent.dgrams.size() == 11 && sent.messages == 1, "small packets of one flow go out as one GSO train");
@@ -279,11 +241,11 @@ void small_packets_and_loops() {
   for (const auto& d : sent.dgrams) ok = ok && l4_ok(&d[22], d.size() - 22);
   CHECK(ok && sent.shape_ok, "each small datagram intact");
   // Our own sending socket's datagram routed back into the TUN: dropped, never re-encapsulated.
-  Slot loop(udp_packet(kTunIp, kRemote, b.own_ports[1], 8472, 50), VnetHdr());
+  Slot loop(ipv4_udp(kTunIp, kRemote, 50, b.own_ports[1], 8472), VnetHdr());
   tx.handle(*b.rt, loop.p);
   tx.send_all();
   CHECK(sent.dgrams.size() == 11 && b.drops(Drop::TxLoop) == 1, "own datagram through the TUN: tx_loop");
-  Slot other(udp_packet(kLocal, kRemote, b.own_ports[1], 8472, 50), VnetHdr());
+  Slot other(ipv4_udp(kLocal, kRemote, 50, b.own_ports[1], 8472), VnetHdr());
   tx.handle(*b.rt, other.p);
   tx.send_all();
   CHECK(sent.dgrams.size() == 12, "a container's datagram with the same port numbers is forwarded");
@@ -309,7 +271,7 @@ void rx_cases() {
   const size_t mss = 1398;
   std::vector<uint8_t> train;
   for (int i = 0; i < 4; ++i) {
-    const auto d = vxlan(tcp_packet(kRemote, kLocal, 1 + i * mss, mss, 0x10));
+    const auto d = vxlan(ipv4_tcp(kRemote, kLocal, 1 + i * mss, mss, 0x10));
     train.insert(train.end(), d.begin(), d.end());
   }
   // Forged first datagram (same size) claiming the whole train.
@@ -344,10 +306,10 @@ void udp_offloads() {
   std::vector<uint8_t> train;
   const size_t n = 20, payload = 18;
   for (size_t i = 0; i < n; ++i) {
-    const auto d = vxlan(udp_packet(kRemote, kLocal, 7000, 9, i + 1 == n ? 5 : payload));
+    const auto d = vxlan(ipv4_udp(kRemote, kLocal, i + 1 == n ? 5 : payload, 7000, 9));
     train.insert(train.end(), d.begin(), d.end());
   }
-  std::vector<uint8_t> bad = vxlan(udp_packet(kRemote, kLocal, 7000, 9, payload));
+  std::vector<uint8_t> bad = vxlan(ipv4_udp(kRemote, kLocal, payload, 7000, 9));
   bad.back() ^= 0x10;  // a corrupt datagram of the same flow: never merged
   UdpRecvBatch::Msg m{train.data(), train.size(), 22 + 28 + payload, kPeerIp, false};
   UdpRecvBatch::Msg mb{bad.data(), bad.size(), bad.size(), kPeerIp, false};
@@ -368,7 +330,7 @@ void udp_offloads() {
   TxPass tx(*b.env, tun, b.sock_ptrs.data(), b.sock_ptrs.size(), b.ctr, 100);
   Sent sent;
   tx.set_sink(sink, &sent);
-  std::vector<uint8_t> super = udp_packet(kLocal, kRemote, 443, 4433, 2500);
+  std::vector<uint8_t> super = ipv4_udp(kLocal, kRemote, 2500, 443, 4433);
   VnetHdr vh;
   vh.flags = kVnetFlagNeedsCsum;
   vh.gso_type = kVnetGsoUdpL4;
