@@ -84,17 +84,31 @@ Drop tx_encap(const EncapConfig& cfg, const RouteTable& rt, uint8_t* pkt, size_t
   return Drop::Count;
 }
 
+namespace {
+
+// murmur3's finalizer: every input bit reaches every output bit.
+uint32_t fmix32(uint32_t h) {
+  h ^= h >> 16;
+  h *= 0x85EBCA6Bu;
+  h ^= h >> 13;
+  h *= 0xC2B2AE35u;
+  h ^= h >> 16;
+  return h;
+}
+
+}  // namespace
+
 uint32_t flow_hash(const uint8_t* pkt, size_t len) {
   if (len < kIPv4MinHeader) return 0;
   const size_t ihl = static_cast<size_t>(pkt[0] & 0x0f) * 4;
-  uint32_t h = load_be32(pkt + 12) * 0x9E3779B1u;
-  h = (h ^ load_be32(pkt + 16)) * 0x85EBCA77u;
-  h = (h ^ pkt[9]) * 0xC2B2AE3Du;
+  uint32_t h = fmix32(load_be32(pkt + 12) ^ 0x9E3779B1u);
+  h = fmix32(h ^ load_be32(pkt + 16));
+  h ^= pkt[9];
   const bool first_frag = (load_be16(pkt + 6) & 0x3fff) == 0;
   if ((pkt[9] == 6 || pkt[9] == 17) && first_frag && ihl >= kIPv4MinHeader && ihl + 4 <= len) {
-    h = (h ^ load_be32(pkt + ihl)) * 0x27D4EB2Fu;
+    h ^= load_be32(pkt + ihl) * 0x27D4EB2Fu;
   }
-  return h ^ (h >> 15);
+  return fmix32(h);
 }
 
 namespace {

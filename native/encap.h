@@ -64,7 +64,8 @@ uint8_t* encap_header(const EncapConfig& cfg, const Peer& peer, uint8_t* ip);
 
 // Hash of the inner flow (addresses, protocol, and ports of unfragmented TCP/UDP): picks the outer
 // UDP source port (RFC 7348 5), so one peer's flows spread over the receiver's sockets while each
-// flow keeps one path. `len` bytes at `pkt` (an IPv4 packet, not validated).
+// flow keeps one path. `len` bytes at `pkt` (an IPv4 packet, not validated). Every input bit
+// reaches every output bit: flows that differ only in their source port spread too.
 uint32_t flow_hash(const uint8_t* pkt, size_t len);
 
 // A received message of `len` bytes with a UDP GRO size `seg` < len is normally a train of

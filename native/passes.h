@@ -212,7 +212,9 @@ class TxPass {
   }
 
   // The sending socket (outer source port) of the packet's flow.
-  size_t socket_for(const uint8_t* pkt, size_t len) const { return flow_hash(pkt, len) % nsocks_; }
+  size_t socket_for(const uint8_t* pkt, size_t len) const {
+    return static_cast<size_t>((static_cast<uint64_t>(flow_hash(pkt, len)) * nsocks_) >> 32);
+  }
 
   void send(size_t i) {
     UdpSendBatch& b = *out_[i];

@@ -239,6 +239,22 @@ static void gro_train_rules() {
   CHECK(!rx_message_is_one_datagram(cfg, tiny.data(), tiny.size(), 1), "3 bytes in 1-byte datagrams: a train of shorts");
 }
 
+// Flows that differ only in their source port (parallel TCP streams to one server) spread over the
+// sending sockets: the outer source ports, and so the receiver's SO_REUSEPORT sockets.
+static void flow_hash_spreads() {
+  for (size_t socks : {2, 8}) {
+    std::vector<int> hits(socks, 0);
+    for (uint16_t i = 0; i < 64; ++i) {
+      std::vector<uint8_t> p = ipv4_tcp(0x0af40102, 0x0af40202, 1, 10, 0x10);
+      store_be16(&p[20], static_cast<uint16_t>(40000 + i));
+      ++hits[(static_cast<uint64_t>(flow_hash(p.data(), p.size())) * socks) >> 32];
+    }
+    bool spread = true;
+    for (int h : hits) spread = spread && h >= static_cast<int>(64 / socks / 3);
+    CHECK(spread, "64 source ports spread over every sending socket");
+  }
+}
+
 // Header-only TSO cutting gives byte-for-byte the segments of the contiguous path.
 static void header_only_segments() {
   for (size_t mss : {48, 536, 1398}) {
@@ -453,6 +469,7 @@ int main() {
   vectors(*rt);
   gro_train_rules();
   header_only_segments();
+  flow_hash_spreads();
   udp_zero_checksum();
   icmp_rfc1122();
   gso_plan_limits();

@@ -84,10 +84,10 @@ test('two workers per host (multi-queue TUN, SO_REUSEPORT sockets): one peer\'s 
     assert.match(link, /multi_queue/, `a multi-queue TUN: ${link}`);
     assert.match(link, /numqueues 2/, `two queues attached: ${link}`);
     assert.equal((await ping(bed, h1.containerNs, h2.containerIp!, { count: 5, intervalS: 0.05 })).received, 5);
-    const out = await iperf3Tcp(bed, h2.containerNs, h2.containerIp!, h1.containerNs, { seconds: 3, streams: 16 });
+    const out = await iperf3Tcp(bed, h2.containerNs, h2.containerIp!, h1.containerNs, { seconds: 3, streams: 32 });
     // One peer's flows spread over both of the receiver's workers (outer source port by inner-flow
-    // hash, SO_REUSEPORT by 4-tuple) and the sender's TUN queues: 16 flows all on one worker of
-    // either end has odds of 2^-15.
+    // hash over 2 x 8 sending sockets, SO_REUSEPORT by 4-tuple) and the sender's TUN queues: 32
+    // flows on ~15 distinct outer ports all reaching one receiving socket has odds near 2^-14.
     const [s1, s2] = await Promise.all(dps.map((d) => d.stats()));
     assert.equal(s1.workers.length, 2);
     assert.ok(s1.workers.every((w) => w.txPackets > 100), `every sending worker carried flows: ${JSON.stringify(s1.workers)}`);
