@@ -114,15 +114,7 @@ class TxPass {
     }
     TxResult r;
     size_t tot = 0;
-    const Drop d = tx_route(table, p.pkt, p.len, &r, &tot);
-    if (d != Drop::Count) {
-      drop(d, p);
-      return;
-    }
-    if (own_datagram(p.pkt, tot)) {
-      ctr_.drop(Drop::TxLoop);
-      return;
-    }
+    if (!route(table, p, &r, &tot)) return;
     uint8_t* f = encap_header(env_.encap, *r.peer, p.pkt);
     add(socket_for(p.pkt, tot), *r.peer, f, tot + overhead_, nullptr, 0, static_cast<uint32_t>(tot));
   }
@@ -178,16 +170,23 @@ class TxPass {
     }
     TxResult r;
     size_t tot = 0;
-    const Drop d = tx_route(table, p.pkt, p.len, &r, &tot);
+    if (!route(table, p, &r, &tot)) return;
+    cut(*r.peer, socket_for(p.pkt, tot), plan.segments, [&](size_t k) { return tun_.uso_segment(p, plan, k); });
+  }
+
+  // Routes a packet that is sent as it is (not cut by TCP): false, counted, when it has no peer, is
+  // malformed, or is one of our own datagrams come back through the TUN.
+  bool route(const RouteTable& table, const TunPacket& p, TxResult* r, size_t* tot) {
+    const Drop d = tx_route(table, p.pkt, p.len, r, tot);
     if (d != Drop::Count) {
       drop(d, p);
-      return;
+      return false;
     }
-    if (own_datagram(p.pkt, tot)) {
+    if (own_datagram(p.pkt, *tot)) {
       ctr_.drop(Drop::TxLoop);
-      return;
+      return false;
     }
-    cut(*r.peer, socket_for(p.pkt, tot), plan.segments, [&](size_t k) { return tun_.uso_segment(p, plan, k); });
+    return true;
   }
 
   void drop(Drop d, const TunPacket& p) {

@@ -1,12 +1,25 @@
-// Packet builders shared by the native test harnesses (check.cc, passes_check.cc): valid IPv4 TCP
+// Packet builders and the CHECK counter shared by the native test harnesses (check.cc, passes_check.cc): valid IPv4 TCP
 // and UDP packets with correct checksums and predictable payloads.
 #pragma once
 
 #include <cstdint>
+#include <cstdio>
 #include <cstring>
 #include <vector>
 
 #include "../packet.h"
+
+// Counts a check as passed or failed (the harness prints the totals and exits non-zero on failure).
+inline int g_pass = 0, g_fail = 0;
+#define CHECK(cond, what)                                                \
+  do {                                                                   \
+    if (cond) {                                                          \
+      ++g_pass;                                                          \
+    } else {                                                             \
+      ++g_fail;                                                          \
+      std::fprintf(stderr, "FAIL %s:%d %s\n", __FILE__, __LINE__, what); \
+    }                                                                    \
+  } while (0)
 
 namespace vxnet {
 namespace testpkt {

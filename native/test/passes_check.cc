@@ -22,16 +22,6 @@
 using namespace vxnet;
 using namespace vxnet::testpkt;
 
-static int g_pass = 0, g_fail = 0;
-#define CHECK(cond, what)                                                \
-  do {                                                                   \
-    if (cond) {                                                          \
-      ++g_pass;                                                          \
-    } else {                                                             \
-      ++g_fail;                                                          \
-      std::fprintf(stderr, "FAIL %s:%d %s\n", __FILE__, __LINE__, what); \
-    }                                                                    \
-  } while (0)
 
 namespace {
 
