@@ -23,6 +23,16 @@ import { EtcdRegistry, etcdFailureField, TlsFileError } from './subnet/registry'
 import type { SnapshotWriter } from './subnet/snapshot';
 import { checkConfigWhenEtcdAnswers, configOrSnapshot, loadUsableSnapshot, startSnapshotWriter } from './daemon/snapshot-boot';
 import type { Lease, NetworkConfig } from './subnet/types';
+import { UserspaceNetwork } from './backend/udp';
+import { readVxlanOptions } from './backend/common';
+import { DockerDriver } from './docker/driver';
+import { dockerDatapath, type MultiNetworkDatapath } from './docker/datapath';
+import { EngineClient } from './docker/engine';
+import { NamespaceHost } from './docker/netns';
+import { PluginServer } from './docker/server';
+import { EtcdNetworkStore } from './docker/store';
+import { parseCidr } from './net/ip';
+import path from 'node:path';
 
 export const VERSION: string = (() => {
   try {
@@ -149,6 +159,9 @@ export class Daemon {
   private config: NetworkConfig | undefined;
   private iface: ExternalInterface | undefined;
   private snapshotWriter: SnapshotWriter | undefined;
+  /** The Docker network/IPAM driver and its socket (--docker-plugin). */
+  private docker: DockerDriver | undefined;
+  private plugin: PluginServer | undefined;
   /** Resolves when the daemon has stopped (signal, fatal error, or stop()). */
   readonly done: Promise<void>;
   private resolveDone!: () => void;
@@ -290,6 +303,13 @@ export class Daemon {
       throw new StartupError(`network config ${configKey(registry.prefix)}`, (err as Error).message);
     }
     this.backend = backend;
+    if (opts.docker && this.kind !== 'vxlan') {
+      // The Docker networks are more VNIs on the userspace vxlan datapath's UDP port.
+      throw new StartupError(
+        '--docker-plugin',
+        `Docker networks run on the userspace vxlan datapath, but the network config selects ${this.kind}; use Backend {"Type": "vxlan"} (without "Datapath": "kernel") or run without --docker-plugin`,
+      );
+    }
 
     let previousSubnet;
     try {
@@ -340,6 +360,7 @@ export class Daemon {
     await manager.run((peers: Lease[]) =>
       network.setPeers(peers).catch((err) => log.error('backend failed to apply peers', { error: (err as Error).message })),
     );
+    if (opts.docker) await this.startDocker(network, config, iface);
     this.running = true;
     log.info('running', {
       subnet: formatCidr(lease.subnet),
@@ -352,6 +373,42 @@ export class Daemon {
       metrics: this.metrics?.address,
       iptables: this.iptables ? `${this.iptables.status().chains.join(',')} (${this.iptablesInfo?.mode || 'iptables'}, resync ${opts.iptablesResyncSeconds}s)` : 'none',
     });
+  }
+
+  /** The Docker driver on the vxlan datapath, then its socket (dockerd may call at once). */
+  private async startDocker(network: BackendNetwork, config: NetworkConfig, iface: ExternalInterface): Promise<void> {
+    const d = this.opts.docker;
+    const registry = this.registry;
+    if (!d || !registry) return;
+    const dp = network instanceof UserspaceNetwork ? (network.datapathHandle as unknown as Partial<MultiNetworkDatapath>) : undefined;
+    if (!dp || typeof dp.addNetwork !== 'function') {
+      throw new StartupError('--docker-plugin', 'this build of the datapath serves one network only (no Datapath.addNetwork)');
+    }
+    const { vni, port } = readVxlanOptions(config, iface);
+    this.docker = new DockerDriver({
+      store: new EtcdNetworkStore(registry),
+      host: new NamespaceHost(d.stateDir),
+      datapath: dockerDatapath(dp as MultiNetworkDatapath, port),
+      engine: new EngineClient(d.engineSocket),
+      iface,
+      log: this.log,
+      stateFile: path.join(d.stateDir, 'state.json'),
+      leaseTtlSeconds: this.opts.leaseTtlSeconds,
+      renewMarginSeconds: this.opts.renewMarginMinutes * 60 < this.opts.leaseTtlSeconds ? this.opts.renewMarginMinutes * 60 : undefined,
+      reservedVnis: [vni],
+      reservedRanges: [config.network],
+      defaultPool: parseCidr(d.defaultPool),
+      defaultPoolPrefixLen: d.defaultPoolSize,
+      syncNetworks: d.syncNetworks,
+    });
+    await this.docker.start();
+    try {
+      this.plugin = await PluginServer.listen(d.socket, (call, body) => (this.docker as DockerDriver).handle(call, body), this.log);
+    } catch (err) {
+      throw new StartupError('--docker-plugin', `cannot listen on ${d.socket}: ${(err as Error).message}`);
+    }
+    this.docker.socketPath = d.socket;
+    this.log.info('docker plugin listening', { socket: d.socket, engine: d.engineSocket, syncNetworks: d.syncNetworks });
   }
 
   private async handleControl(op: string): Promise<unknown> {
@@ -451,6 +508,7 @@ export class Daemon {
       skippedPeers: Array.isArray(stats.skippedPeers) ? (stats.skippedPeers as string[]) : [],
       counters,
       drops: (stats.drops as Record<string, number> | undefined) ?? {},
+      ...(this.docker ? { docker: { ...this.docker.status(), engine: this.opts.docker?.engineSocket } } : {}),
     };
   }
 
@@ -483,6 +541,9 @@ export class Daemon {
     };
     if (this.manager) await step('lease manager', () => this.manager?.stop());
     if (this.snapshotWriter) await step('lease snapshot', () => this.snapshotWriter?.flush());
+    // The socket first (dockerd then fails fast instead of retrying a dead one), then the TUNs.
+    if (this.plugin) await step('docker plugin socket', () => this.plugin?.close());
+    if (this.docker) await step('docker driver', () => this.docker?.stop());
     if (this.network) await step('backend', () => this.network?.close());
     if (this.iptables) await step('iptables rules', () => this.iptables?.stop());
     if (this.metrics) await step('metrics listener', () => this.metrics?.close());

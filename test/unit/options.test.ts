@@ -147,7 +147,7 @@ test('every flanneld flag is known: implemented, or refused by name with a reaso
       failsEnv(argv, {}, `--${name}`, /not supported by vxnet: \S/);
     } else {
       // An implemented flag parses with a value of its kind.
-      const value = { bool: undefined, int: '5', string: undefined, list: undefined, repeat: 'eth.*' }[spec.kind];
+      const value = { bool: undefined, int: '5', string: undefined, list: undefined, repeat: 'eth.*', optstring: '/run/x.sock' }[spec.kind];
       if (value !== undefined) assert.doesNotThrow(() => parseFlags([`--${name}=${value}`], DAEMON_FLAGS), `--${name}`);
     }
   }
