@@ -404,9 +404,9 @@ export class DockerDriver {
     });
   }
 
-  private applyPeers(pool: Pool): void {
+  private applyPeers(pool: Pool, only?: DockerNet): void {
     const routes = [...pool.filter.apply(pool.peers).values()].map((p) => p.value);
-    for (const net of this.nets.values()) {
+    for (const net of only ? [only] : this.nets.values()) {
       if (net.key !== pool.key || !net.dp) continue;
       try {
         net.dp.setPeers(routes);
@@ -609,7 +609,7 @@ export class DockerDriver {
       localSubnet: lease,
       vtepMac: pool.vtepMac,
     });
-    this.applyPeers(pool);
+    this.applyPeers(pool, net);
   }
 
   private async deleteNetwork(id: string): Promise<unknown> {
