@@ -401,7 +401,11 @@ export class Daemon {
       defaultPoolPrefixLen: d.defaultPoolSize,
       syncNetworks: d.syncNetworks,
     });
-    await this.docker.start();
+    try {
+      await this.docker.start();
+    } catch (err) {
+      throw new StartupError('--docker-state-dir', `cannot restore the Docker networks from ${path.join(d.stateDir, 'state.json')}: ${(err as Error).message}`);
+    }
     try {
       this.plugin = await PluginServer.listen(d.socket, (call, body) => (this.docker as DockerDriver).handle(call, body), this.log);
     } catch (err) {

@@ -6,7 +6,8 @@ import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { DockerCluster } from '../../src/testbed/docker-cluster';
 import { TEST_IMAGE } from '../../src/testbed/docker';
-import { sleep } from '../../src/testbed/cluster';
+import { CLI_JS, sleep } from '../../src/testbed/cluster';
+import { existsSync } from 'node:fs';
 import { cidrContains, parseCidr, parseIPv4 } from '../../src/net/ip';
 
 const NET1 = '10.250.0.0/16';
@@ -263,6 +264,43 @@ describe('docker networks across hosts (real dockerd, etcd, namespaces)', () => 
       await assertPings(1, `r-${signal.toLowerCase()}`, ips.c2);
       assert.ok(ip);
     }
+  });
+
+  test('networks created at the same moment on different hosts get different VNIs', async () => {
+    const specs: Array<[number, string, string]> = [
+      [1, 'race1', '10.253.0.0/16'],
+      [3, 'race2', '10.254.0.0/16'],
+      [2, 'race3', '10.249.0.0/16'],
+    ];
+    await Promise.all(specs.map(([i, name, range]) => d(i).dockerOk(['network', 'create', '-d', 'vxnet', '--ipam-driver', 'vxnet', '--subnet', range, name])));
+    const vnis = await Promise.all(specs.map(async ([i, name]) => (await dc.waitNetwork(i, name, 'up', (n) => n.vni > 0)).vni));
+    assert.equal(new Set(vnis).size, 3, `distinct VNIs ${vnis.join(' ')}`);
+    for (const v of vnis) assert.ok(v > 4097 && v < 2 ** 24, `VNI ${v} in Docker's range, not net1's or net2's`);
+    for (const [i, name] of specs) await d(i).dockerOk(['network', 'rm', name]);
+    // h1 and h2 sync: a network they made appeared on the other, and goes with the rm.
+    for (const name of ['race1', 'race3']) {
+      for (const i of [1, 2]) await dc.cluster.waitFor(dc.host(i), `${name} gone`, (s) => !(s.docker?.networks.some((n) => n.name === name) ?? true));
+    }
+  });
+
+  test('--docker-plugin refuses a backend other than the userspace vxlan datapath, naming the flag, creating nothing', async () => {
+    const conf = dc.cluster.writeFile('hostgw.json', JSON.stringify({ Network: '10.243.0.0/16', Backend: { Type: 'host-gw' } }));
+    const sock = `${dc.cluster.dir}/refused.sock`;
+    const r = await dc.bed.exec(dc.host(3).ns, [
+      process.execPath,
+      CLI_JS,
+      'daemon',
+      `--etcd-endpoints=${dc.cluster.endpoint}`,
+      '--etcd-prefix=/vxnet-test-refused',
+      `--net-config=${conf}`,
+      '--iface=eth0',
+      `--subnet-file=${dc.cluster.dir}/refused/subnet.env`,
+      '--healthz-port=0',
+      `--docker-plugin=${sock}`,
+    ]);
+    assert.equal(r.code, 1, r.stderr);
+    assert.match(r.stderr, /^vxnet: --docker-plugin: Docker networks run on the userspace vxlan datapath, but the network config selects host-gw/m);
+    assert.equal(existsSync(sock), false);
   });
 
   test('docker network rm on every host leaves no namespaces, veths, leases, records or VNIs', async () => {
