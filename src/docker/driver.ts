@@ -194,7 +194,13 @@ export class DockerDriver {
     const { records, revision } = await this.o.store.list().catch(() => ({ records: [] as NetworkRecord[], revision: 0 }));
     this.remote = records;
     const restoring = new Map<string, Promise<Pool>>();
-    for (const sp of saved.pools) restoring.set(sp.key, this.restorePool(sp.key, parseCidr(sp.subnet), sp.addresses, records));
+    for (const sp of saved.pools) {
+      const p = this.restorePool(sp.key, parseCidr(sp.subnet), sp.addresses, records);
+      p.catch((err: Error) => {
+        if (!this.stopped) this.o.log.error('cannot restore the pool of a docker network', { key: sp.key, error: err.message });
+      });
+      restoring.set(sp.key, p);
+    }
     const keep = new Set<string>();
     for (const sn of saved.networks) {
       if (!restoring.has(sn.key)) {
