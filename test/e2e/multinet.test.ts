@@ -91,6 +91,8 @@ test('two VXLAN networks on one port: VNI demux to each network\'s TUN (one in a
       assert.match(JSON.stringify(tunB), /numqueues":2|"numqueues": ?2|multi_queue/, 'one queue per worker');
       const routeB = await bed.execOk(nsB, ['ip', 'route', 'show', range(B)]);
       assert.match(routeB, /dev vxb0/, 'network B\'s range is routed into its TUN, in its namespace');
+      assert.match(await bed.execOk(nsB, ['ip', '-4', 'addr', 'show', 'dev', 'vxb0']), new RegExp(`inet ${leaseIp(B, 1).replace(/\./g, '\\.')}/16 `), 'its address: the lease\'s network address with the range\'s prefix length');
+      assert.equal((await bed.execOk(nsB, ['cat', '/proc/sys/net/ipv6/conf/vxb0/disable_ipv6'])).trim(), '1', 'IPv6 off on it (set in its namespace)');
       const macA = await kernelVxlan(bed, h2, A, h1);
       const macB = await kernelVxlan(bed, h2, B, h1);
       await dp.setRoutes(peerOf(A, h2, macA));
@@ -181,6 +183,13 @@ test('networks added and removed at runtime while another carries TCP: it keeps 
     const [h1, h2] = bed.hosts;
     await h1.setContainerSubnet(`10.244.1.1/24`, 1450);
     await h2.setContainerSubnet(`10.244.2.1/24`, 1450);
+    // udp carries no VNI: a udp datapath serves its own network only.
+    const udp = await DpHost.start(bed, h1, { encap: 'udp', localSubnet: lease(A, 1), network: range(A), queues: 1 });
+    try {
+      await assert.rejects(udp.addNetwork(networkConfig(B, h1, 'vxb0')), (e: unknown) => e instanceof DpHostError && e.field === 'encap');
+    } finally {
+      await udp.close();
+    }
     // A datapath opened without a network of its own: A and C are both added networks.
     const dp = await DpHost.start(bed, h1, { encap: 'vxlan', portOnly: true, localSubnet: '0.0.0.0/0', queues: 2 });
     try {
