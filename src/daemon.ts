@@ -32,6 +32,12 @@ import { NamespaceHost } from './docker/netns';
 import { PluginServer } from './docker/server';
 import { EtcdNetworkStore } from './docker/store';
 import { parseCidr } from './net/ip';
+import type { Datapath } from './datapath';
+
+/** UDP port of the Docker networks when the daemon's backend is not userspace vxlan (flannel's vxlan default). */
+const DOCKER_VXLAN_PORT = 8472;
+/** Outer IPv4 + UDP + VXLAN + inner Ethernet. */
+const DOCKER_VXLAN_OVERHEAD = 50;
 import path from 'node:path';
 
 export const VERSION: string = (() => {
@@ -162,6 +168,8 @@ export class Daemon {
   /** The Docker network/IPAM driver and its socket (--docker-plugin). */
   private docker: DockerDriver | undefined;
   private plugin: PluginServer | undefined;
+  /** The Docker networks' own VXLAN port when the daemon's backend is not userspace vxlan. */
+  private dockerPort: Datapath | undefined;
   /** Resolves when the daemon has stopped (signal, fatal error, or stop()). */
   readonly done: Promise<void>;
   private resolveDone!: () => void;
@@ -303,11 +311,11 @@ export class Daemon {
       throw new StartupError(`network config ${configKey(registry.prefix)}`, (err as Error).message);
     }
     this.backend = backend;
-    if (opts.docker && this.kind !== 'vxlan') {
-      // The Docker networks are more VNIs on the userspace vxlan datapath's UDP port.
+    if (opts.docker && this.kind === 'kernel-vxlan' && readVxlanOptions(config, iface).port === DOCKER_VXLAN_PORT) {
+      // The Docker networks need a userspace VXLAN port; the kernel's vxlan device holds 8472.
       throw new StartupError(
         '--docker-plugin',
-        `Docker networks run on the userspace vxlan datapath, but the network config selects ${this.kind}; use Backend {"Type": "vxlan"} (without "Datapath": "kernel") or run without --docker-plugin`,
+        `Docker networks need UDP port ${DOCKER_VXLAN_PORT} for the userspace vxlan datapath, which the kernel vxlan backend ("Datapath": "kernel") holds; use the userspace vxlan backend, another Backend.Port, or run without --docker-plugin`,
       );
     }
 
@@ -380,15 +388,28 @@ export class Daemon {
     const d = this.opts.docker;
     const registry = this.registry;
     if (!d || !registry) return;
-    const dp = network instanceof UserspaceNetwork ? (network.datapathHandle as unknown as Partial<MultiNetworkDatapath>) : undefined;
-    if (!dp || typeof dp.addNetwork !== 'function') {
-      throw new StartupError('--docker-plugin', 'this build of the datapath serves one network only (no Datapath.addNetwork)');
+    // With the userspace vxlan backend the Docker networks share its port; with any other backend
+    // they get a VXLAN port of their own (8472), with no network of its own.
+    let multi: MultiNetworkDatapath;
+    let port: number;
+    if (network instanceof UserspaceNetwork && this.kind === 'vxlan') {
+      multi = network.datapathHandle;
+      port = readVxlanOptions(config, iface).port;
+    } else {
+      const { Datapath } = await import('./datapath');
+      try {
+        this.dockerPort = await Datapath.createPort({ port: DOCKER_VXLAN_PORT, bindAddress: iface.address });
+      } catch (err) {
+        throw new StartupError('--docker-plugin', `cannot open the VXLAN port ${DOCKER_VXLAN_PORT} for the Docker networks: ${(err as Error).message}`);
+      }
+      multi = this.dockerPort;
+      port = DOCKER_VXLAN_PORT;
     }
-    const { vni, port } = readVxlanOptions(config, iface);
+    const vni = this.kind === 'vxlan' || this.kind === 'kernel-vxlan' ? readVxlanOptions(config, iface).vni : 1;
     this.docker = new DockerDriver({
       store: new EtcdNetworkStore(registry),
       host: new NamespaceHost(d.stateDir),
-      datapath: dockerDatapath(dp as MultiNetworkDatapath, port),
+      datapath: dockerDatapath(multi, port, iface.mtu - DOCKER_VXLAN_OVERHEAD),
       engine: new EngineClient(d.engineSocket),
       iface,
       log: this.log,
@@ -512,7 +533,9 @@ export class Daemon {
       skippedPeers: Array.isArray(stats.skippedPeers) ? (stats.skippedPeers as string[]) : [],
       counters,
       drops: (stats.drops as Record<string, number> | undefined) ?? {},
-      ...(this.docker ? { docker: { ...this.docker.status(), engine: this.opts.docker?.engineSocket } } : {}),
+      ...(this.docker
+        ? { docker: { ...this.docker.status(), engine: this.opts.docker?.engineSocket, ...(this.dockerPort ? { portDrops: { ...this.dockerPort.stats().drops } } : {}) } }
+        : {}),
     };
   }
 
@@ -548,6 +571,7 @@ export class Daemon {
     // The socket first (dockerd then fails fast instead of retrying a dead one), then the TUNs.
     if (this.plugin) await step('docker plugin socket', () => this.plugin?.close());
     if (this.docker) await step('docker driver', () => this.docker?.stop());
+    if (this.dockerPort) await step('docker VXLAN port', () => this.dockerPort?.close());
     if (this.network) await step('backend', () => this.network?.close());
     if (this.iptables) await step('iptables rules', () => this.iptables?.stop());
     if (this.metrics) await step('metrics listener', () => this.metrics?.close());

@@ -49,7 +49,6 @@ export interface DockerDatapath {
  * adapter below needs of it.
  */
 export interface MultiNetworkDatapath {
-  readonly config: { mtu: number; port?: number };
   addNetwork(cfg: {
     vni: number;
     tunName: string;
@@ -69,10 +68,10 @@ export interface MultiNetworkDatapath {
 /** Gauges and detail fields of DatapathStats that are not counters. */
 const NOT_COUNTERS = new Set(['drops', 'peers', 'workers', 'offload']);
 
-/** The Docker networks' view of the daemon's vxlan datapath. */
-export function dockerDatapath(dp: MultiNetworkDatapath, port: number): DockerDatapath {
+/** The Docker networks' view of the daemon's vxlan datapath (`mtu`: the underlay's minus VXLAN's 50). */
+export function dockerDatapath(dp: MultiNetworkDatapath, port: number, mtu: number): DockerDatapath {
   return {
-    mtu: dp.config.mtu,
+    mtu,
     port,
     async addNetwork(spec: DockerNetworkSpec): Promise<DockerNetworkDatapath> {
       const net = await dp.addNetwork({

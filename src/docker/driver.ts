@@ -160,6 +160,8 @@ export interface DockerStatus {
   /** Networks in etcd this host does not have (with --docker-sync-networks they are created here). */
   remoteNetworks: Array<{ name: string; range: string; vni: number; deleted: boolean }>;
   lastSyncError?: string;
+  /** Drops of the Docker networks' own VXLAN port (a backend other than userspace vxlan): unknown VNIs, senders. */
+  portDrops?: Record<string, number>;
 }
 
 function poolIdOf(key: string): string {

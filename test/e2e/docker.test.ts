@@ -283,8 +283,8 @@ describe('docker networks across hosts (real dockerd, etcd, namespaces)', () => 
     }
   });
 
-  test('--docker-plugin refuses a backend other than the userspace vxlan datapath, naming the flag, creating nothing', async () => {
-    const conf = dc.cluster.writeFile('hostgw.json', JSON.stringify({ Network: '10.243.0.0/16', Backend: { Type: 'host-gw' } }));
+  test('--docker-plugin refuses the kernel vxlan backend (it holds port 8472), naming the flag, creating nothing', async () => {
+    const conf = dc.cluster.writeFile('kvxlan.json', JSON.stringify({ Network: '10.243.0.0/16', Backend: { Type: 'vxlan', Datapath: 'kernel' } }));
     const sock = `${dc.cluster.dir}/refused.sock`;
     const r = await dc.bed.exec(dc.host(3).ns, [
       process.execPath,
@@ -299,8 +299,9 @@ describe('docker networks across hosts (real dockerd, etcd, namespaces)', () => 
       `--docker-plugin=${sock}`,
     ]);
     assert.equal(r.code, 1, r.stderr);
-    assert.match(r.stderr, /^vxnet: --docker-plugin: Docker networks run on the userspace vxlan datapath, but the network config selects host-gw/m);
+    assert.match(r.stderr, /^vxnet: --docker-plugin: Docker networks need UDP port 8472 for the userspace vxlan datapath, which the kernel vxlan backend \("Datapath": "kernel"\) holds/m);
     assert.equal(existsSync(sock), false);
+    assert.doesNotMatch(await dc.bed.execOk(dc.host(3).ns, ['ip', '-o', 'link', 'show']), /flannel\./, 'no kernel vxlan device was made');
   });
 
   test('docker network rm on every host leaves no namespaces, veths, leases, records or VNIs', async () => {
