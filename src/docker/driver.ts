@@ -464,27 +464,51 @@ export class DockerDriver {
       // Created again after a `docker network rm` elsewhere: it lives on.
       record = (await this.o.store.setDeleted(key, false).catch(() => undefined)) ?? record;
     }
+    const pool = await this.acquirePool(record, undefined);
+    this.o.log.info('docker pool acquired', { range: formatCidr(network), vni: record.vni, lease: formatCidr(pool.lease as Cidr) });
+    return { PoolID: poolIdOf(key), Pool: formatCidr(network), Data: {} };
+  }
+
+  /** A pool for `record` with this host's lease, within the acquire timeout; nothing left on failure. */
+  private async acquirePool(record: NetworkRecord, previous: Cidr | undefined): Promise<Pool> {
     const pool = this.newPool(record);
     const timeoutMs = this.o.acquireTimeoutMs ?? 10_000;
     let timer: NodeJS.Timeout | undefined;
     try {
       await Promise.race([
-        this.startLease(pool, undefined),
-        new Promise((_, reject) => (timer = setTimeout(() => reject(new DockerRequestError('etcd', `no lease of ${formatCidr(network)} within ${timeoutMs} ms: etcd unreachable`, 503)), timeoutMs))),
+        this.startLease(pool, previous),
+        new Promise((_, reject) => (timer = setTimeout(() => reject(new DockerRequestError('etcd', `no lease of ${formatCidr(record.network)} within ${timeoutMs} ms: etcd unreachable`, 503)), timeoutMs))),
       ]);
     } catch (err) {
       await pool.manager?.stop();
-      this.pools.delete(key);
-      await this.o.store.removeIfUnused(key).catch(() => undefined);
-      if (err instanceof SubnetsExhaustedError) throw new DockerRequestError('--subnet', `every host lease of ${formatCidr(network)} is taken (${err.message}); use a larger range or a longer ${OPT_SUBNET_LEN}`);
+      this.pools.delete(record.key);
+      await this.o.store.removeIfUnused(record.key).catch(() => undefined);
+      if (err instanceof SubnetsExhaustedError) throw new DockerRequestError('--subnet', `every host lease of ${formatCidr(record.network)} is taken (${err.message}); use a larger range or a longer ${OPT_SUBNET_LEN}`);
       if (err instanceof DockerRequestError) throw err;
       throw new DockerRequestError('etcd', (err as Error).message, 503);
     } finally {
       clearTimeout(timer);
     }
     this.save();
-    this.o.log.info('docker pool acquired', { range: formatCidr(network), vni: record.vni, lease: formatCidr(pool.lease as Cidr) });
-    return { PoolID: poolIdOf(key), Pool: formatCidr(network), Data: {} };
+    return pool;
+  }
+
+  /**
+   * The pool of `poolId`. dockerd keeps its networks across reboots but never asks again for their
+   * pools; if this host's state is gone (a reboot emptied /run, the state file was removed), a pool
+   * whose network is still in etcd is taken up again: the lease is the one etcd still has for our
+   * public IP (so addresses dockerd holds stay valid), or a new one.
+   */
+  private async poolFor(poolId: string): Promise<Pool> {
+    const key = poolId.startsWith(POOL_ID_PREFIX) ? poolId.slice(POOL_ID_PREFIX.length) : '';
+    if (!this.pools.has(key) && key !== '') {
+      const record = await this.o.store.get(key).catch(() => undefined);
+      if (record) {
+        this.o.log.warn('taking up a docker pool dockerd still uses but this host had no state for', { key, vni: record.vni });
+        await this.acquirePool(record, undefined);
+      }
+    }
+    return this.poolOf(poolId);
   }
 
   private poolOf(poolId: string): Pool {
@@ -519,7 +543,7 @@ export class DockerDriver {
   }
 
   private async requestAddress(req: RequestAddressRequest): Promise<unknown> {
-    const pool = this.poolOf(req.PoolID);
+    const pool = await this.poolFor(req.PoolID);
     const addrs = pool.addresses as AddressPool;
     if (req.Options?.[OPT_REQUEST_ADDRESS_TYPE] === GATEWAY_ADDRESS_TYPE) {
       if (req.Address && req.Address.replace(/\/\d+$/, '') !== formatIPv4(addrs.gateway)) {
@@ -641,8 +665,37 @@ export class DockerDriver {
     return net;
   }
 
+  /**
+   * A network dockerd has but this host has no state for (see poolFor): its namespace and TUN made
+   * again for the pool that holds the endpoint's address.
+   */
+  private async adoptNetwork(networkId: string, address: string | undefined): Promise<DockerNet | undefined> {
+    if (!/^[0-9a-f]{12,64}$/i.test(networkId) || !address) return undefined;
+    let ip: number;
+    try {
+      ip = parseIPv4(address.replace(/\/\d+$/, ''));
+    } catch {
+      return undefined;
+    }
+    const pool = [...this.pools.values()].find((p) => p.lease && cidrContains(p.lease, ip));
+    if (!pool || [...this.nets.values()].some((n) => n.key === pool.key)) return undefined;
+    const net = new DockerNet(networkId, pool.key, this.o.datapath.mtu, undefined);
+    try {
+      await this.attach(net, pool);
+    } catch (err) {
+      await net.dp?.close().catch(() => undefined);
+      throw new DockerRequestError('vxnet', `cannot set up network ${formatCidr(pool.record.network)} again: ${(err as Error).message}`, 500);
+    }
+    this.nets.set(networkId, net);
+    this.save();
+    this.o.log.warn('took up a docker network this host had no state for', { id: networkId.slice(0, 12), range: formatCidr(pool.record.network) });
+    this.lookupName(net);
+    return net;
+  }
+
   private async createEndpoint(req: CreateEndpointRequest): Promise<unknown> {
-    const net = this.netOf(String(req.NetworkID ?? ''));
+    const networkId = String(req.NetworkID ?? '');
+    const net = this.nets.get(networkId) ?? (await this.adoptNetwork(networkId, req.Interface?.Address)) ?? this.netOf(networkId);
     if (net.conflict) throw new DockerRequestError('network', net.conflict, 409);
     const id = String(req.EndpointID ?? '');
     if (!/^[0-9a-f]{10,64}$/i.test(id)) throw new DockerRequestError('EndpointID', `not an endpoint id: ${JSON.stringify(id)}`);
@@ -710,8 +763,8 @@ export class DockerDriver {
   }
 
   private async leave(networkId: string, endpointId: string): Promise<unknown> {
-    const net = this.netOf(networkId);
-    const ep = net.endpoints.get(endpointId);
+    // Unknown: nothing of it here to leave (dockerd cleans up after a restart with what it has).
+    const ep = this.nets.get(networkId)?.endpoints.get(endpointId);
     if (ep) {
       ep.joined = false;
       this.save();

@@ -16,6 +16,8 @@ export interface DockerClusterOptions {
   syncHosts?: number[];
   /** The daemons' flannel network (Backend vxlan, userspace). */
   network?: string;
+  /** The daemons' flannel Backend section (default {"Type": "vxlan"}, the userspace datapath). */
+  backend?: Record<string, unknown>;
 }
 
 export class DockerCluster {
@@ -30,7 +32,7 @@ export class DockerCluster {
     const cluster = await Cluster.create({
       hosts: opts.hosts,
       tag: opts.tag,
-      netConf: { Network: opts.network ?? '10.244.0.0/16', SubnetLen: 24, Backend: { Type: 'vxlan' } },
+      netConf: { Network: opts.network ?? '10.244.0.0/16', SubnetLen: 24, Backend: opts.backend ?? { Type: 'vxlan' } },
     });
     const dc = new DockerCluster(cluster, new Set(opts.syncHosts ?? cluster.bed.hosts.map((h) => h.index)));
     try {

@@ -326,3 +326,30 @@ describe('docker networks across hosts (real dockerd, etcd, namespaces)', () => 
     }
   });
 });
+
+describe('docker networks beside the host-gw backend (a VXLAN port of their own)', () => {
+  let hg: DockerCluster;
+  before(async () => {
+    hg = await DockerCluster.create({ hosts: 2, tag: 'dockhg', backend: { Type: 'host-gw' } });
+  });
+  after(async () => {
+    await hg?.destroy();
+    assert.equal(rootState(), rootBefore, "the root namespace's links, routes and iptables are unchanged");
+  });
+
+  test('a network across two host-gw hosts: containers talk, the port counts what no network takes', async () => {
+    await hg.dockerOf(1).dockerOk(['network', 'create', '-d', 'vxnet', '--ipam-driver', 'vxnet', '--subnet', NET1, 'net1']);
+    await hg.waitDockerNetwork(2, 'net1');
+    await hg.waitNetworkMesh('net1', [1, 2]);
+    await hg.dockerOf(1).dockerOk(['run', '-d', '--init', '--name', 'x1', '--net', 'net1', TEST_IMAGE, 'sleep', '1000000']);
+    await hg.dockerOf(2).dockerOk(['run', '-d', '--init', '--name', 'x2', '--net', 'net1', TEST_IMAGE, 'sleep', '1000000']);
+    const x2 = await hg.containerIp(2, 'x2', 'net1');
+    const r = await hg.dockerOf(1).exec('x1', ['ping', '-c', '2', '-W', '2', x2]);
+    assert.equal(r.code, 0, r.stdout + r.stderr);
+    const st = await hg.status(1);
+    assert.equal(st.backend.kind, 'host-gw');
+    assert.ok(st.docker?.portDrops && 'rx_bad_vni' in st.docker.portDrops, JSON.stringify(st.docker?.portDrops));
+    const n = st.docker?.networks.find((x) => x.name === 'net1');
+    assert.ok((n?.counters.txPackets ?? 0) > 0);
+  });
+});

@@ -362,4 +362,33 @@ describe('docker driver', () => {
       await driver.stop();
     }
   });
+
+  test('state lost (a reboot emptied /run): the pool and network dockerd still uses are taken up again from etcd', async () => {
+    const store = new MemNetworkStore(new MemKv());
+    const a = await rig(store, '198.18.0.1');
+    const n = await createNetwork(a, id(1), NET1);
+    await runContainer(a, id(1), n.poolId, id(501));
+    const lease = a.driver.status().networks[0].lease;
+    await close(a);
+    // A fresh state file and no namespaces: only etcd (our lease, TTL not run out) and dockerd remember.
+    const b = await rig(store, '198.18.0.1');
+    try {
+      assert.deepEqual(b.driver.status().networks, []);
+      // dockerd starts the container again: Leave/DeleteEndpoint of the old endpoint are harmless...
+      await ok(b, 'NetworkDriver.Leave', { NetworkID: id(1), EndpointID: id(501) });
+      await ok(b, 'NetworkDriver.DeleteEndpoint', { NetworkID: id(1), EndpointID: id(501) });
+      // ...and a new endpoint works: the same lease (etcd's for our public IP), namespace and TUN again.
+      const c = await runContainer(b, id(1), n.poolId, id(502));
+      const st = b.driver.status().networks[0];
+      assert.equal(st.lease, lease);
+      assert.ok(cidrContains(parseCidr(lease), parseIPv4(c.address.split('/')[0])));
+      assert.ok(b.host.namespaces.has('10.250.0.0-16'));
+      assert.equal(b.dp.open().length, 1);
+      assert.deepEqual((c.join.StaticRoutes as unknown[]).length, 1);
+      // A pool etcd does not know is still refused.
+      await refused(b, 'IpamDriver.RequestAddress', { PoolID: 'vxnet/10.77.0.0-16', Address: '', Options: null }, 'PoolID');
+    } finally {
+      await close(b);
+    }
+  });
 });
