@@ -137,7 +137,8 @@ export class NamespaceHost implements NetworkHost {
       const links = await nsIp(ns, '-o', 'link', 'show');
       const lines = ['link set lo up'];
       if (!new RegExp(`: ${NS_BRIDGE}[:@]`).test(links)) lines.push(`link add name ${NS_BRIDGE} mtu ${mtu} type bridge`);
-      lines.push(`link set ${NS_BRIDGE} mtu ${mtu}`, `addr replace ${gatewayCidr} dev ${NS_BRIDGE}`, `link set ${NS_BRIDGE} up`);
+      // A restart may come with another lease: the bridge holds only the current gateway.
+      lines.push(`link set ${NS_BRIDGE} mtu ${mtu}`, `addr flush dev ${NS_BRIDGE} scope global`, `addr add ${gatewayCidr} dev ${NS_BRIDGE}`, `link set ${NS_BRIDGE} up`);
       await nsIpBatch(ns, lines);
       // The namespace routes between the bridge and the TUN; nothing else is in it.
       await run(['nsenter', `--net=${ns}`, 'sysctl', '-qw', 'net.ipv4.ip_forward=1']);
