@@ -35,11 +35,6 @@ async function run(i: number, name: string, net: string, extra: string[] = []): 
   return dc.containerIp(i, name, net);
 }
 
-async function pings(i: number, from: string, to: string): Promise<boolean> {
-  const r = await d(i).exec(from, ['ping', '-c', '2', '-W', '2', to]);
-  return r.code === 0 && / 2 packets received/.test(r.stdout);
-}
-
 async function assertPings(i: number, from: string, to: string): Promise<void> {
   const r = await d(i).exec(from, ['ping', '-c', '2', '-W', '2', to]);
   assert.ok(r.code === 0 && / 2 packets received/.test(r.stdout), `h${i} ${from} -> ${to} should answer: ${r.stdout}${r.stderr}`);
@@ -54,8 +49,7 @@ async function assertNoPing(i: number, from: string, to: string): Promise<void> 
 /** Serves 2 MB of random data on port 8080 of container `name`; returns its md5. */
 async function serveBlob(i: number, name: string): Promise<string> {
   await d(i).exec(name, ['sh', '-c', 'mkdir -p /www && dd if=/dev/urandom of=/www/blob bs=1024 count=2048 2>/dev/null']);
-  const r = await d(i).dockerOk(['exec', '-d', name, 'httpd', '-f', '-p', '8080', '-h', '/www']);
-  void r;
+  await d(i).dockerOk(['exec', '-d', name, 'httpd', '-f', '-p', '8080', '-h', '/www']);
   const sum = (await d(i).dockerOk(['exec', name, 'md5sum', '/www/blob'])).split(' ')[0];
   await sleep(200);
   return sum;
