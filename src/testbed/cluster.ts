@@ -55,6 +55,8 @@ export interface DaemonStartOptions {
   enter?: string[];
   /** Wait for subnet.env and a status answer, then readdress docker0 from it (default true). */
   waitReady?: boolean;
+  /** Readdress the bed's docker0 and container from subnet.env once ready (default true; a host whose dockerd runs with --bridge=none has no docker0). */
+  readdress?: boolean;
   timeoutMs?: number;
 }
 
@@ -147,7 +149,7 @@ export class Cluster {
     this.daemons.set(host.index, proc);
     if (opts.waitReady !== false) {
       await this.waitReady(proc, opts.timeoutMs ?? 30_000);
-      await this.applySubnetEnv(host);
+      if (opts.readdress !== false) await this.applySubnetEnv(host);
     }
     return proc;
   }

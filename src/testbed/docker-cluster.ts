@@ -74,7 +74,8 @@ export class DockerCluster {
 
   /** Starts host's vxnet daemon inside its dockerd's mount namespace and waits until it runs. */
   startVxnet(h: BedHost, extra: string[] = []): Promise<DaemonProcess> {
-    return this.cluster.startDaemon(h, { args: this.daemonArgs(h.index, extra), enter: this.dockerOf(h.index).enter });
+    // dockerd runs with --bridge=none and removes the bed's docker0: nothing to readdress.
+    return this.cluster.startDaemon(h, { args: this.daemonArgs(h.index, extra), enter: this.dockerOf(h.index).enter, readdress: false });
   }
 
   status(i: number): Promise<DaemonStatus> {

@@ -46,19 +46,25 @@ async function assertNoPing(i: number, from: string, to: string): Promise<void> 
   assert.match(r.stdout, / 0 packets received/);
 }
 
-/** Serves 2 MB of random data on port 8080 of container `name`; returns its md5. */
-async function serveBlob(i: number, name: string): Promise<string> {
-  await d(i).exec(name, ['sh', '-c', 'mkdir -p /www && dd if=/dev/urandom of=/www/blob bs=1024 count=2048 2>/dev/null']);
-  await d(i).dockerOk(['exec', '-d', name, 'httpd', '-f', '-p', '8080', '-h', '/www']);
-  const sum = (await d(i).dockerOk(['exec', name, 'md5sum', '/www/blob'])).split(' ')[0];
-  await sleep(200);
-  return sum;
+/** Writes 2 MB of random data into container `name`; returns its md5. */
+async function makeBlob(i: number, name: string): Promise<string> {
+  await d(i).dockerOk(['exec', name, 'sh', '-c', 'dd if=/dev/urandom of=/tmp/blob bs=1024 count=2048 2>/dev/null']);
+  return (await d(i).dockerOk(['exec', name, 'md5sum', '/tmp/blob'])).split(' ')[0];
 }
 
-async function fetchMd5(i: number, from: string, ip: string, timeoutS = 5): Promise<string | undefined> {
-  const r = await d(i).exec(from, ['sh', '-c', `wget -q -T ${timeoutS} -O - http://${ip}:8080/blob | md5sum`], 30_000);
+let port = 5000;
+
+/**
+ * TCP: container `server` on host `si` sends its blob to the first client on a fresh port, container
+ * `from` on host `i` reads it; the md5 of what arrived, or undefined when nothing did.
+ */
+async function fetchMd5(si: number, server: string, i: number, from: string, ip: string, timeoutS = 5): Promise<string | undefined> {
+  const p = ++port;
+  await d(si).dockerOk(['exec', '-d', server, 'nc', '-l', '-p', String(p), '-e', 'cat', '/tmp/blob']);
+  await sleep(200);
+  const r = await d(i).exec(from, ['sh', '-c', `nc -w ${timeoutS} ${ip} ${p} | md5sum`], 30_000);
   const sum = r.stdout.split(' ')[0];
-  // md5 of nothing: the fetch failed.
+  // md5 of nothing: no data came.
   return r.code === 0 && sum !== 'd41d8cd98f00b204e9800998ecf8427e' ? sum : undefined;
 }
 
@@ -122,9 +128,9 @@ describe('docker networks across hosts (real dockerd, etcd, namespaces)', () => 
     await assertPings(1, 'c1', ips.c2);
     await assertPings(2, 'c2', ips.c3);
     await assertPings(3, 'c3', ips.c1);
-    const sum = await serveBlob(2, 'c2');
-    assert.equal(await fetchMd5(1, 'c1', ips.c2), sum, '2 MB over TCP from h2 to h1, intact');
-    assert.equal(await fetchMd5(3, 'c3', ips.c2), sum, '2 MB over TCP from h2 to h3, intact');
+    const sum = await makeBlob(2, 'c2');
+    assert.equal(await fetchMd5(2, 'c2', 1, 'c1', ips.c2), sum, '2 MB over TCP from h2 to h1, intact');
+    assert.equal(await fetchMd5(2, 'c2', 3, 'c3', ips.c2), sum, '2 MB over TCP from h2 to h3, intact');
     // Outbound the Docker way: docker_gwbridge (the container's default route) to the underlay.
     await assertPings(1, 'c1', dc.bed.switchIp);
 
@@ -157,16 +163,16 @@ describe('docker networks across hosts (real dockerd, etcd, namespaces)', () => 
     await assertNoPing(2, 'c2', ips.d2);
     await assertNoPing(2, 'd2', ips.c2);
     await assertNoPing(1, 'd1', ips.c2);
-    const sum = await serveBlob(2, 'd2');
-    assert.equal(await fetchMd5(1, 'c1', ips.d2, 2), undefined, 'TCP net1 -> net2 across hosts fails');
-    assert.equal(await fetchMd5(2, 'c2', ips.d2, 2), undefined, 'TCP net1 -> net2 on one host fails');
-    assert.equal(await fetchMd5(1, 'd1', ips.d2), sum, 'TCP within net2 works');
+    const sum = await makeBlob(2, 'd2');
+    assert.equal(await fetchMd5(2, 'd2', 1, 'c1', ips.d2, 2), undefined, 'TCP net1 -> net2 across hosts fails');
+    assert.equal(await fetchMd5(2, 'd2', 2, 'c2', ips.d2, 2), undefined, 'TCP net1 -> net2 on one host fails');
+    assert.equal(await fetchMd5(2, 'd2', 1, 'd1', ips.d2), sum, 'TCP within net2 works');
     // A container on both networks reaches both.
     await d(1).dockerOk(['network', 'connect', 'net2', 'c1']);
     await assertPings(1, 'c1', ips.d1);
     await assertPings(1, 'c1', ips.d2);
     await assertPings(1, 'c1', ips.c2);
-    assert.equal(await fetchMd5(1, 'c1', ips.d2), sum);
+    assert.equal(await fetchMd5(2, 'd2', 1, 'c1', ips.d2), sum);
     // ...without bridging them: d1 still cannot reach net1.
     await assertNoPing(1, 'd1', ips.c1b);
   });
@@ -270,11 +276,16 @@ describe('docker networks across hosts (real dockerd, etcd, namespaces)', () => 
     const vnis = await Promise.all(specs.map(async ([i, name]) => (await dc.waitNetwork(i, name, 'up', (n) => n.vni > 0)).vni));
     assert.equal(new Set(vnis).size, 3, `distinct VNIs ${vnis.join(' ')}`);
     for (const v of vnis) assert.ok(v > 4097 && v < 2 ** 24, `VNI ${v} in Docker's range, not net1's or net2's`);
-    for (const [i, name] of specs) await d(i).dockerOk(['network', 'rm', name]);
-    // h1 and h2 sync: a network they made appeared on the other, and goes with the rm.
-    for (const name of ['race1', 'race3']) {
-      for (const i of [1, 2]) await dc.cluster.waitFor(dc.host(i), `${name} gone`, (s) => !(s.docker?.networks.some((n) => n.name === name) ?? true));
-    }
+    // h1 and h2 sync: each race network appears on both; h3 does not: it has only its own.
+    for (const [, name] of specs) for (const i of [1, 2]) await dc.waitDockerNetwork(i, name);
+    for (const name of ['race1', 'race3']) assert.notEqual((await d(3).docker(['network', 'inspect', name])).code, 0, `${name} is not on h3`);
+    // rm on h3 (no sync) removes only h3's copy: race2 stays in etcd, held by h1 and h2.
+    await d(3).dockerOk(['network', 'rm', 'race2']);
+    assert.equal((await dc.network(1, 'race2'))?.name, 'race2');
+    assert.ok((await etcdKeys(`${ROOT}/networks/10.254.0.0-16/subnets/`)).length === 2, 'h1 and h2 still hold race2');
+    // rm on h1 (sync) removes them from h2 too.
+    for (const [, name] of specs) await d(1).dockerOk(['network', 'rm', name]);
+    for (const [, name] of specs) await dc.cluster.waitFor(dc.host(2), `${name} gone`, (s) => !(s.docker?.networks.some((n) => n.name === name) ?? true));
   });
 
   test('--docker-plugin refuses the kernel vxlan backend (it holds port 8472), naming the flag, creating nothing', async () => {
