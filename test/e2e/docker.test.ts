@@ -40,6 +40,16 @@ async function assertPings(i: number, from: string, to: string): Promise<void> {
   assert.ok(r.code === 0 && / 2 packets received/.test(r.stdout), `h${i} ${from} -> ${to} should answer: ${r.stdout}${r.stderr}`);
 }
 
+/** After a restart: traffic resumes, i.e. pings answer within `timeoutMs` (then every later ping must). */
+async function waitPings(i: number, from: string, to: string, timeoutMs = 15_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const r = await d(i).exec(from, ['ping', '-c', '1', '-W', '1', to]);
+    if (r.code === 0) return;
+    if (Date.now() > deadline) assert.fail(`h${i} ${from} -> ${to}: no answer within ${timeoutMs} ms of the restart: ${r.stdout}${r.stderr}`);
+  }
+}
+
 async function assertNoPing(i: number, from: string, to: string): Promise<void> {
   const r = await d(i).exec(from, ['ping', '-c', '2', '-W', '1', to]);
   assert.notEqual(r.code, 0, `h${i} ${from} -> ${to} must not answer: ${r.stdout}`);
@@ -254,6 +264,7 @@ describe('docker networks across hosts (real dockerd, etcd, namespaces)', () => 
       assert.equal(mesh.get(1)?.lease, before?.lease, `${signal}: the same lease`);
       assert.equal(mesh.get(1)?.vni, 4096);
       await dc.waitNetworkMesh('net2', [1, 2]);
+      await waitPings(1, 'c1', ips.c2);
       await assertPings(1, 'c1', ips.c2);
       await assertPings(3, 'c3', ips.c1);
       await assertPings(1, 'd1', ips.d2);
