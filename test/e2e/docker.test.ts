@@ -144,7 +144,13 @@ describe('docker networks across hosts (real dockerd, etcd, namespaces)', () => 
     // Outbound the Docker way: docker_gwbridge (the container's default route) to the underlay.
     await assertPings(1, 'c1', dc.bed.switchIp);
 
+    // An address of net1's range no host leases: the network's TUN takes it, its datapath has no
+    // route, drops it and counts it in net1's own drops.
+    const free = Array.from({ length: 250 }, (_, k) => `10.250.${k + 2}.0/24`).find((sn) => !leases.includes(sn)) as string;
+    const noRouteBefore = (await dc.network(1, 'net1'))?.drops.tx_no_route ?? 0;
+    await assertNoPing(1, 'c1', free.replace('.0/24', '.9'));
     const n1 = await dc.network(1, 'net1');
+    assert.ok((n1?.drops.tx_no_route ?? 0) > noRouteBefore, `net1 counts tx_no_route: ${JSON.stringify(n1?.drops)}`);
     assert.ok((n1?.counters.txPackets ?? 0) > 0 && (n1?.counters.rxPackets ?? 0) > 0, `per-network counters: ${JSON.stringify(n1?.counters)}`);
     const table = await dc.cluster.statusTable(dc.host(1));
     assert.match(table, /net1\s+4096\s+10\.250\.0\.0\/16/);
@@ -153,6 +159,7 @@ describe('docker networks across hosts (real dockerd, etcd, namespaces)', () => 
     assert.match(metrics, /^vxnet_tx_packets_total [0-9]/m, "the daemon's own network keeps its series");
     assert.match(metrics, /^vxnet_docker_network_info\{network="net1",vni="4096",range="10\.250\.0\.0\/16"/m);
     assert.match(metrics, /^vxnet_peers\{network="net1",state="installed"\} 2$/m);
+    assert.match(metrics, /^vxnet_drops_total\{network="net1",reason="tx_no_route"\} [1-9]/m);
   });
 
   test('net2 (two hosts) is isolated from net1 on the same host and across hosts; a container on both reaches both', async () => {
