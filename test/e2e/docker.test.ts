@@ -194,6 +194,27 @@ describe('docker networks across hosts (real dockerd, etcd, namespaces)', () => 
     await assertNoPing(1, 'd1', ips.c1b);
   });
 
+  test('a network whose range overlaps net1 and net2 (10.248.0.0/14) works across hosts and reaches neither', async () => {
+    await d(1).dockerOk(['network', 'create', '-d', 'vxnet', '--ipam-driver', 'vxnet', '--subnet', '10.248.0.0/14', 'wide']);
+    await dc.waitDockerNetwork(2, 'wide');
+    const mesh = await dc.waitNetworkMesh('wide', [1, 2]);
+    assert.ok(![4096, 4097].includes(mesh.get(1)?.vni as number), 'a VNI of its own');
+    await run(1, 'w1', 'wide');
+    const w2 = await run(2, 'w2', 'wide');
+    await assertPings(1, 'w1', w2);
+    // net1's and net2's addresses lie inside wide's range: wide routes them into its own TUN, where
+    // no lease of wide holds them, so nothing of net1 or net2 is reached, on one host or across.
+    const dropsBefore = (await dc.network(1, 'wide'))?.drops.tx_no_route ?? 0;
+    for (const ip of [ips.c1b, ips.c2, ips.d1, ips.d2]) await assertNoPing(1, 'w1', ip);
+    await assertNoPing(2, 'w2', ips.c2);
+    assert.ok(((await dc.network(1, 'wide'))?.drops.tx_no_route ?? 0) > dropsBefore);
+    await assertPings(1, 'c1', ips.c2);
+    await d(1).dockerOk(['rm', '-f', 'w1']);
+    await d(2).dockerOk(['rm', '-f', 'w2']);
+    await d(1).dockerOk(['network', 'rm', 'wide']);
+    await dc.cluster.waitFor(dc.host(2), 'wide gone', (s) => !(s.docker?.networks.some((n) => n.name === 'wide') ?? true));
+  });
+
   test("bad requests from Docker answer in Docker's error shape, naming the option", async () => {
     const create = (args: string[]) => d(1).docker(['network', 'create', '-d', 'vxnet', ...args]);
     const cases: Array<[string[], RegExp]> = [
