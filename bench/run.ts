@@ -11,7 +11,7 @@
 // Exit status: 0 when every measurement ran, 1 when one could not run, 2 for bad arguments,
 // 130 on Ctrl-C. Figures are never judged here. Namespaces, daemons, etcd and temporary files are
 // removed on every exit path (NetBed and the etcd launcher hook process exit and signals).
-import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { execFileSync, type ChildProcess } from 'node:child_process';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -28,6 +28,7 @@ import { flood, PKTGEN, rtt, tcp, type FloodOptions, type FloodResult } from './
 import { DEFAULT_LOSS_LIMIT, searchNoLoss } from './lib/search';
 import { summarizeRuns } from './lib/summary';
 import { processRssMB } from './lib/proc';
+import { renderFloors } from './lib/floors';
 import { BACKENDS, BackendName, BackendResult, BenchResult, METRIC_KEYS, METRICS, REFERENCE, ScalingPoint, type Spread, computeRatios, failedBackend, validateResult } from './lib/schema';
 import { human, ratio, sig } from './lib/stats';
 import { renderChart } from './lib/svg';
@@ -178,7 +179,7 @@ export function parseArgs(argv: string[]): Options | 'help' {
     docs: o.docs,
     backends: o.backends ?? [...BACKENDS],
     scalingBackends: scalingBackends ?? (quick ? ['vxlan', 'kernel-vxlan'] : [...BACKENDS]),
-    scalingPoints: [2, 1000, 10000],
+    scalingPoints: [2, 3, 1000, 10000],
     scaling: o.scaling,
     micro: o.micro,
     direct: o.direct,
@@ -1003,6 +1004,7 @@ export async function runBench(argv: string[]): Promise<number> {
   const result = runs.length > 1 ? summarizeRuns(runs) : runs[0];
   process.stdout.write('\n');
   printTable(result, (l) => process.stdout.write(`${l}\n`));
+  process.stdout.write(`\ndatapath v2 floors (issue 8):\n${renderFloors(result)}\n`);
   const problems = validateResult(result);
   if (problems.length) process.stderr.write(`result shape problems: ${problems.join('; ')}\n`);
   if (opts.json) {
@@ -1019,7 +1021,9 @@ export async function runBench(argv: string[]): Promise<number> {
     mkdirSync(dir, { recursive: true });
     writeFileSync(path.join(dir, 'latest.json'), JSON.stringify(result, null, 2) + '\n');
     writeFileSync(path.join(dir, 'latest.svg'), renderChart(result));
-    writeFileSync(path.join(ROOT, 'docs', 'benchmarks.md'), renderMarkdown(result, { chart: 'bench/latest.svg', json: 'bench/latest.json' }));
+    const notesFile = path.join(dir, 'notes.md');
+    const notes = existsSync(notesFile) ? readFileSync(notesFile, 'utf8') : undefined;
+    writeFileSync(path.join(ROOT, 'docs', 'benchmarks.md'), renderMarkdown(result, { chart: 'bench/latest.svg', json: 'bench/latest.json', notes }));
     process.stderr.write('wrote docs/bench/latest.json, docs/bench/latest.svg, docs/benchmarks.md\n');
   }
   if (errors.length) {
