@@ -686,6 +686,8 @@ class Runner {
           this.log(`  ${b}: paced generator check: asked ${want} pps, offered ${human(r.offeredPps)} pps, ${r.delivered}/${r.sent} delivered, loss ${(r.loss * 100).toFixed(2)}%`);
         });
       }
+    } else {
+      (res.errors ??= []).push('64-byte zero-loss rate: skipped (--no-zero-loss)');
     }
     await step('RSS', async () => {
       const rss = processRssMB(r1.pid);
