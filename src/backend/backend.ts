@@ -12,11 +12,9 @@ export interface ExternalInterface {
   mtu: number;
 }
 
-export interface Logger {
-  info(msg: string, fields?: Record<string, unknown>): void;
-  warn(msg: string, fields?: Record<string, unknown>): void;
-  error(msg: string, fields?: Record<string, unknown>): void;
-}
+import type { Logger } from '../log';
+/** Re-exported for the backends' convenience; log.ts owns it. */
+export type { Logger };
 
 export interface BackendContext {
   config: NetworkConfig;

@@ -2,7 +2,8 @@
 // serialising host changes so overlapping setPeers/close calls never interleave.
 import { createHash } from 'node:crypto';
 import type { Lease, LeaseAttrs, NetworkConfig } from '../subnet/types';
-import type { Backend, BackendContext, BackendNetwork, ExternalInterface, Logger } from './backend';
+import type { Backend, BackendContext, BackendNetwork, ExternalInterface } from './backend';
+import type { Logger } from '../log';
 import { formatCidr, formatMac, isIPv4, MAC_RE } from '../net/ip';
 
 /**

@@ -1,6 +1,7 @@
 // flannel's "host-gw" backend: no encapsulation, one route per peer subnet via the peer's public
 // IP on the underlay interface; every host must share one L2 segment.
-import type { Backend, BackendContext, BackendNetwork, Logger } from './backend';
+import type { Backend, BackendContext, BackendNetwork } from './backend';
+import type { Logger } from '../log';
 import type { Lease, LeaseAttrs } from '../subnet/types';
 import { formatCidr } from '../net/ip';
 import { linkExists, runBatch } from '../net/iproute';

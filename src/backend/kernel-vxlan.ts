@@ -3,7 +3,8 @@
 // entry and an onlink route, so vxnet and flanneld hosts are interchangeable.
 import { execFileSync } from 'node:child_process';
 import { writeFile } from 'node:fs/promises';
-import type { BackendContext, BackendNetwork, Logger } from './backend';
+import type { BackendContext, BackendNetwork } from './backend';
+import type { Logger } from '../log';
 import type { Lease } from '../subnet/types';
 import { Cidr, formatCidr, formatIPv4 } from '../net/ip';
 import { ip } from '../net/iproute';

@@ -1,6 +1,7 @@
 // flannel's "udp" backend on the native datapath: one TUN carrying the whole overlay network and
 // a UDP socket (default port 8285) exchanging bare IP packets with every peer.
-import type { Backend, BackendContext, BackendNetwork, Logger } from './backend';
+import type { Backend, BackendContext, BackendNetwork } from './backend';
+import type { Logger } from '../log';
 import type { Lease, LeaseAttrs } from '../subnet/types';
 import type { Datapath, DatapathConfig, EncapKind, PeerRoute } from '../datapath';
 import { backendInt, checkPeer, FLANNEL_DEFAULT_PORT, FLANNEL_ENCAP_OVERHEAD, MAX_WORKERS, PeerFilter, Serial } from './common';
