@@ -144,7 +144,7 @@ function runBenchCommand(argv: string[]): Promise<number> {
     const ignore = () => undefined;
     process.on('SIGINT', ignore);
     process.on('SIGTERM', ignore);
-    const child = spawn(process.execPath, [runner, ...argv], { stdio: 'inherit' });
+    const child = spawn(process.execPath, [runner, ...argv], { stdio: 'inherit', env: { ...process.env, VXNET_BENCH_VIA_CLI: '1' } });
     const done = (code: number) => {
       process.off('SIGINT', ignore);
       process.off('SIGTERM', ignore);
