@@ -107,6 +107,20 @@ async function scaleBackend(ctx: ScalingContext, b: BackendName, sc: NonNullable
     } catch (e) {
       ctx.fail(`scaling ${b} ${peers} peers`, e);
     }
+    // The same table, traffic to the first two fake peers only (as at 3 peers): what a larger table
+    // costs per packet, with the batching unchanged. The spread over every peer above also loses the
+    // per-peer UDP GSO trains that one socket's batch to one peer forms.
+    let two: FloodResult | undefined = peers === 3 ? r : undefined;
+    if (peers > 3) {
+      try {
+        const twoFile = path.join(ctx.tmp, 'dsts-two.txt');
+        writeFileSync(twoFile, fakes.slice(0, 2).map((f) => f.dst).join('\n') + '\n');
+        const at = b === 'host-gw' ? { countDev: 'eth0' } : { countPort: FLANNEL_DEFAULT_PORT[b === 'udp' ? 'udp' : 'vxlan'] };
+        two = await ctx.bestFlood({ fromNs: h1.containerNs, dstFile: twoFile, countNs: h3.ns, ...at });
+      } catch (e) {
+        ctx.fail(`scaling ${b} ${peers} peers, traffic to two`, e);
+      }
+    }
     const rss = processRssMB(overlay.hosts[0].pid);
     const p: ScalingPoint = {
       peers,
@@ -116,11 +130,13 @@ async function scaleBackend(ctx: ScalingContext, b: BackendName, sc: NonNullable
       installSeconds: installSeconds === null ? null : sig(installSeconds),
       leasesWritten: leases,
       rssMB: rss === undefined ? null : sig(rss, 3),
+      ...(peers >= 3 ? { ppsTwoPeers: two ? sig(two.pps) : null, lossTwoPeers: two ? sig(two.loss) : null } : {}),
     };
     points.push(p);
     const ref = b === REFERENCE ? undefined : sc.backends[REFERENCE]?.find((q) => q.peers === peers)?.pps;
     const rs = ref ? `  ×${(p.pps! / ref).toFixed(2)} kernel-vxlan` : b === REFERENCE ? '  (reference)' : '';
     ctx.log(`  ${b}: ${peers.toLocaleString('en-US')} peers: ${human(p.pps)} pps delivered, loss ${p.loss === null ? '–' : (p.loss * 100).toFixed(1) + '%'}${rs}; RSS ${human(p.rssMB)} MB`);
+    if (peers > 3) ctx.log(`  ${b}: ${peers.toLocaleString('en-US')} peers, traffic to two of them: ${human(p.ppsTwoPeers)} pps delivered, loss ${p.lossTwoPeers == null ? '–' : (p.lossTwoPeers * 100).toFixed(1) + '%'}`);
   };
   // The kernel backends program one `ip` command per entry (10,000 peers take minutes): a quick run
   // stops them at 1,000 peers.

@@ -25,12 +25,12 @@ function ratioOf(key: 'tcp1Gbps' | 'tcp4Gbps' | 'rttP50Us' | 'rttP99Us' | 'pps64
   return (run: BenchResult, b: string): number | null => num((run.ratios ?? computeRatios(run.backends))[b]?.[key]);
 }
 
-/** pps with `peers` in the route table over pps with `base`: is the lookup flat? */
-function scalingRatio(peers: number, base: number) {
+/** pps with `peers` in the route table over pps with `base` (the field `key` of both points). */
+function scalingRatio(peers: number, base: number, key: 'pps' | 'ppsTwoPeers' = 'pps') {
   return (run: BenchResult, b: string): number | null => {
     const pts = run.scaling?.backends[b];
-    const hi = num(pts?.find((p) => p.peers === peers)?.pps);
-    const lo = num(pts?.find((p) => p.peers === base)?.pps);
+    const hi = num(pts?.find((p) => p.peers === peers)?.[key]);
+    const lo = num(pts?.find((p) => p.peers === base)?.[key]);
     return hi !== null && lo !== null && lo > 0 ? hi / lo : null;
   };
 }
@@ -62,14 +62,22 @@ export const FLOORS: readonly FloorDef[] = [
   },
   {
     id: 'scaling',
-    label: 'route lookup flat: 10,000 peers ≥ 0.95× of 3 (every datagram to another peer than the one before)',
+    label: 'route lookup flat: 10,000 peers in the table ≥ 0.95× of 3, the same traffic (to two peers)',
     bound: 0.95,
     kind: 'min',
+    value: scalingRatio(10_000, 3, 'ppsTwoPeers'),
+  },
+  {
+    id: 'scalingAll',
+    label: '(for comparison) traffic spread over all 10,000 peers vs over the 2 of a 3-peer table',
+    bound: 0.95,
+    kind: 'min',
+    informational: true,
     value: scalingRatio(10_000, 3),
   },
   {
     id: 'scaling2',
-    label: '(for comparison) 10,000 peers vs 2 (one destination: the 2-peer traffic rides UDP GSO trains)',
+    label: '(for comparison) traffic spread over all 10,000 peers vs to the 1 of a 2-peer table',
     bound: 0.95,
     kind: 'min',
     informational: true,

@@ -172,6 +172,26 @@ export function renderMarkdown(result: BenchResult, o: MarkdownOptions): string 
       out.push(`| ${n.toLocaleString('en-US')} | ${cells.join(' | ')} |`);
     }
     out.push('');
+    const two = peers.filter((n) => names.some((b) => sc.backends[b].find((q) => q.peers === n)?.ppsTwoPeers != null));
+    if (two.length) {
+      out.push(
+        'The same tables with the traffic to the first two fake peers only (as at 3 peers), so that only the table grows: the',
+        "lookup's cost per packet with the batching unchanged (ratios to the backend's own 3-peer figure).",
+        '',
+      );
+      out.push(`| peers in the route table, traffic to two | ${names.join(' | ')} |`, `|---|${names.map(() => '---:').join('|')}|`);
+      for (const n of two) {
+        const cells = names.map((b) => {
+          const p = sc.backends[b].find((q) => q.peers === n);
+          const base = sc.backends[b].find((q) => q.peers === 3)?.ppsTwoPeers;
+          if (!p || p.ppsTwoPeers == null) return 'n/a';
+          const r = base ? ` (×${(p.ppsTwoPeers / base).toFixed(2)})` : '';
+          return `${human(p.ppsTwoPeers)} pps${r}, loss ${cell('loss', p.lossTwoPeers)}`;
+        });
+        out.push(`| ${n.toLocaleString('en-US')} | ${cells.join(' | ')} |`);
+      }
+      out.push('');
+    }
     const cp = sc.controlPlane ?? {};
     if (Object.keys(cp).length) {
       const ref = cp[REFERENCE]?.seconds;

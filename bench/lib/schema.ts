@@ -87,6 +87,12 @@ export interface ScalingPoint {
   installSeconds?: number | null;
   leasesWritten?: number;
   rssMB?: number | null;
+  /**
+   * From 3 peers on: pps with the same table but the traffic to the first two fake peers only (the
+   * traffic of the 3-peer point): the table's cost per packet, batching unchanged.
+   */
+  ppsTwoPeers?: number | null;
+  lossTwoPeers?: number | null;
 }
 
 export interface BenchResult {

@@ -22,8 +22,8 @@ function run(k: number): BenchResult {
       backends: {
         vxlan: [
           { peers: 2, pps: 200e3, loss: 0 },
-          { peers: 3, pps: 130e3, loss: 0 },
-          { peers: 10000, pps: 126e3 + k, loss: 0 },
+          { peers: 3, pps: 130e3, loss: 0, ppsTwoPeers: 130e3 },
+          { peers: 10000, pps: 126e3 + k, loss: 0, ppsTwoPeers: 100e3 + k },
         ],
       },
     },
@@ -49,19 +49,22 @@ test('floors: per-run values, median, spread and verdicts', () => {
   // daemon CPU is absolute: udp 0.9 > 0.8, vxlan 0.71..0.73 ≤ 0.8
   assert.equal(get('daemonCpu', 'udp').met, false);
   assert.equal(get('daemonCpu', 'vxlan').met, true);
-  // scaling: 10k over 3 peers; udp has no scaling points → no verdict
-  assert.ok(Math.abs(get('scaling', 'vxlan').spread!.median - (126e3 + 2) / 130e3) < 1e-12);
-  assert.equal(get('scaling', 'vxlan').met, true === (126e3 + 2) / 130e3 >= 0.95);
+  // scaling: the same traffic (two peers) with 10k vs 3 in the table; udp has no scaling points → no verdict
+  assert.ok(Math.abs(get('scaling', 'vxlan').spread!.median - (100e3 + 2) / 130e3) < 1e-12);
+  assert.equal(get('scaling', 'vxlan').met, false);
   assert.equal(get('scaling', 'udp').met, null);
+  // the comparison rows: traffic spread over the whole table
+  assert.ok(Math.abs(get('scalingAll', 'vxlan').spread!.median - (126e3 + 2) / 130e3) < 1e-12);
   assert.equal(get('scaling2', 'vxlan').met, false);
 });
 
 test('floors table renders every floor, n/a where a figure is missing, and no verdict for comparison rows', () => {
   const md = renderFloors(summarizeRuns([run(1), run(2), run(3)]));
   const rows = md.split('\n');
-  assert.equal(rows.length, 2 + 10);
+  assert.equal(rows.length, 2 + 11);
   assert.match(md, /TCP 1 stream ≥ 0\.5× \| 1\.60 \[0\.80–2\.40\] \(3\/3 runs\) \| 1\.00 \[1\.00–1\.00\] \(3\/3 runs\) \| udp yes, vxlan yes \|/);
-  assert.match(md, /route lookup flat.*\| n\/a \| 0\.97 \[0\.97–0\.97\] \(3\/3 runs\) \| udp n\/a, vxlan yes \|/);
+  assert.match(md, /route lookup flat.*\| n\/a \| 0\.77 \[0\.77–0\.77\] \(0\/3 runs\) \| udp n\/a, vxlan no \|/);
+  assert.match(md, /spread over all 10,000 peers vs over the 2.*\| n\/a \| 0\.97 \[0\.97–0\.97\] \(3\/3 runs\) \| — \|/);
   assert.match(md, /\(for comparison\).*\| — \|$/m);
   // A single run (no `runs`) is judged on its own figures.
   const one = renderFloors(run(1));
