@@ -50,6 +50,11 @@ class DatapathWrap : public Napi::ObjectWrap<DatapathWrap> {
                            InstanceMethod<&DatapathWrap::Counters>("counters"),
                            InstanceMethod<&DatapathWrap::PeerCounters>("peerCounters"),
                            InstanceMethod<&DatapathWrap::WorkerCounters>("workerCounters"),
+                           InstanceMethod<&DatapathWrap::AddNetwork>("addNetwork"),
+                           InstanceMethod<&DatapathWrap::RemoveNetwork>("removeNetwork"),
+                           InstanceMethod<&DatapathWrap::NetworkReleased>("networkReleased"),
+                           InstanceMethod<&DatapathWrap::ForgetNetwork>("forgetNetwork"),
+                           InstanceMethod<&DatapathWrap::NetworkInfo>("networkInfo"),
                            InstanceMethod<&DatapathWrap::TestTx>("testTx"),
                            InstanceMethod<&DatapathWrap::TestRx>("testRx"),
                            InstanceMethod<&DatapathWrap::BenchTx>("benchTx"),
@@ -93,16 +98,100 @@ class DatapathWrap : public Napi::ObjectWrap<DatapathWrap> {
     opts.encap.local_net &= opts.encap.local_mask;
     opts.encap.icmp_src = get_u32(o, "icmpSrc", 0, 0xffffffffu);
     opts.tun_ip = get_u32(o, "tunIp", 0, 0xffffffffu);
-    Napi::Value mac = o.Get("localMac");
-    if (!mac.IsUndefined()) {
-      Napi::Buffer<uint8_t> b = need_bytes(mac, "datapath option localMac");
-      if (b.Length() != 6) throw Napi::RangeError::New(env, "datapath option localMac: must be 6 bytes");
-      std::memcpy(opts.encap.local_mac, b.Data(), 6);
+    get_mac(o, &opts.encap);
+    Napi::Value dflt = o.Get("defaultNetwork");
+    if (!dflt.IsUndefined()) {
+      if (!dflt.IsBoolean()) throw Napi::TypeError::New(env, "datapath option defaultNetwork: not a boolean");
+      opts.default_network = dflt.As<Napi::Boolean>().Value();
+    }
+    if (!opts.default_network && opts.encap.kind != vxnet::EncapKind::Vxlan) {
+      throw Napi::TypeError::New(env, "datapath option defaultNetwork: only vxlan may go without one (udp carries no VNI)");
     }
     dp_ = std::make_unique<vxnet::Datapath>(opts);
   }
 
  private:
+  static void get_mac(const Napi::Object& o, vxnet::EncapConfig* encap) {
+    Napi::Value mac = o.Get("localMac");
+    if (mac.IsUndefined()) return;
+    Napi::Buffer<uint8_t> b = need_bytes(mac, "datapath option localMac");
+    if (b.Length() != 6) throw Napi::RangeError::New(o.Env(), "datapath option localMac: must be 6 bytes");
+    std::memcpy(encap->local_mac, b.Data(), 6);
+  }
+
+  // The network id argument at `i`: a number naming a network, or the default network if absent.
+  static uint32_t network_arg(const Napi::CallbackInfo& info, size_t i, const char* what) {
+    if (info.Length() <= i || info[i].IsUndefined()) return vxnet::Datapath::kDefaultNetwork;
+    if (!info[i].IsNumber()) throw Napi::TypeError::New(info.Env(), std::string(what) + ": network id must be a number");
+    return info[i].As<Napi::Number>().Uint32Value();
+  }
+
+  const vxnet::Network& need_network(const Napi::CallbackInfo& info, uint32_t id, const char* what) {
+    const vxnet::Network* n = dp_->network(id);
+    if (!n) throw Napi::Error::New(info.Env(), std::string(what) + ": no network " + std::to_string(id));
+    return *n;
+  }
+
+  // addNetwork({tunName, netns?, mtu, vni, localNet, localPrefixLen, localMac, tunIp, icmpSrc}) -> id
+  Napi::Value AddNetwork(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (!info[0].IsObject()) throw Napi::TypeError::New(env, "addNetwork(options): options must be an object");
+    Napi::Object o = info[0].As<Napi::Object>();
+    vxnet::NetworkOptions n;
+    if (!o.Get("tunName").IsString()) throw Napi::TypeError::New(env, "network option tunName: must be a string");
+    n.tun_name = o.Get("tunName").As<Napi::String>().Utf8Value();
+    Napi::Value ns = o.Get("netns");
+    if (!ns.IsUndefined()) {
+      if (!ns.IsString()) throw Napi::TypeError::New(env, "network option netns: must be a string");
+      n.netns = ns.As<Napi::String>().Utf8Value();
+    }
+    n.mtu = get_u32(o, "mtu", 1450, 65535);
+    n.tun_ip = get_u32(o, "tunIp", 0, 0xffffffffu);
+    n.encap.vni = get_u32(o, "vni", 1, 0xffffff);
+    n.encap.local_net = get_u32(o, "localNet", 0, 0xffffffffu);
+    const uint32_t plen = get_u32(o, "localPrefixLen", 0, 32);
+    n.encap.local_mask = plen == 0 ? 0 : 0xffffffffu << (32 - plen);
+    n.encap.icmp_src = get_u32(o, "icmpSrc", 0, 0xffffffffu);
+    get_mac(o, &n.encap);
+    std::string err;
+    const uint32_t id = dp_->add_network(n, &err);
+    if (id == vxnet::Datapath::kNoNetwork) throw Napi::Error::New(env, err);
+    return Napi::Number::New(env, id);
+  }
+
+  Napi::Value RemoveNetwork(const Napi::CallbackInfo& info) {
+    std::string err;
+    if (!info[0].IsNumber() || !dp_->remove_network(info[0].As<Napi::Number>().Uint32Value(), &err)) {
+      throw Napi::Error::New(info.Env(), "removeNetwork: " + (err.empty() ? std::string("network id must be a number") : err));
+    }
+    return info.Env().Undefined();
+  }
+
+  // True once no worker holds the removed network and its TUN fds are closed.
+  Napi::Value NetworkReleased(const Napi::CallbackInfo& info) {
+    if (!info[0].IsNumber()) throw Napi::TypeError::New(info.Env(), "networkReleased(id): id must be a number");
+    return Napi::Boolean::New(info.Env(), dp_->network_released(info[0].As<Napi::Number>().Uint32Value()));
+  }
+
+  Napi::Value ForgetNetwork(const Napi::CallbackInfo& info) {
+    if (!info[0].IsNumber()) throw Napi::TypeError::New(info.Env(), "forgetNetwork(id): id must be a number");
+    dp_->forget_network(info[0].As<Napi::Number>().Uint32Value());
+    return info.Env().Undefined();
+  }
+
+  // {tunName, tunTso, tunUso, routeCount} of a network.
+  Napi::Value NetworkInfo(const Napi::CallbackInfo& info) {
+    const uint32_t id = network_arg(info, 0, "networkInfo");
+    const vxnet::Network& n = need_network(info, id, "networkInfo");
+    Napi::Object out = Napi::Object::New(info.Env());
+    out.Set("tunName", n.tun_name());
+    out.Set("tunTso", n.tun_tso());
+    out.Set("tunUso", n.tun_uso());
+    const vxnet::RouteTable* rt = dp_->routes_of(id);
+    out.Set("routeCount", Napi::Number::New(info.Env(), rt ? static_cast<double>(rt->size()) : 0));
+    return out;
+  }
+
   Napi::Value Open(const Napi::CallbackInfo& info) {
     std::string err;
     if (!dp_->open(&err)) throw Napi::Error::New(info.Env(), err);
@@ -125,17 +214,24 @@ class DatapathWrap : public Napi::ObjectWrap<DatapathWrap> {
     std::vector<vxnet::RouteSpec> specs;
     std::string err;
     if (!vxnet::decode_route_records(b.Data(), b.Length(), &specs, &err)) throw Napi::Error::New(info.Env(), err);
+    const uint32_t id = network_arg(info, 1, "setRoutes");
     vxnet::RouteTable* rt = vxnet::RouteTable::build(specs, &err);
     if (!rt) throw Napi::Error::New(info.Env(), err);
-    dp_->publish(rt);
+    if (!dp_->set_routes(id, rt, &err)) throw Napi::Error::New(info.Env(), "setRoutes: " + err);
     return info.Env().Undefined();
   }
 
-  // All counters in the order of `counterNames`, as doubles (exact below 2^53).
+  // All counters in the order of `counterNames`, as doubles (exact below 2^53): without an
+  // argument the datapath's totals (default network and what belongs to no network), with a
+  // network id that network's.
   Napi::Value Counters(const Napi::CallbackInfo& info) {
     dp_->reclaim();
-    uint64_t vals[vxnet::kNumCounters];
-    dp_->totals(vals);
+    uint64_t vals[vxnet::kNumCounters] = {};
+    if (info.Length() > 0 && !info[0].IsUndefined()) {
+      need_network(info, network_arg(info, 0, "counters"), "counters").totals(vals);
+    } else {
+      dp_->totals(vals);
+    }
     Napi::Float64Array out = Napi::Float64Array::New(info.Env(), vxnet::kNumCounters);
     for (size_t i = 0; i < vxnet::kNumCounters; ++i) out[i] = static_cast<double>(vals[i]);
     return out;
@@ -158,7 +254,9 @@ class DatapathWrap : public Napi::ObjectWrap<DatapathWrap> {
 
   // [txPackets, rxPackets] per worker, as doubles.
   Napi::Value WorkerCounters(const Napi::CallbackInfo& info) {
-    const std::vector<uint64_t> v = dp_->worker_packets();
+    const std::vector<uint64_t> v = info.Length() > 0 && !info[0].IsUndefined()
+                                        ? need_network(info, network_arg(info, 0, "workerCounters"), "workerCounters").worker_packets()
+                                        : dp_->worker_packets();
     Napi::Float64Array out = Napi::Float64Array::New(info.Env(), v.size());
     for (size_t i = 0; i < v.size(); ++i) out[i] = static_cast<double>(v[i]);
     return out;

@@ -1,5 +1,7 @@
 // Per-worker counters: each block is written by one thread only (relaxed store, no lock prefix)
-// and summed by the control thread on read.
+// and summed by the control thread on read. A block may borrow the per-peer counters of another
+// block written by the same thread: the networks a worker serves share its per-peer slots (peer
+// slots are assigned datapath-wide), while each network has its own totals.
 #pragma once
 
 #include <atomic>
@@ -36,7 +38,12 @@ constexpr size_t kPeerCounters = 4;  // tx packets, tx bytes, rx packets, rx byt
 
 class alignas(64) CounterBlock {
  public:
-  CounterBlock() : peers_(new std::atomic<uint64_t>[kMaxPeerSlots * kPeerCounters]()) {}
+  CounterBlock() : own_peers_(new std::atomic<uint64_t>[kMaxPeerSlots * kPeerCounters]()), peers_(own_peers_.get()) {}
+  // Totals of its own, per-peer counters those of `peers_of` (which must outlive this block and
+  // be written by the same thread).
+  explicit CounterBlock(CounterBlock* peers_of) : peers_(peers_of->peers_) {}
+  CounterBlock(const CounterBlock&) = delete;
+  CounterBlock& operator=(const CounterBlock&) = delete;
   void add(Ctr c, uint64_t v) { bump(vals_[static_cast<size_t>(c)], v); }
   void drop(Drop d) { bump(vals_[static_cast<size_t>(Ctr::Count) + static_cast<size_t>(d)], 1); }
   void peer(uint32_t slot, size_t which, uint64_t bytes, uint64_t packets = 1) {
@@ -53,7 +60,8 @@ class alignas(64) CounterBlock {
     a.store(a.load(std::memory_order_relaxed) + v, std::memory_order_relaxed);
   }
   std::atomic<uint64_t> vals_[kNumCounters] = {};
-  std::unique_ptr<std::atomic<uint64_t>[]> peers_;
+  std::unique_ptr<std::atomic<uint64_t>[]> own_peers_;
+  std::atomic<uint64_t>* peers_;
 };
 
 }  // namespace vxnet

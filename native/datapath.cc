@@ -86,33 +86,133 @@ const char* ctr_name(Ctr c) {
 }
 
 struct Datapath::Worker {
-  CounterBlock counters;
-  Snapshot<RouteTable>::Reader* reader = nullptr;
+  CounterBlock* base = nullptr;  // base_ctr_[queue]
+  Snapshot<NetworkSet>::Reader* reader = nullptr;
+  // Version of the network set this worker's state was last built from; UINT64_MAX once it has
+  // exited (it holds nothing then).
+  std::atomic<uint64_t> seen{0};
   std::thread thread;
 };
+
+// ---- Network
+
+Network::Network(uint32_t id, const NetworkOptions& o, std::vector<std::unique_ptr<CounterBlock>>& worker_peers)
+    : id_(id), opts_(o), encap_(o.encap) {
+  for (auto& b : worker_peers) ctr_.push_back(std::make_unique<CounterBlock>(b.get()));
+}
+
+void Network::bind(const DatapathOptions& dp, const std::vector<uint16_t>& own_ports, int stop_fd,
+                   const std::atomic<bool>& stopping) {
+  env_.reset(new PassEnv{encap_, dp.batch, opts_.mtu, dp.bind_ip, opts_.tun_ip, own_ports, stop_fd, stopping});
+}
+
+Network::~Network() { close_fds(); }
+
+bool Network::open_tun(unsigned queues, bool vnet_hdr, bool must_be_new, std::string* err) {
+  return open_tun_in(opts_.netns, opts_.tun_name, queues, vnet_hdr, must_be_new, &tun_fds_, &tun_name_, &tso_, &uso_, err);
+}
+
+void Network::close_fds() {
+  for (int fd : tun_fds_) ::close(fd);
+  tun_fds_.clear();
+}
+
+void Network::totals(uint64_t* out) const {
+  for (size_t i = 0; i < kNumCounters; ++i) {
+    for (const auto& c : ctr_) out[i] += c->get(i);
+  }
+}
+
+std::vector<uint64_t> Network::worker_packets() const {
+  std::vector<uint64_t> out;
+  for (const auto& c : ctr_) {
+    out.push_back(c->get(static_cast<size_t>(Ctr::TxPackets)));
+    out.push_back(c->get(static_cast<size_t>(Ctr::RxPackets)));
+  }
+  return out;
+}
+
+// ---- Datapath
+
+namespace {
+
+const std::shared_ptr<const RouteTable>& empty_table() {
+  static const std::shared_ptr<const RouteTable> t = std::make_shared<const RouteTable>();
+  return t;
+}
+
+}  // namespace
 
 Datapath::Datapath(const DatapathOptions& opts) : opts_(opts), encap_(opts.encap) {
   if (opts_.batch == 0) opts_.batch = 1;
   if (opts_.batch > 1024) opts_.batch = 1024;
   if (opts_.queues == 0) opts_.queues = 1;
+  if (opts_.encap.kind == EncapKind::Udp) opts_.default_network = true;  // udp: one network, no VNI
+  for (uint32_t q = 0; q < opts_.queues; ++q) base_ctr_.push_back(std::make_unique<CounterBlock>());
+  NetworkSet set;
+  if (opts_.default_network) {
+    NetworkOptions n;
+    n.tun_name = opts_.tun_name;
+    n.mtu = opts_.mtu;
+    n.tun_ip = opts_.tun_ip;
+    n.encap = opts_.encap;
+    networks_.push_back(std::make_unique<Network>(kDefaultNetwork, n, base_ctr_));
+    set.entries.push_back(NetworkSet::Entry{networks_.back().get(), empty_table()});
+  }
+  publish_set(set);
 }
 
 Datapath::~Datapath() { stop(); }
 
+void Datapath::publish_set(const NetworkSet& next) {
+  NetworkSet* s = new NetworkSet(next);
+  s->version = ++version_;
+  std::sort(s->entries.begin(), s->entries.end(),
+            [](const NetworkSet::Entry& a, const NetworkSet::Entry& b) { return a.net->encap().vni < b.net->encap().vni; });
+  nets_.publish(s);
+  wake_workers();
+}
+
+void Datapath::wake_workers() {
+  const uint64_t one = 1;
+  for (int fd : wake_fds_) {
+    if (::write(fd, &one, sizeof one) < 0) { /* already readable (counter saturated): awake anyway */ }
+  }
+}
+
 bool Datapath::open(std::string* err) {
-  if (!tun_fds_.empty()) {
+  if (opened_) {
     *err = "datapath already open";
     return false;
   }
-  bool tso = false, uso = false;
-  if (!open_tun(opts_.tun_name, opts_.queues, opts_.offload, &tun_fds_, &tun_name_, &tso, &uso, err)) return false;
   offload_.vnet_hdr = opts_.offload;
-  offload_.tun_tso = tso;
-  offload_.tun_uso = uso;
   offload_.udp_gso = opts_.offload;
   offload_.udp_gro = opts_.offload;
   own_ports_.clear();
   own_ports_.push_back(opts_.port);
+  stop_fd_ = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  for (uint32_t q = 0; q < opts_.queues && stop_fd_ >= 0; ++q) {
+    const int fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (fd < 0) break;
+    wake_fds_.push_back(fd);
+  }
+  opened_ = true;
+  if (stop_fd_ < 0 || wake_fds_.size() != opts_.queues) {
+    *err = std::string("eventfd: ") + std::strerror(errno);
+    stop();
+    return false;
+  }
+  if (opts_.default_network) {
+    Network& n = *networks_.front();
+    n.bind(opts_, own_ports_, stop_fd_, stopping_);
+    if (!n.open_tun(opts_.queues, opts_.offload, false, err)) {
+      stop();
+      return false;
+    }
+    tun_name_ = n.tun_name();
+    offload_.tun_tso = n.tun_tso();
+    offload_.tun_uso = n.tun_uso();
+  }
   for (uint32_t q = 0; q < opts_.queues; ++q) {
     UdpSocketOptions rx;
     rx.bind_ip = opts_.bind_ip;
@@ -142,17 +242,11 @@ bool Datapath::open(std::string* err) {
       own_ports_.push_back(tx_socks_.back()->port());
     }
   }
-  stop_fd_ = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-  if (stop_fd_ < 0) {
-    *err = std::string("eventfd: ") + std::strerror(errno);
-    stop();
-    return false;
-  }
   return true;
 }
 
 bool Datapath::start(std::string* err) {
-  if (tun_fds_.empty()) {
+  if (!opened_) {
     *err = "datapath not open";
     return false;
   }
@@ -161,7 +255,8 @@ bool Datapath::start(std::string* err) {
   for (uint32_t q = 0; q < opts_.queues; ++q) {
     workers_.push_back(std::make_unique<Worker>());
     Worker* w = workers_.back().get();
-    w->reader = routes_.add_reader();
+    w->base = base_ctr_[q].get();
+    w->reader = nets_.add_reader();
     w->thread = std::thread([this, w, q] { worker_loop(w, q); });
     name_thread(w->thread, "wk", q);
   }
@@ -178,23 +273,159 @@ void Datapath::stop() {
   for (auto& w : workers_) {
     if (w->thread.joinable()) w->thread.join();
   }
-  // Keep the counter blocks: stats stay readable after stop.
+  // Keep the counter blocks (and the networks, without fds): stats stay readable after stop.
   running_ = false;
-  for (int fd : tun_fds_) ::close(fd);
-  tun_fds_.clear();
+  opened_ = false;
+  for (auto& n : networks_) n->close_fds();
+  for (Retired& r : retired_) {
+    r.net->close_fds();
+    released_.push_back(std::move(r.net));
+  }
+  retired_.clear();
   rx_socks_.clear();
   tx_socks_.clear();
   if (stop_fd_ >= 0) ::close(stop_fd_);
   stop_fd_ = -1;
+  for (int fd : wake_fds_) ::close(fd);
+  wake_fds_.clear();
   reclaim();
+}
+
+void Datapath::reclaim() {
+  nets_.reclaim();
+  size_t kept = 0;
+  for (Retired& r : retired_) {
+    bool held = false;
+    for (const auto& w : workers_) held = held || w->seen.load(std::memory_order_acquire) < r.version;
+    if (held) {
+      retired_[kept++] = std::move(r);
+      continue;
+    }
+    // No worker polls, reads or writes its fds any more: closing them removes the TUN.
+    r.net->close_fds();
+    released_.push_back(std::move(r.net));
+  }
+  retired_.resize(kept);
+}
+
+uint32_t Datapath::add_network(const NetworkOptions& o, std::string* err) {
+  if (!opened_) {
+    *err = "datapath not open";
+    return kNoNetwork;
+  }
+  if (opts_.encap.kind != EncapKind::Vxlan) {
+    *err = "udp encapsulation carries no VNI: a udp datapath serves only its own network";
+    return kNoNetwork;
+  }
+  if (o.encap.vni > 0xffffff) {
+    *err = "VNI " + std::to_string(o.encap.vni) + " does not fit in 24 bits";
+    return kNoNetwork;
+  }
+  for (const auto& n : networks_) {
+    if (n->encap().vni == o.encap.vni) {
+      *err = "VNI " + std::to_string(o.encap.vni) + " is already served by network " + std::to_string(n->id());
+      return kNoNetwork;
+    }
+    if (n->options().netns == o.netns && n->tun_name() == o.tun_name) {
+      *err = "TUN " + o.tun_name + " is already network " + std::to_string(n->id()) + "'s";
+      return kNoNetwork;
+    }
+  }
+  NetworkOptions opts = o;
+  opts.encap.kind = opts_.encap.kind;
+  if (opts.encap.local_mask == 0) opts.encap.local_net = 0;
+  opts.encap.local_net &= opts.encap.local_mask;
+  const uint32_t id = next_id_++;
+  std::unique_ptr<Network> net(new Network(id, opts, base_ctr_));
+  net->bind(opts_, own_ports_, stop_fd_, stopping_);
+  if (!net->open_tun(opts_.queues, opts_.offload, true, err)) return kNoNetwork;
+  NetworkSet next = current_set();
+  next.entries.push_back(NetworkSet::Entry{net.get(), empty_table()});
+  networks_.push_back(std::move(net));
+  publish_set(next);
+  return id;
+}
+
+bool Datapath::remove_network(uint32_t id, std::string* err) {
+  if (id == kDefaultNetwork) {
+    *err = "the default network lives as long as the datapath";
+    return false;
+  }
+  auto it = std::find_if(networks_.begin(), networks_.end(), [id](const std::unique_ptr<Network>& n) { return n->id() == id; });
+  if (it == networks_.end()) {
+    *err = "no network " + std::to_string(id);
+    return false;
+  }
+  NetworkSet next = current_set();
+  next.entries.erase(std::remove_if(next.entries.begin(), next.entries.end(),
+                                    [id](const NetworkSet::Entry& e) { return e.net->id() == id; }),
+                     next.entries.end());
+  publish_set(next);
+  retired_.push_back(Retired{std::move(*it), version_});
+  networks_.erase(it);
+  reclaim();
+  return true;
+}
+
+bool Datapath::network_released(uint32_t id) {
+  reclaim();
+  for (const auto& n : networks_) {
+    if (n->id() == id) return false;
+  }
+  for (const Retired& r : retired_) {
+    if (r.net->id() == id) return false;
+  }
+  return true;
+}
+
+void Datapath::forget_network(uint32_t id) {
+  released_.erase(std::remove_if(released_.begin(), released_.end(), [id](const std::unique_ptr<Network>& n) { return n->id() == id; }),
+                  released_.end());
+}
+
+bool Datapath::set_routes(uint32_t id, RouteTable* table, std::string* err) {
+  std::shared_ptr<const RouteTable> t(table);
+  NetworkSet next = current_set();
+  bool found = false;
+  for (NetworkSet::Entry& e : next.entries) {
+    if (e.net->id() == id) {
+      e.table = t;
+      found = true;
+    }
+  }
+  if (!found) {
+    *err = "no network " + std::to_string(id);
+    return false;
+  }
+  publish_set(next);
+  return true;
+}
+
+const Network* Datapath::network(uint32_t id) const {
+  for (const auto& n : networks_) {
+    if (n->id() == id) return n.get();
+  }
+  for (const Retired& r : retired_) {
+    if (r.net->id() == id) return r.net.get();
+  }
+  for (const auto& n : released_) {
+    if (n->id() == id) return n.get();
+  }
+  return nullptr;
+}
+
+const RouteTable* Datapath::routes_of(uint32_t id) const {
+  const NetworkSet::Entry* e = current_set().find(id);
+  return e ? e->table.get() : nullptr;
 }
 
 void Datapath::totals(uint64_t* out) const {
   for (size_t i = 0; i < kNumCounters; ++i) {
     uint64_t sum = test_counters_.get(i);
-    for (const auto& w : workers_) sum += w->counters.get(i);
+    for (const auto& b : base_ctr_) sum += b->get(i);
     out[i] = sum;
   }
+  if (const Network* n = network(kDefaultNetwork)) n->totals(out);
 }
 
 void Datapath::peer_totals(uint32_t slot, uint64_t* out4) const {
@@ -202,18 +433,14 @@ void Datapath::peer_totals(uint32_t slot, uint64_t* out4) const {
   if (slot >= kMaxPeerSlots) return;
   for (size_t k = 0; k < kPeerCounters; ++k) {
     uint64_t sum = test_counters_.peer_get(slot * kPeerCounters + k);
-    for (const auto& w : workers_) sum += w->counters.peer_get(slot * kPeerCounters + k);
+    for (const auto& b : base_ctr_) sum += b->peer_get(slot * kPeerCounters + k);
     out4[k] = sum;
   }
 }
 
 std::vector<uint64_t> Datapath::worker_packets() const {
-  std::vector<uint64_t> out;
-  for (const auto& w : workers_) {
-    out.push_back(w->counters.get(static_cast<size_t>(Ctr::TxPackets)));
-    out.push_back(w->counters.get(static_cast<size_t>(Ctr::RxPackets)));
-  }
-  return out;
+  if (const Network* n = network(kDefaultNetwork)) return n->worker_packets();
+  return std::vector<uint64_t>(2 * base_ctr_.size(), 0);
 }
 
 Drop Datapath::test_tx(uint8_t* pkt, size_t len, TxResult* out) {
@@ -250,55 +477,111 @@ Drop Datapath::test_rx(uint32_t src_ip, uint8_t* dgram, size_t len, RxResult* ou
 
 namespace {
 
-const RouteTable kEmptyTable;
+// Tags of the fds in a worker's epoll set that are not a network's TUN queue.
+char kSockTag, kWakeTag;
 
 }  // namespace
 
-// One worker per queue serves both directions of its TUN queue and sockets. It runs passes
-// while there is work. Once both fds are drained it blocks in epoll_wait, except after a light
-// burst (a few packets since it last slept: request/response traffic, not a bulk flow): then it
-// first keeps polling without sleeping for up to busy_poll_us, so an answer arriving within that
-// window is handled without a thread wake-up. Bulk flows never spin: the CPU goes to the flows.
+// One worker per queue serves both directions of its sockets and of its queue of every network's
+// TUN. It runs passes while there is work. Once every fd is drained it blocks in epoll_wait, except
+// after a light burst (a few packets since it last slept: request/response traffic, not a bulk
+// flow): then it first keeps polling without sleeping for up to busy_poll_us, so an answer arriving
+// within that window is handled without a thread wake-up. Bulk flows never spin.
+//
+// The networks come from the NetworkSet snapshot entered at the top of every loop: when its version
+// changed (a network added or removed, or peers changed), the worker rebuilds its per-network state
+// (TUN queue and transmit pass for a new network, epoll registration; a removed network's state
+// destroyed and its fd taken out of epoll) before any pass, then announces the version it now serves
+// (`seen`): a removed network's fds are closed only once every worker has announced a later one.
 void Datapath::worker_loop(Worker* w, uint32_t q) {
   request_slice(opts_.slice_us);
-  const PassEnv env{encap_, opts_.batch, opts_.mtu, opts_.bind_ip, opts_.tun_ip, own_ports_, stop_fd_, stopping_};
-  TunQueue tun(tun_fds_[q], offload_.vnet_hdr, opts_.batch, &w->counters);
+  // What this worker keeps per network it serves.
+  struct Local {
+    Network* net;
+    std::unique_ptr<TunQueue> tun;
+    std::unique_ptr<TxPass> tx;
+    RxNet rx;
+    const RouteTable* table = nullptr;
+    bool tun_ready = true;
+  };
+  std::vector<std::unique_ptr<Local>> locals;
+  TunBuffers bufs(opts_.batch);  // shared by this worker's TUN queues: its passes run one at a time
   UdpSocket& rx_sock = *rx_socks_[q];
   UdpSocket* tx_socks[kTxPorts];
   for (size_t k = 0; k < kTxPorts; ++k) tx_socks[k] = tx_socks_[q * kTxPorts + k].get();
-  TxPass tx(env, tun, tx_socks, kTxPorts, w->counters, opts_.icmp_per_sec);
-  RxPass rx(env, rx_sock, tun, w->counters);
+  RxNets rx_nets;
+  RxPass rx(opts_.encap.kind, opts_.batch, rx_sock, *w->base, rx_nets);
   const int ep = ::epoll_create1(EPOLL_CLOEXEC);
-  if (ep < 0) return;
-  bool ok = true;
-  for (int fd : {tun.fd(), rx_sock.fd(), stop_fd_}) {
+  bool ok = ep >= 0;
+  auto watch = [&](int op, int fd, void* tag) {
     epoll_event ev{};
     ev.events = EPOLLIN;
-    ev.data.fd = fd;
-    ok = ok && ::epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev) == 0;
-  }
+    ev.data.ptr = tag;
+    return ::epoll_ctl(ep, op, fd, &ev) == 0;
+  };
+  ok = ok && watch(EPOLL_CTL_ADD, rx_sock.fd(), &kSockTag) && watch(EPOLL_CTL_ADD, stop_fd_, &kWakeTag) &&
+       watch(EPOLL_CTL_ADD, wake_fds_[q], &kWakeTag);
+  uint64_t version = 0;
+  std::vector<epoll_event> evs(4);
+  // Rebuilds the per-network state from `set`; false when epoll refused a TUN fd.
+  auto refresh = [&](const NetworkSet& set) {
+    bool good = true;
+    std::vector<std::unique_ptr<Local>> next;
+    for (const NetworkSet::Entry& e : set.entries) {
+      auto it = std::find_if(locals.begin(), locals.end(), [&](const std::unique_ptr<Local>& l) { return l && l->net == e.net; });
+      std::unique_ptr<Local> l;
+      if (it != locals.end()) {
+        l = std::move(*it);
+      } else {
+        Network* n = e.net;
+        l.reset(new Local{n, nullptr, nullptr, RxNet(), nullptr, true});
+        CounterBlock& ctr = n->counters(q);
+        l->tun.reset(new TunQueue(n->tun_fd(q), offload_.vnet_hdr, opts_.batch, &ctr, &bufs));
+        l->tx.reset(new TxPass(n->env(), *l->tun, tx_socks, kTxPorts, ctr, opts_.icmp_per_sec));
+        l->rx.env = &n->env();
+        l->rx.tun = l->tun.get();
+        l->rx.ctr = &ctr;
+        good = good && watch(EPOLL_CTL_ADD, l->tun->fd(), l.get());
+      }
+      l->table = e.table.get();
+      l->rx.table = l->table;
+      next.push_back(std::move(l));
+    }
+    for (auto& l : locals) {
+      if (l) watch(EPOLL_CTL_DEL, l->tun->fd(), l.get());  // removed: its fd is still open until we announce
+    }
+    locals = std::move(next);
+    rx_nets.clear();
+    for (auto& l : locals) rx_nets.add(&l->rx);
+    evs.resize(locals.size() + 3);
+    version = set.version;
+    w->seen.store(version, std::memory_order_release);
+    return good;
+  };
   constexpr size_t kLightBurst = 8;  // packets since the last sleep up to which a spin is worth it
   const uint64_t spin_ns = static_cast<uint64_t>(opts_.busy_poll_us) * 1000;
-  bool tun_ready = true, sock_ready = true;
+  bool sock_ready = true;
   size_t burst = 0;  // packets handled since the worker last slept
-  epoll_event evs[3];
   while (ok && !stopping_.load(std::memory_order_relaxed)) {
-    if (tun_ready || sock_ready) {
-      const RouteTable* rt = w->reader->enter();
-      const RouteTable& table = rt ? *rt : kEmptyTable;
-      if (tun_ready) tun_ready = !tx.run(table, &burst);
-      if (sock_ready) sock_ready = !rx.run(table, &burst);
-      w->reader->leave();
-      if (tun_ready || sock_ready) continue;  // a full batch: more may be waiting
+    const NetworkSet* set = w->reader->enter();
+    if (set->version != version) ok = refresh(*set);
+    bool more = false;
+    for (auto& l : locals) {
+      if (l->tun_ready) l->tun_ready = !l->tx->run(*l->table, &burst);
+      more = more || l->tun_ready;
     }
+    if (sock_ready) sock_ready = !rx.run(&burst);
+    w->reader->leave();
+    if (more || sock_ready) continue;  // a full batch: more may be waiting
+    const int max = static_cast<int>(evs.size());
     int n = 0;
     if (spin_ns && burst <= kLightBurst) {
       const uint64_t until = now_ns() + spin_ns;
       // Yield between polls: on a busy machine the thread we wait for may need this CPU.
-      while ((n = ::epoll_wait(ep, evs, 3, 0)) == 0 && now_ns() < until) ::sched_yield();
+      while ((n = ::epoll_wait(ep, evs.data(), max, 0)) == 0 && now_ns() < until) ::sched_yield();
     }
     if (n == 0) {
-      n = ::epoll_wait(ep, evs, 3, -1);
+      n = ::epoll_wait(ep, evs.data(), max, -1);
       burst = 0;
     }
     if (n < 0) {
@@ -306,12 +589,22 @@ void Datapath::worker_loop(Worker* w, uint32_t q) {
       break;
     }
     for (int i = 0; i < n; ++i) {
-      if (evs[i].data.fd == tun.fd()) tun_ready = true;
-      if (evs[i].data.fd == rx_sock.fd()) sock_ready = true;
+      void* tag = evs[static_cast<size_t>(i)].data.ptr;
+      if (tag == &kSockTag) {
+        sock_ready = true;
+      } else if (tag == &kWakeTag) {
+        uint64_t v;
+        if (::read(wake_fds_[q], &v, sizeof v) < 0) { /* the stop fd, or already drained */ }
+      } else {
+        static_cast<Local*>(tag)->tun_ready = true;
+      }
     }
   }
   w->reader->leave();
-  ::close(ep);
+  for (auto& l : locals) watch(EPOLL_CTL_DEL, l->tun->fd(), l.get());
+  locals.clear();
+  w->seen.store(UINT64_MAX, std::memory_order_release);
+  if (ep >= 0) ::close(ep);
 }
 
 }  // namespace vxnet

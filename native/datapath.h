@@ -4,7 +4,9 @@
 // outer source port: one per inner-flow hash bucket), and runs two passes:
 //   tx pass: TUN --read batch--> cut TSO, route, encapsulate (in place) --sendmmsg batch--> peers
 //   rx pass: peers --recvmmsg batch--> split GRO trains, validate, decapsulate --coalesce, writev--> TUN
-// The route table is an immutable Snapshot swapped in by publish(); workers never lock.
+// Several networks (one VNI, TUN, route table and counter set each) may share the sockets and
+// workers: received datagrams are demultiplexed by VNI. What the workers read (the networks with
+// their route tables) is an immutable NetworkSet swapped in by pointer (Snapshot); workers never lock.
 #pragma once
 
 #include <atomic>
@@ -35,6 +37,9 @@ struct DatapathOptions {
   bool offload = true;          // TUN TSO + UDP GSO/GRO + receive coalescing, where the kernel has them
   uint32_t busy_poll_us = 50;   // after work, poll without sleeping this long before blocking (0: never)
   uint32_t slice_us = 100;      // workers' scheduler slice request (EEVDF, Linux >= 6.12); 0: the default
+  // The network above (tun_name, mtu, encap's VNI/MAC/subnet, tun_ip) is network 0, opened with the
+  // datapath. Without it (VXLAN only) the datapath serves only networks added later.
+  bool default_network = true;
 };
 
 // Which offloads the kernel accepted (each falls back independently).
@@ -46,12 +51,84 @@ struct OffloadState {
   bool udp_gro = false;   // UDP_GRO: one recvmsg returns many datagrams
 };
 
+// One more network served by a datapath's sockets and workers: its own VNI, TUN, peers, counters.
+struct NetworkOptions {
+  std::string tun_name;
+  // A network namespace (a path: an nsfs bind mount such as /run/netns/NAME, or /proc/PID/ns/net)
+  // in which the TUN is created; empty: the datapath's own. The queues' fds work from anywhere.
+  std::string netns;
+  uint32_t mtu = 1450;
+  uint32_t tun_ip = 0;  // the TUN's own address (host order), as DatapathOptions::tun_ip
+  EncapConfig encap;    // vni, local_mac, local_net/mask, icmp_src; kind is the datapath's
+};
+
 class UdpSocket;
+struct PassEnv;
+
+// A network of a datapath: immutable configuration, its TUN queues (one per worker) and one
+// counter block per worker. Owned by the Datapath; workers reach it through the NetworkSet.
+class Network {
+ public:
+  // One counter block per worker, borrowing the per-peer counters of worker_peers[worker].
+  Network(uint32_t id, const NetworkOptions& o, std::vector<std::unique_ptr<CounterBlock>>& worker_peers);
+  ~Network();
+  Network(const Network&) = delete;
+  Network& operator=(const Network&) = delete;
+
+  uint32_t id() const { return id_; }
+  const NetworkOptions& options() const { return opts_; }
+  const EncapConfig& encap() const { return encap_; }
+  // What its passes are handed; set up by bind() before any worker sees the network.
+  void bind(const DatapathOptions& dp, const std::vector<uint16_t>& own_ports, int stop_fd, const std::atomic<bool>& stopping);
+  const PassEnv& env() const { return *env_; }
+  const std::string& tun_name() const { return tun_name_; }
+  // Opens the TUN queues (in the namespace, if any): false with *err on failure.
+  bool open_tun(unsigned queues, bool vnet_hdr, bool must_be_new, std::string* err);
+  void close_fds();
+  int tun_fd(size_t q) const { return q < tun_fds_.size() ? tun_fds_[q] : -1; }
+  bool has_fds() const { return !tun_fds_.empty(); }
+  bool tun_tso() const { return tso_; }
+  bool tun_uso() const { return uso_; }
+  CounterBlock& counters(size_t worker) { return *ctr_[worker]; }
+  void totals(uint64_t* out) const;  // adds this network's counters into out[kNumCounters]
+  std::vector<uint64_t> worker_packets() const;
+
+ private:
+  const uint32_t id_;
+  const NetworkOptions opts_;
+  const EncapConfig encap_;
+  std::unique_ptr<PassEnv> env_;
+  std::string tun_name_;
+  std::vector<int> tun_fds_;
+  bool tso_ = false, uso_ = false;
+  std::vector<std::unique_ptr<CounterBlock>> ctr_;  // one per worker
+};
+
+// What the workers read: every network with its current route table, in VNI order. Immutable;
+// replaced whole (Snapshot) when a network is added or removed or its peers change. `version`
+// grows with every set: a worker that has built its state from version V holds nothing of a
+// network missing from V's set.
+struct NetworkSet {
+  struct Entry {
+    Network* net;
+    std::shared_ptr<const RouteTable> table;  // never null
+  };
+  uint64_t version = 0;
+  std::vector<Entry> entries;
+  const Entry* find(uint32_t id) const {
+    for (const Entry& e : entries) {
+      if (e.net->id() == id) return &e;
+    }
+    return nullptr;
+  }
+};
 
 class Datapath {
  public:
   // Sending sockets per worker: outer source ports chosen by inner-flow hash.
   static constexpr size_t kTxPorts = 8;
+  static constexpr uint32_t kDefaultNetwork = 0;
+  static constexpr uint32_t kNoNetwork = 0xffffffffu;
 
   explicit Datapath(const DatapathOptions& opts);
   ~Datapath();
@@ -61,49 +138,86 @@ class Datapath {
   // Opens the TUN queues and UDP sockets (no threads yet). Returns false and sets *err on failure.
   bool open(std::string* err);
   bool start(std::string* err);
-  // Joins the workers and closes every fd; the (non-persistent) TUN disappears with them.
+  // Joins the workers and closes every fd; the (non-persistent) TUNs disappear with them.
   void stop();
 
-  void publish(RouteTable* table) { routes_.publish(table); }
-  // Frees snapshots no worker can still be reading.
-  void reclaim() { routes_.reclaim(); }
+  // The default network's routes (network 0), as before networks could be added.
+  void publish(RouteTable* table) {
+    std::string err;
+    set_routes(kDefaultNetwork, table, &err);
+  }
+  // Frees snapshots no worker can still be reading, and closes removed networks no worker holds.
+  void reclaim();
+
+  // ---- networks (control thread)
+  // Opens the network's TUN queues (one per worker) and publishes it: the workers take it up at
+  // the top of their next loop. Returns its id, or kNoNetwork with *err set (VNI already served,
+  // udp encapsulation, TUN name taken, namespace or TUN failure). Needs an open datapath.
+  uint32_t add_network(const NetworkOptions& o, std::string* err);
+  // Unpublishes the network; its fds are closed by reclaim() once every worker has let go of it
+  // (network_released()). Its counters stay readable until forget_network().
+  bool remove_network(uint32_t id, std::string* err);
+  bool network_released(uint32_t id);
+  void forget_network(uint32_t id);
+  // Takes ownership of `table` (also on failure: unknown network).
+  bool set_routes(uint32_t id, RouteTable* table, std::string* err);
+  // The network of `id` (live, or removed and not yet forgotten), or nullptr.
+  const Network* network(uint32_t id) const;
+  const RouteTable* routes_of(uint32_t id) const;
 
   const std::string& tun_name() const { return tun_name_; }
   bool running() const { return running_; }
   const DatapathOptions& options() const { return opts_; }
   const OffloadState& offload() const { return offload_; }
 
-  // Counter totals over all workers (kNumCounters values), and per-peer counters for `slots`.
+  // Counter totals (kNumCounters values): the default network's and what belongs to no network
+  // (receive batches, datagrams naming no network of ours). Per-peer counters for `slot` (slots
+  // are datapath-wide: every network's peers share one space).
   void totals(uint64_t* out) const;
   void peer_totals(uint32_t slot, uint64_t* out4) const;
-  // Inner packets sent and received by each worker ([tx, rx] per worker): is the load spread?
+  // Inner packets sent and received by each worker ([tx, rx] per worker) for the default network.
   std::vector<uint64_t> worker_packets() const;
 
   // Synchronous, single-packet paths for tests and microbenchmarks (no fds needed); they
-  // count into their own block.
+  // count into their own block. The default network's configuration and routes.
   Drop test_tx(uint8_t* pkt, size_t len, TxResult* out);
   // test_rx completes an offloaded inner checksum in place, as the rx worker does.
   Drop test_rx(uint32_t src_ip, uint8_t* dgram, size_t len, RxResult* out);
-  const RouteTable* current_table() const { return routes_.current(); }
+  const RouteTable* current_table() const { return routes_of(kDefaultNetwork); }
   const EncapConfig& encap() const { return encap_; }
 
  private:
   struct Worker;
+  struct Retired {
+    std::unique_ptr<Network> net;
+    uint64_t version;  // the first set without it
+  };
   void worker_loop(Worker* w, uint32_t queue);
+  void publish_set(const NetworkSet& next);  // copies `next` with a new version, publishes, wakes workers
+  void wake_workers();
+  const NetworkSet& current_set() const { return *nets_.current(); }
 
   DatapathOptions opts_;
   OffloadState offload_;
-  const EncapConfig encap_;  // immutable once built: workers read it without synchronisation
+  const EncapConfig encap_;  // the default network's; immutable once built
   std::string tun_name_;
-  std::vector<int> tun_fds_;
   std::vector<std::unique_ptr<UdpSocket>> rx_socks_;  // one per queue, bound to the port
   std::vector<std::unique_ptr<UdpSocket>> tx_socks_;  // kTxPorts per queue
   std::vector<uint16_t> own_ports_;                   // every port we send from (loop detection)
   int stop_fd_ = -1;  // eventfd that wakes every worker on stop
   std::atomic<bool> stopping_{false};
   bool running_ = false;
+  bool opened_ = false;
 
-  Snapshot<RouteTable> routes_;
+  // Per worker: what belongs to no network, and the per-peer counters every network shares.
+  std::vector<std::unique_ptr<CounterBlock>> base_ctr_;
+  std::vector<int> wake_fds_;  // per worker: the network set changed
+  uint64_t version_ = 0;       // of the last set published (control thread)
+  uint32_t next_id_ = 1;
+  std::vector<std::unique_ptr<Network>> networks_;  // live
+  std::vector<Retired> retired_;                    // removed, fds open until released
+  std::vector<std::unique_ptr<Network>> released_;  // fds closed, counters kept until forgotten
+  Snapshot<NetworkSet> nets_;
   std::vector<std::unique_ptr<Worker>> workers_;
   CounterBlock test_counters_;
 };

@@ -114,12 +114,11 @@ uint32_t flow_hash(const uint8_t* pkt, size_t len) {
 namespace {
 
 // Does a well-formed encapsulated packet for us start at `d` (`len` bytes available)?
-bool encapsulated_packet_at(const EncapConfig& cfg, const uint8_t* d, size_t len) {
-  const size_t hdr = encap_overhead(cfg.kind);
+bool encapsulated_packet_at(EncapKind kind, const VniSet& ours, const uint8_t* d, size_t len) {
+  const size_t hdr = encap_overhead(kind);
   if (len < hdr + kIPv4MinHeader) return false;
-  if (cfg.kind == EncapKind::Vxlan) {
-    const uint32_t vni = (static_cast<uint32_t>(d[4]) << 16) | (static_cast<uint32_t>(d[5]) << 8) | d[6];
-    if ((d[0] & 0x08) == 0 || vni != cfg.vni) return false;
+  if (kind == EncapKind::Vxlan) {
+    if ((d[0] & 0x08) == 0 || !ours.has(vxlan_vni(d))) return false;
     if (load_be16(d + kVxlanHeader + 12) != kEtherTypeIPv4) return false;
   }
   size_t tot = 0;
@@ -128,16 +127,29 @@ bool encapsulated_packet_at(const EncapConfig& cfg, const uint8_t* d, size_t len
 
 }  // namespace
 
-bool rx_message_is_one_datagram(const EncapConfig& cfg, const uint8_t* data, size_t len, size_t seg) {
+bool VniSet::has(uint32_t vni) const {
+  size_t lo = 0, hi = n;
+  while (lo < hi) {
+    const size_t mid = lo + (hi - lo) / 2;
+    if (sorted[mid] < vni) {
+      lo = mid + 1;
+    } else {
+      hi = mid;
+    }
+  }
+  return lo < n && sorted[lo] == vni;
+}
+
+bool rx_message_is_one_datagram(EncapKind kind, const VniSet& ours, const uint8_t* data, size_t len, size_t seg) {
   if (seg == 0 || seg >= len) return true;
-  const size_t hdr = encap_overhead(cfg.kind);
+  const size_t hdr = encap_overhead(kind);
   if (len < hdr + kIPv4MinHeader) return false;
   // The first inner packet must claim exactly the whole message, header checksum valid.
   size_t tot = 0;
   if (!ipv4_header_ok(data + hdr, len - hdr, &tot) || hdr + tot != len) return false;
   for (size_t off = seg; off < len; off += seg) {
     const size_t n = len - off < seg ? len - off : seg;
-    if (encapsulated_packet_at(cfg, data + off, n)) return false;
+    if (encapsulated_packet_at(kind, ours, data + off, n)) return false;
   }
   return true;
 }
@@ -154,8 +166,7 @@ Drop rx_decap(const EncapConfig& cfg, const RouteTable& rt, uint32_t src_ip, con
   if (cfg.kind == EncapKind::Vxlan) {
     // RFC 7348 5: the I flag must be set; reserved bits are ignored on receipt.
     if ((dgram[0] & 0x08) == 0) return Drop::RxVxlanFlags;
-    const uint32_t vni = (static_cast<uint32_t>(dgram[4]) << 16) | (static_cast<uint32_t>(dgram[5]) << 8) | dgram[6];
-    if (vni != cfg.vni) return Drop::RxBadVni;
+    if (vxlan_vni(dgram) != cfg.vni) return Drop::RxBadVni;
     const uint8_t* eth = dgram + kVxlanHeader;
     if (std::memcmp(eth, cfg.local_mac, 6) != 0) return Drop::RxDstMac;
     if (load_be16(eth + 12) != kEtherTypeIPv4) return Drop::RxEtherType;

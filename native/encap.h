@@ -74,7 +74,23 @@ uint32_t flow_hash(const uint8_t* pkt, size_t len);
 // when the message is provably that one datagram: the first inner packet claims exactly the whole
 // message and no datagram boundary of the train reading holds a well-formed encapsulated packet.
 // A forged first datagram claiming the train can thus never swallow the genuine datagrams after it.
-bool rx_message_is_one_datagram(const EncapConfig& cfg, const uint8_t* data, size_t len, size_t seg);
+// `ours` are the VNIs the receiver serves (VXLAN; ignored for udp): a boundary holding a
+// well-formed packet for any of them counts, since a train may mix the networks of one peer.
+struct VniSet {
+  const uint32_t* sorted;  // ascending
+  size_t n;
+  bool has(uint32_t vni) const;
+};
+bool rx_message_is_one_datagram(EncapKind kind, const VniSet& ours, const uint8_t* data, size_t len, size_t seg);
+// The same for a receiver of one network.
+inline bool rx_message_is_one_datagram(const EncapConfig& cfg, const uint8_t* data, size_t len, size_t seg) {
+  return rx_message_is_one_datagram(cfg.kind, VniSet{&cfg.vni, 1}, data, len, seg);
+}
+
+// The VNI of a VXLAN datagram of at least kVxlanHeader bytes.
+inline uint32_t vxlan_vni(const uint8_t* d) {
+  return (static_cast<uint32_t>(d[4]) << 16) | (static_cast<uint32_t>(d[5]) << 8) | d[6];
+}
 
 // Validates an IPv4 packet read from the TUN at `pkt` (with at least encap_overhead() bytes of
 // writable headroom before it), looks up the peer and writes the encapsulation header in place.

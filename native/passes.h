@@ -263,70 +263,189 @@ class TxPass {
   IcmpLimiter icmp_;
 };
 
-// Peers -> TUN: receive batch -> split GRO trains -> validate, decapsulate -> coalesce, write batch.
+// One network as the receive pass sees it: how its datagrams are validated (env: VNI, VTEP MAC,
+// local subnet, MTU) against which peers (table), where they are written and what is counted.
+struct RxNet {
+  const PassEnv* env = nullptr;
+  const RouteTable* table = nullptr;  // never null while a pass runs
+  TunQueue* tun = nullptr;
+  CounterBlock* ctr = nullptr;
+  bool pending = false;  // delivered into since the last flush
+};
+
+// The networks one receive pass demultiplexes onto: by VNI (VXLAN), or the only one (udp, which
+// carries no VNI). Changed only between passes, by the worker that owns it; lookups never allocate.
+class RxNets {
+ public:
+  void clear() {
+    nets_.clear();
+    vnis_.clear();
+    touched_.clear();
+  }
+  // Adds a network; false when its VNI is already taken (or, for udp, when one is there).
+  bool add(RxNet* n) {
+    const uint32_t vni = n->env->encap.vni;
+    const size_t at = static_cast<size_t>(std::lower_bound(vnis_.begin(), vnis_.end(), vni) - vnis_.begin());
+    if (at < vnis_.size() && vnis_[at] == vni) return false;
+    if (!nets_.empty() && n->env->encap.kind == EncapKind::Udp) return false;
+    vnis_.insert(vnis_.begin() + static_cast<std::ptrdiff_t>(at), vni);
+    nets_.insert(nets_.begin() + static_cast<std::ptrdiff_t>(at), n);
+    touched_.reserve(nets_.size());
+    return true;
+  }
+  size_t size() const { return nets_.size(); }
+  RxNet* at(size_t i) const { return nets_[i]; }
+  RxNet* find(uint32_t vni) const {
+    const auto it = std::lower_bound(vnis_.begin(), vnis_.end(), vni);
+    return it != vnis_.end() && *it == vni ? nets_[static_cast<size_t>(it - vnis_.begin())] : nullptr;
+  }
+  VniSet vnis() const { return VniSet{vnis_.data(), vnis_.size()}; }
+  // Does any network know `ip` as a peer's underlay address?
+  bool known_peer(uint32_t ip) const {
+    for (const RxNet* n : nets_) {
+      const Peer* const* first = nullptr;
+      if (n->table->by_public_ip(ip, &first) != 0) return true;
+    }
+    return false;
+  }
+  void touch(RxNet* n) {
+    if (n->pending) return;
+    n->pending = true;
+    touched_.push_back(n);  // never beyond the capacity reserved in add()
+  }
+  // Writes what every network delivered into holds.
+  void flush() {
+    for (RxNet* n : touched_) {
+      n->tun->flush();
+      n->pending = false;
+    }
+    touched_.clear();
+  }
+
+ private:
+  std::vector<RxNet*> nets_;     // in VNI order
+  std::vector<uint32_t> vnis_;   // nets_[i]'s VNI
+  std::vector<RxNet*> touched_;  // delivered into since the last flush
+};
+
+// Peers -> TUN: receive batch -> split GRO trains -> demultiplex by VNI -> validate against that
+// network's peers, decapsulate -> coalesce (per network: its own TUN queue), write batch.
 class RxPass {
  public:
+  // Serves the networks of `nets` (the caller's, which it changes only between passes); `ctr`
+  // counts what belongs to no network: receive batches, datagrams too short to name a network,
+  // and datagrams whose VNI is none of ours.
+  RxPass(EncapKind kind, size_t batch, UdpSocket& sock, CounterBlock& ctr, RxNets& nets)
+      : kind_(kind), batch_(batch), sock_(sock), ctr_(ctr), nets_(&nets), in_(batch) {}
+  // One network only, counted in `ctr` for everything (tests and fuzzing).
   RxPass(const PassEnv& env, UdpSocket& sock, TunQueue& tun, CounterBlock& ctr)
-      : env_(env), sock_(sock), tun_(tun), ctr_(ctr), in_(env.batch) {}
+      : kind_(env.encap.kind), batch_(env.batch), sock_(sock), ctr_(ctr), nets_(&own_nets_), in_(env.batch) {
+    own_.env = &env;
+    own_.tun = &tun;
+    own_.ctr = &ctr;
+    own_.table = &empty_;
+    own_nets_.add(&own_);
+  }
+  RxPass(const RxPass&) = delete;
+  RxPass& operator=(const RxPass&) = delete;
 
-  // One recvmmsg, all of it written into the TUN before returning (nothing is held across passes:
+  // One recvmmsg, all of it written into the TUNs before returning (nothing is held across passes:
   // latency stays that of one receive). Returns true when the socket was drained.
-  bool run(const RouteTable& table, size_t* handled) {
+  bool run(size_t* handled) {
     const size_t n = in_.recv(sock_.fd());
     if (n == 0) return true;
     ctr_.add(Ctr::RxBatches, 1);
-    for (size_t i = 0; i < n; ++i) *handled += message(table, in_.msg(i));
-    tun_.flush();
-    return n < env_.batch;
+    for (size_t i = 0; i < n; ++i) *handled += message(in_.msg(i));
+    nets_->flush();
+    return n < batch_;
+  }
+  // The one network's pass against `table` (single-network form).
+  bool run(const RouteTable& table, size_t* handled) {
+    own_.table = &table;
+    return run(handled);
   }
 
   // Handles one received message; returns the number of datagrams it held. What it delivers may
-  // be held by the TUN queue until its flush().
-  size_t message(const RouteTable& table, const UdpRecvBatch::Msg& m) {
+  // be held by the TUN queues until flush().
+  size_t message(const UdpRecvBatch::Msg& m) {
     if (m.bad || m.len == 0) {
       ctr_.drop(Drop::RxShort);
       return 1;
     }
-    if (m.seg < m.len && !rx_message_is_one_datagram(env_.encap, m.data, m.len, m.seg)) {
+    if (m.seg < m.len && !rx_message_is_one_datagram(kind_, nets_->vnis(), m.data, m.len, m.seg)) {
       size_t n = 0;
-      for (size_t off = 0; off < m.len; off += m.seg, ++n) datagram(table, m.src_ip, m.data + off, std::min(m.seg, m.len - off));
+      for (size_t off = 0; off < m.len; off += m.seg, ++n) datagram(m.src_ip, m.data + off, std::min(m.seg, m.len - off));
       return n;
     }
-    datagram(table, m.src_ip, m.data, m.len);
+    datagram(m.src_ip, m.data, m.len);
     return 1;
   }
+  size_t message(const RouteTable& table, const UdpRecvBatch::Msg& m) {
+    own_.table = &table;
+    return message(m);
+  }
+  void flush() { nets_->flush(); }
 
  private:
-  void datagram(const RouteTable& table, uint32_t src, uint8_t* dgram, size_t len) {
+  // Which network a datagram is for: its VNI's (VXLAN), or the only one (udp). Datagrams for none
+  // are counted here by the reason the one-network check would have given: an unknown sender
+  // first (rx_unknown_peer), then a missing I flag (rx_vxlan_flags), then the VNI (rx_bad_vni).
+  RxNet* demux(uint32_t src, const uint8_t* dgram, size_t len) {
+    if (kind_ == EncapKind::Udp) {
+      if (nets_->size() == 0) ctr_.drop(Drop::RxUnknownPeer);
+      return nets_->size() ? nets_->at(0) : nullptr;
+    }
+    if (len < kVxlanHeader + kEthHeader + kIPv4MinHeader) {
+      ctr_.drop(Drop::RxShort);
+      return nullptr;
+    }
+    RxNet* n = nets_->find(vxlan_vni(dgram));
+    if (n) return n;
+    ctr_.drop(!nets_->known_peer(src) ? Drop::RxUnknownPeer : (dgram[0] & 0x08) == 0 ? Drop::RxVxlanFlags : Drop::RxBadVni);
+    return nullptr;
+  }
+
+  void datagram(uint32_t src, uint8_t* dgram, size_t len) {
+    RxNet* net = demux(src, dgram, len);
+    if (!net) return;
+    const PassEnv& env = *net->env;
+    CounterBlock& ctr = *net->ctr;
+    TunQueue& tun = *net->tun;
     RxResult res;
-    const Drop d = rx_decap(env_.encap, table, src, dgram, len, &res);
+    const Drop d = rx_decap(env.encap, *net->table, src, dgram, len, &res);
     if (d != Drop::Count) {
-      ctr_.drop(d);
+      ctr.drop(d);
       return;
     }
-    ctr_.add(Ctr::RxPackets, 1);
-    ctr_.add(Ctr::RxBytes, res.inner_len);
-    ctr_.peer(res.peer->slot, 2, res.inner_len, 1);
+    ctr.add(Ctr::RxPackets, 1);
+    ctr.add(Ctr::RxBytes, res.inner_len);
+    ctr.peer(res.peer->slot, 2, res.inner_len, 1);
     // The receive buffer is ours: the inner packet may be completed in place.
     uint8_t* pkt = const_cast<uint8_t*>(res.inner);
     const bool completed = complete_offloaded_csum(pkt, res.inner_len) == L4Csum::Completed;
-    if (completed) ctr_.add(Ctr::RxCsumCompleted, 1);
+    if (completed) ctr.add(Ctr::RxCsumCompleted, 1);
+    nets_->touch(net);
     uint8_t vh[kVnetHdrLen];
-    if (tun_.vnet() && res.inner_len > env_.mtu && tcp4_super_prepare(pkt, res.inner_len, env_.mtu, completed, vh)) {
+    if (tun.vnet() && res.inner_len > env.mtu && tcp4_super_prepare(pkt, res.inner_len, env.mtu, completed, vh)) {
       // A TCP super-packet goes on as TSO, cut to our MTU by the kernel. Anything else this long
       // is written as it is: the kernel fragments it or answers "fragmentation needed".
-      ctr_.add(Ctr::RxSuperPackets, 1);
-      tun_.deliver_whole(vh, pkt, res.inner_len);
+      ctr.add(Ctr::RxSuperPackets, 1);
+      tun.deliver_whole(vh, pkt, res.inner_len);
       return;
     }
-    tun_.deliver(pkt, res.inner_len, completed);
+    tun.deliver(pkt, res.inner_len, completed);
   }
 
-  const PassEnv& env_;
+  const EncapKind kind_;
+  const size_t batch_;
   UdpSocket& sock_;
-  TunQueue& tun_;
   CounterBlock& ctr_;
+  RxNets* const nets_;
   UdpRecvBatch in_;
+  // The single-network form's own network.
+  const RouteTable empty_;
+  RxNet own_;
+  RxNets own_nets_;
 };
 
 }  // namespace vxnet

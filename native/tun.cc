@@ -1,6 +1,8 @@
 #include "tun.h"
 
 #include <fcntl.h>
+#include <net/if.h>
+#include <sched.h>
 #include <linux/if.h>
 #include <linux/if_tun.h>
 #include <sys/ioctl.h>
@@ -8,6 +10,7 @@
 
 #include <cerrno>
 #include <cstring>
+#include <thread>
 
 namespace vxnet {
 
@@ -69,6 +72,40 @@ bool open_tun(const std::string& name, unsigned queues, bool vnet_hdr, std::vect
     return false;
   }
   return true;
+}
+
+bool open_tun_in(const std::string& netns, const std::string& name, unsigned queues, bool vnet_hdr, bool must_be_new,
+                 std::vector<int>* fds, std::string* actual, bool* offload, bool* uso, std::string* err) {
+  bool ok = false;
+  auto body = [&] {
+    if (!netns.empty()) {
+      const int ns = ::open(netns.c_str(), O_RDONLY | O_CLOEXEC);
+      if (ns < 0) {
+        *err = "netns " + netns + ": " + std::strerror(errno);
+        return;
+      }
+      // setns moves only this thread; it ends right after, the process stays where it was.
+      const int r = ::setns(ns, CLONE_NEWNET);
+      const int e = errno;
+      ::close(ns);
+      if (r != 0) {
+        *err = "setns " + netns + ": " + std::strerror(e);
+        return;
+      }
+    }
+    if (must_be_new && !name.empty() && name.find('%') == std::string::npos && ::if_nametoindex(name.c_str()) != 0) {
+      *err = "device " + name + " already exists" + (netns.empty() ? std::string() : " in " + netns);
+      return;
+    }
+    ok = open_tun(name, queues, vnet_hdr, fds, actual, offload, uso, err);
+  };
+  if (netns.empty()) {
+    body();
+  } else {
+    std::thread t(body);
+    t.join();
+  }
+  return ok;
 }
 
 }  // namespace vxnet

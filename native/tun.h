@@ -14,4 +14,11 @@ namespace vxnet {
 bool open_tun(const std::string& name, unsigned queues, bool vnet_hdr, std::vector<int>* fds, std::string* actual,
               bool* offload, bool* uso, std::string* err);
 
+// The same in the network namespace at `netns` (a path: nsfs bind mount or /proc/PID/ns/net;
+// empty: ours), from a short-lived thread that enters it: the device is created there, and the
+// fds work from any namespace afterwards. With `must_be_new`, an existing device of that name
+// in that namespace is refused (TUNSETIFF would attach to it).
+bool open_tun_in(const std::string& netns, const std::string& name, unsigned queues, bool vnet_hdr, bool must_be_new,
+                 std::vector<int>* fds, std::string* actual, bool* offload, bool* uso, std::string* err);
+
 }  // namespace vxnet

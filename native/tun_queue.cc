@@ -7,20 +7,21 @@
 
 namespace vxnet {
 
+TunBuffers::TunBuffers(size_t n)
+    : batch(n), slots(new uint8_t[n * TunQueue::kSlotStride]), hdrs(new uint8_t[TunQueue::kHdrSlots * TunQueue::kHdrStride]) {}
+
 TunQueue::TunQueue(int fd, bool vnet, size_t batch, CounterBlock* counters)
-    : fd_(fd),
-      vnet_(vnet),
-      batch_(batch),
-      ctr_(counters),
-      slots_(new uint8_t[batch * kSlotStride]),
-      hdrs_(new uint8_t[kHdrSlots * kHdrStride]) {}
+    : fd_(fd), vnet_(vnet), batch_(batch), ctr_(counters), own_(new TunBuffers(batch)), buf_(own_.get()) {}
+
+TunQueue::TunQueue(int fd, bool vnet, size_t batch, CounterBlock* counters, TunBuffers* shared)
+    : fd_(fd), vnet_(vnet), batch_(batch < shared->batch ? batch : shared->batch), ctr_(counters), buf_(shared) {}
 
 size_t TunQueue::read(size_t max, TunPacket* out, bool* drained) {
   *drained = false;
   if (max > batch_) max = batch_;
   size_t n = 0;
   while (n < max) {
-    uint8_t* pkt = slots_.get() + n * kSlotStride + kHeadroom;
+    uint8_t* pkt = buf_->slots.get() + n * kSlotStride + kHeadroom;
     uint8_t* rd = vnet_ ? pkt - kVnetHdrLen : pkt;
     // The virtio_net_hdr is read into the headroom, so the packet itself starts at `pkt`.
     const ssize_t r = ::read(fd_, rd, kReadCap);
@@ -50,7 +51,7 @@ size_t TunQueue::read(size_t max, TunPacket* out, bool* drained) {
 
 TsoSegment TunQueue::tso_segment(const TunPacket& p, const TcpGso& plan, size_t k) {
   TsoSegment s;
-  s.hdr = hdrs_.get() + (hdr_used_++) * kHdrStride + kHeadroom;
+  s.hdr = buf_->hdrs.get() + (buf_->hdr_used++) * kHdrStride + kHeadroom;
   const size_t tot = tcp4_gso_segment_hdr(p.pkt, plan, k, s.hdr, &s.payload, &s.payload_len);
   s.hdr_len = tot - s.payload_len;
   return s;
@@ -58,7 +59,7 @@ TsoSegment TunQueue::tso_segment(const TunPacket& p, const TcpGso& plan, size_t 
 
 TsoSegment TunQueue::uso_segment(const TunPacket& p, const UdpGso& plan, size_t k) {
   TsoSegment s;
-  s.hdr = hdrs_.get() + (hdr_used_++) * kHdrStride + kHeadroom;
+  s.hdr = buf_->hdrs.get() + (buf_->hdr_used++) * kHdrStride + kHeadroom;
   const size_t tot = udp4_gso_segment_hdr(p.pkt, plan, k, s.hdr, &s.payload, &s.payload_len);
   s.hdr_len = tot - s.payload_len;
   return s;

@@ -32,6 +32,17 @@ struct TsoSegment {
   size_t payload_len;
 };
 
+// The read slots and segment-header arena of a TUN queue. One worker may share one TunBuffers among
+// the queues of several networks' TUNs: a transmit pass leaves nothing pointing into them (it
+// sends everything before it returns), and the passes of one worker run one after the other.
+struct TunBuffers {
+  explicit TunBuffers(size_t batch);
+  size_t batch;
+  std::unique_ptr<uint8_t[]> slots;
+  std::unique_ptr<uint8_t[]> hdrs;
+  size_t hdr_used = 0;
+};
+
 class TunQueue {
  public:
   // Largest read: the virtio_net_hdr plus the longest IPv4 packet, plus one byte to see truncation.
@@ -42,6 +53,8 @@ class TunQueue {
   static constexpr size_t kHdrSlots = 2048;
 
   TunQueue(int fd, bool vnet, size_t batch, CounterBlock* counters);
+  // With the buffers of `shared` (at least `batch` slots), which must outlive the queue.
+  TunQueue(int fd, bool vnet, size_t batch, CounterBlock* counters, TunBuffers* shared);
   TunQueue(const TunQueue&) = delete;
   TunQueue& operator=(const TunQueue&) = delete;
 
@@ -55,11 +68,11 @@ class TunQueue {
   // TSO cutting: segment `k` of a planned super-packet (tcp4_gso_plan), its headers built in the
   // arena. hdr_free() says how many segments fit before hdr_reset(), which the caller may call once
   // every segment handed out has been sent.
-  size_t hdr_free() const { return kHdrSlots - hdr_used_; }
+  size_t hdr_free() const { return kHdrSlots - buf_->hdr_used; }
   TsoSegment tso_segment(const TunPacket& p, const TcpGso& plan, size_t k);
   // The same for a UDP super-packet (GSO_UDP_L4, read when the TUN has TUN_F_USO4).
   TsoSegment uso_segment(const TunPacket& p, const UdpGso& plan, size_t k);
-  void hdr_reset() { hdr_used_ = 0; }
+  void hdr_reset() { buf_->hdr_used = 0; }
 
   // ---- receive side (peers -> TUN)
   // Delivers a validated inner IPv4 packet: coalesced with its flow's neighbours, or written.
@@ -95,9 +108,8 @@ class TunQueue {
   const bool vnet_;
   const size_t batch_;
   CounterBlock* const ctr_;
-  std::unique_ptr<uint8_t[]> slots_;
-  std::unique_ptr<uint8_t[]> hdrs_;
-  size_t hdr_used_ = 0;
+  std::unique_ptr<TunBuffers> own_;  // unless shared
+  TunBuffers* const buf_;
   TcpCoalescer gro_;
   UdpCoalescer udp_gro_;
   bool uso_ok_ = true;  // the kernel takes GSO_UDP_L4 writes (until it refuses one)

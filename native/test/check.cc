@@ -450,6 +450,25 @@ static void fuzz(const RouteTable& rt) {
   std::printf("fuzz: %zu random datagrams accepted as valid (all well-formed)\n", accepted);
 }
 
+// VniSet: membership by binary search over the sorted VNIs a datapath serves.
+static void vni_set_membership() {
+  const VniSet empty{nullptr, 0};
+  CHECK(!empty.has(0) && !empty.has(1), "no VNI is in the empty set");
+  const uint32_t one_vni[1] = {4100};
+  const VniSet one{one_vni, 1};
+  CHECK(one.has(4100) && !one.has(4099) && !one.has(4101), "one VNI");
+  const uint32_t seven_vnis[7] = {0, 1, 2, 4096, 4100, 0xfffffe, 0xffffff};
+  const VniSet seven{seven_vnis, 7};
+  bool all = true;
+  for (uint32_t v : seven_vnis) all = all && seven.has(v);
+  CHECK(all, "every member of a set of seven is found");
+  bool none = true;
+  for (uint32_t v : {3u, 4095u, 4097u, 4099u, 4101u, 0xfffffdu, 0x1000000u, 0xffffffffu}) none = none && !seven.has(v);
+  CHECK(none, "no non-member is found, below, between or above the members");
+  const uint8_t hdr[8] = {0x08, 0, 0, 0, 0x12, 0x34, 0x56, 0};
+  CHECK(vxlan_vni(hdr) == 0x123456, "vxlan_vni reads bytes 4-6");
+}
+
 int main() {
   RouteTable* rt = table();
   if (!rt) return 1;
@@ -464,6 +483,7 @@ int main() {
   icmp_rfc1122();
   gso_plan_limits();
   coalescer_keeps_order();
+  vni_set_membership();
   fuzz(*rt);
   delete rt;
   std::printf("native-check: %d passed, %d failed\n", g_pass, g_fail);

@@ -364,6 +364,283 @@ void truncated_read() {
   ::close(sv[1]);
 }
 
+// ---- several networks on one receive pass: demultiplexed by VNI, each checked against its own peers
+
+constexpr uint32_t kVniA = 4100, kVniB = 4101;
+constexpr uint32_t kPeerAOnly = 0xc6120003;  // 198.18.0.3: a peer of network A only
+
+// One network of a multi-network bed: its configuration, peers, TUN queue (tap) and counters.
+struct NetSide {
+  EncapConfig cfg;
+  RouteTable* rt = nullptr;
+  std::unique_ptr<PassEnv> env;
+  CounterBlock ctr;
+  std::unique_ptr<TunQueue> tun;
+  Written w;
+  RxNet rx;
+  NetSide(uint32_t vni, uint8_t mac, uint32_t local, uint32_t peer_net, CounterBlock& peers_of, const std::vector<uint16_t>& ports,
+          std::atomic<bool>& stopping, TunBuffers* bufs, bool a_only_peer)
+      : ctr(&peers_of) {
+    cfg.kind = EncapKind::Vxlan;
+    cfg.vni = vni;
+    std::memset(cfg.local_mac, mac, 6);
+    cfg.local_net = local;
+    cfg.local_mask = 0xffffff00;
+    std::vector<RouteSpec> specs;
+    RouteSpec r{};
+    r.net = peer_net;
+    r.prefix_len = 24;
+    r.peer_ip = kPeerIp;
+    r.port = 8472;
+    r.slot = vni == kVniA ? 1 : 2;
+    std::memset(r.mac, 0xbb, 6);
+    specs.push_back(r);
+    if (a_only_peer) {
+      r.net = peer_net + 0x100;  // the next /24
+      r.peer_ip = kPeerAOnly;
+      r.slot = 3;
+      specs.push_back(r);
+    }
+    std::string err;
+    rt = RouteTable::build(specs, &err);
+    env.reset(new PassEnv{cfg, 16, 1450, 0, local, ports, -1, stopping});
+    tun.reset(new TunQueue(-1, true, 16, &ctr, bufs));
+    tun->set_tap(tap, &w);
+    rx.env = env.get();
+    rx.table = rt;
+    rx.tun = tun.get();
+    rx.ctr = &ctr;
+  }
+  ~NetSide() { delete rt; }
+  uint64_t get(Ctr c) const { return ctr.get(static_cast<size_t>(c)); }
+  uint64_t drops(Drop d) const { return ctr.get(static_cast<size_t>(Ctr::Count) + static_cast<size_t>(d)); }
+  uint64_t all_drops() const {
+    uint64_t n = 0;
+    for (size_t d = 0; d < static_cast<size_t>(Drop::Count); ++d) n += drops(static_cast<Drop>(d));
+    return n;
+  }
+};
+
+std::vector<uint8_t> vxlan_to(uint32_t vni, uint8_t mac, const std::vector<uint8_t>& inner, bool iflag = true) {
+  std::vector<uint8_t> d(22 + inner.size(), 0);
+  d[0] = iflag ? 0x08 : 0;
+  d[4] = static_cast<uint8_t>(vni >> 16);
+  d[5] = static_cast<uint8_t>(vni >> 8);
+  d[6] = static_cast<uint8_t>(vni);
+  std::memset(&d[8], mac, 6);
+  d[20] = 0x08;
+  std::memcpy(&d[22], inner.data(), inner.size());
+  return d;
+}
+
+struct MultiBed {
+  std::vector<uint16_t> ports{8472, 40001};
+  std::atomic<bool> stopping{false};
+  CounterBlock base;  // the datapath level: what belongs to no network, and the shared peer slots
+  TunBuffers bufs{16};
+  std::unique_ptr<UdpSocket> sock = UdpSocket::unbound(true);
+  // `overlap`: both networks use the same addresses (their TUNs live in different namespaces).
+  std::unique_ptr<NetSide> a, b;
+  RxNets nets;
+  std::unique_ptr<RxPass> rx;
+  explicit MultiBed(bool overlap) {
+    a.reset(new NetSide(kVniA, 0xaa, 0x0af40100, 0x0af40200, base, ports, stopping, &bufs, true));
+    b.reset(overlap ? new NetSide(kVniB, 0xaa, 0x0af40100, 0x0af40200, base, ports, stopping, &bufs, false)
+                    : new NetSide(kVniB, 0xcc, 0x0af50100, 0x0af50200, base, ports, stopping, &bufs, false));
+    nets.add(&b->rx);  // any order: kept in VNI order
+    nets.add(&a->rx);
+    rx.reset(new RxPass(EncapKind::Vxlan, 16, *sock, base, nets));
+  }
+  uint64_t base_drops(Drop d) const { return base.get(static_cast<size_t>(Ctr::Count) + static_cast<size_t>(d)); }
+  size_t send(uint32_t src, std::vector<uint8_t>& d) {
+    const size_t n = rx->message(UdpRecvBatch::Msg{d.data(), d.size(), d.size(), src, false});
+    rx->flush();
+    return n;
+  }
+};
+
+void multi_network_demux() {
+  MultiBed m(false);
+  NetSide& a = *m.a;
+  NetSide& b = *m.b;
+  CHECK(m.nets.size() == 2 && m.nets.find(kVniA) == &a.rx && m.nets.find(kVniB) == &b.rx && !m.nets.find(4102), "RxNets finds each VNI");
+  CHECK(!m.nets.add(&a.rx), "a VNI is served once");
+  // B's frame: written only into B's TUN.
+  auto fb = vxlan_to(kVniB, 0xcc, ipv4_udp(0x0af50202, 0x0af50102, 40));
+  m.send(kPeerIp, fb);
+  CHECK(b.w.pkts.size() == 1 && a.w.pkts.empty(), "a frame for network B is written only into B's TUN");
+  CHECK(b.get(Ctr::RxPackets) == 1 && a.get(Ctr::RxPackets) == 0 && b.all_drops() == 0, "and counted by B only");
+  if (b.w.pkts.size() == 1) CHECK(b.w.pkts[0].size() == 68 && load_be32(&b.w.pkts[0][16]) == 0x0af50102, "the inner packet, whole");
+  auto fa = vxlan_to(kVniA, 0xaa, ipv4_udp(0x0af40202, 0x0af40102, 40));
+  m.send(kPeerIp, fa);
+  CHECK(a.w.pkts.size() == 1 && b.w.pkts.size() == 1, "a frame for network A is written only into A's TUN");
+  // Per-peer counters: datapath-wide slots, each network's peer its own.
+  CHECK(m.base.peer_get(1 * kPeerCounters + 2) == 1 && m.base.peer_get(2 * kPeerCounters + 2) == 1, "per-peer slots shared, one per network's peer");
+
+  // A VNI that is none of ours: counted at the datapath level, by the one-network order of checks.
+  auto fu = vxlan_to(4200, 0xaa, ipv4_udp(0x0af40202, 0x0af40102, 40));
+  m.send(kPeerIp, fu);
+  CHECK(m.base_drops(Drop::RxBadVni) == 1, "unknown VNI from a peer: rx_bad_vni at the datapath");
+  m.send(0xc6120063, fu);
+  CHECK(m.base_drops(Drop::RxUnknownPeer) == 1, "unknown VNI from a stranger: rx_unknown_peer at the datapath");
+  auto fn = vxlan_to(4200, 0xaa, ipv4_udp(0x0af40202, 0x0af40102, 40), false);
+  m.send(kPeerIp, fn);
+  CHECK(m.base_drops(Drop::RxVxlanFlags) == 1, "unknown VNI without the I flag: rx_vxlan_flags at the datapath");
+  std::vector<uint8_t> tiny(30, 0);
+  m.send(kPeerIp, tiny);
+  CHECK(m.base_drops(Drop::RxShort) == 1, "too short to name a network: rx_short at the datapath");
+  CHECK(a.all_drops() == 0 && b.all_drops() == 0 && a.w.pkts.size() == 1 && b.w.pkts.size() == 1, "none of it reached or was counted by a network");
+
+  // Spoofing across networks: the peer's lease of A used on B's VNI, A's local subnet as the
+  // destination on B's VNI, and a peer of A only sending on B's VNI.
+  auto s1 = vxlan_to(kVniB, 0xcc, ipv4_udp(0x0af40202, 0x0af50102, 40));
+  m.send(kPeerIp, s1);
+  CHECK(b.drops(Drop::RxSpoofedSrc) == 1, "A's lease as the source on B's VNI: rx_spoofed_src in B");
+  auto s2 = vxlan_to(kVniB, 0xcc, ipv4_udp(0x0af50202, 0x0af40102, 40));
+  m.send(kPeerIp, s2);
+  CHECK(b.drops(Drop::RxWrongDst) == 1, "A's local subnet as the destination on B's VNI: rx_wrong_dst in B");
+  auto s3 = vxlan_to(kVniB, 0xcc, ipv4_udp(0x0af40302, 0x0af50102, 40));
+  m.send(kPeerAOnly, s3);
+  CHECK(b.drops(Drop::RxUnknownPeer) == 1, "a peer of A only, on B's VNI: rx_unknown_peer in B");
+  auto s4 = vxlan_to(kVniB, 0xaa, ipv4_udp(0x0af50202, 0x0af50102, 40));
+  m.send(kPeerIp, s4);
+  CHECK(b.drops(Drop::RxDstMac) == 1, "A's VTEP MAC on B's VNI: rx_dst_mac in B");
+  auto s5 = vxlan_to(kVniA, 0xaa, ipv4_udp(0x0af40302, 0x0af40102, 40));
+  m.send(kPeerAOnly, s5);
+  CHECK(a.w.pkts.size() == 2 && b.w.pkts.size() == 1 && a.drops(Drop::RxSpoofedSrc) == 0, "the peer of A only is accepted on A's VNI");
+  CHECK(a.all_drops() == 0 && b.w.pkts.size() == 1 && m.base_drops(Drop::RxBadVni) == 1, "B wrote none of the spoofed frames, A counted none");
+
+  // One message, a GRO train mixing both networks' datagrams (one peer, one 4-tuple): split and
+  // each datagram demultiplexed.
+  std::vector<uint8_t> train;
+  for (int i = 0; i < 4; ++i) {
+    const bool to_a = i % 2 == 0;
+    const auto d = to_a ? vxlan_to(kVniA, 0xaa, ipv4_udp(0x0af40202, 0x0af40102, 40, 7000 + i))
+                        : vxlan_to(kVniB, 0xcc, ipv4_udp(0x0af50202, 0x0af50102, 40, 7000 + i));
+    train.insert(train.end(), d.begin(), d.end());
+  }
+  const size_t seg = 22 + 68;
+  UdpRecvBatch::Msg tm{train.data(), train.size(), seg, kPeerIp, false};
+  CHECK(m.rx->message(tm) == 4, "a mixed train: four datagrams");
+  m.rx->flush();
+  CHECK(a.w.pkts.size() == 4 && b.w.pkts.size() == 3, "two written into each network's TUN");
+  bool own = true;
+  for (const auto& p : a.w.pkts) own = own && p.size() >= 20 && (load_be32(&p[16]) >> 8) == 0x0af401;
+  for (const auto& p : b.w.pkts) own = own && p.size() >= 20 && (load_be32(&p[16]) >> 8) == 0x0af501;
+  CHECK(own, "each TUN got only its own network's packets");
+
+  // GRO-train framing with several VNIs: a first datagram claiming the whole message does not
+  // swallow a datagram of another network of ours behind it.
+  std::vector<uint8_t> forged = vxlan_to(kVniA, 0xaa, ipv4_udp(0x0af40202, 0x0af40102, 40));
+  const auto genuine = vxlan_to(kVniB, 0xcc, ipv4_udp(0x0af50202, 0x0af50102, 40));
+  forged.insert(forged.end(), genuine.begin(), genuine.end());
+  store_be16(&forged[22 + 2], static_cast<uint16_t>(forged.size() - 22));
+  store_be16(&forged[22 + 10], 0);
+  store_be16(&forged[22 + 10], csum_fold(csum_partial(&forged[22], 20)));
+  const uint32_t both[2] = {kVniA, kVniB};
+  CHECK(!rx_message_is_one_datagram(EncapKind::Vxlan, VniSet{both, 2}, forged.data(), forged.size(), seg),
+        "a boundary holding network B's packet: a train, not one datagram");
+  CHECK(rx_message_is_one_datagram(EncapKind::Vxlan, VniSet{both, 1}, forged.data(), forged.size(), seg),
+        "(for a receiver serving only A, B's VNI is not ours)");
+  UdpRecvBatch::Msg fm{forged.data(), forged.size(), seg, kPeerIp, false};
+  const size_t b_before = b.w.pkts.size();
+  CHECK(m.rx->message(fm) == 2, "forged + genuine: two datagrams");
+  m.rx->flush();
+  CHECK(b.w.pkts.size() == b_before + 1 && a.drops(Drop::RxBadIp) == 1, "the genuine B datagram delivered, the forged one dropped by A");
+}
+
+// One TCP flow (same addresses, ports, consecutive sequence numbers) whose segments arrive
+// alternately on the two networks (overlapping address ranges): a coalescer per network, never one
+// super-packet with segments of both.
+void multi_network_coalescing() {
+  MultiBed m(true);
+  NetSide& a = *m.a;
+  NetSide& b = *m.b;
+  const size_t mss = 1000, n = 12;
+  std::vector<std::vector<uint8_t>> frames;
+  std::vector<bool> on_a;
+  for (size_t i = 0; i < n; ++i) {
+    const bool to_a = (i / 3) % 2 == 0;  // 0-2 A, 3-5 B, 6-8 A, 9-11 B
+    auto seg = ipv4_tcp(kRemote, kLocal, static_cast<uint32_t>(1 + i * mss), mss, 0x10);
+    frames.push_back(vxlan_to(to_a ? kVniA : kVniB, 0xaa, seg));
+    on_a.push_back(to_a);
+  }
+  for (auto& f : frames) m.rx->message(UdpRecvBatch::Msg{f.data(), f.size(), f.size(), kPeerIp, false});
+  m.rx->flush();
+  // Which segments each written packet carries, from its sequence number and length.
+  auto check_side = [&](const Written& w, bool side_a, size_t* segs) {
+    bool ok = true;
+    for (const auto& p : w.pkts) {
+      if (p.size() < 40) return false;
+      const size_t first = (load_be32(&p[24]) - 1) / mss;
+      const size_t count = (p.size() - 40) / mss;
+      for (size_t k = first; k < first + count; ++k) ok = ok && k < n && on_a[k] == side_a;
+      *segs += count;
+    }
+    return ok;
+  };
+  size_t segs_a = 0, segs_b = 0;
+  CHECK(check_side(a.w, true, &segs_a), "network A's TUN got only A's segments");
+  CHECK(check_side(b.w, false, &segs_b), "network B's TUN got only B's segments");
+  CHECK(segs_a == 6 && segs_b == 6, "every segment written once, into its own network");
+  CHECK(a.get(Ctr::TunGroWrites) >= 1 && b.get(Ctr::TunGroWrites) >= 1, "each network coalesced its own consecutive segments");
+  bool merged_ok = true;
+  for (const auto* w : {&a.w, &b.w}) {
+    for (size_t i = 0; i < w->pkts.size(); ++i) merged_ok = merged_ok && (w->vhs[i].gso_type == kVnetGsoNone || w->pkts[i].size() <= 40 + 3 * mss);
+  }
+  CHECK(merged_ok, "no super-packet longer than one network's run of three segments");
+}
+
+// Transmit: each network's pass encapsulates with its own VNI towards its own peers; two passes
+// of one worker share the TUN read slots and the segment-header arena.
+void multi_network_tx() {
+  MultiBed m(false);
+  NetSide& a = *m.a;
+  NetSide& b = *m.b;
+  std::vector<std::unique_ptr<UdpSocket>> socks;
+  std::vector<UdpSocket*> ptrs;
+  for (int k = 0; k < 2; ++k) {
+    socks.push_back(UdpSocket::unbound(true));
+    ptrs.push_back(socks.back().get());
+  }
+  TxPass txa(*a.env, *a.tun, ptrs.data(), ptrs.size(), a.ctr, 100);
+  TxPass txb(*b.env, *b.tun, ptrs.data(), ptrs.size(), b.ctr, 100);
+  Sent sa, sb;
+  txa.set_sink(sink, &sa);
+  txb.set_sink(sink, &sb);
+  // MSS 48: a 65495-byte TSO packet needs 1365 segment headers, so the second network's pass finds
+  // the shared arena mostly used by the first's (already sent) and must reuse it.
+  const auto super_a = ipv4_tcp(0x0af40102, 0x0af40202, 1, 65535 - 40, 0x10);
+  const auto super_b = ipv4_tcp(0x0af50102, 0x0af50202, 1, 65535 - 40, 0x10);
+  Slot pa(super_a, tso_hdr(48));
+  Slot pb(super_b, tso_hdr(48));
+  txa.handle(*a.rt, pa.p);
+  txa.send_all();
+  txb.handle(*b.rt, pb.p);
+  txb.send_all();
+  const size_t segs = (65535 - 40 + 47) / 48;
+  CHECK(sa.dgrams.size() == segs && sb.dgrams.size() == segs, "every segment of each network's TSO packet sent");
+  bool vni_ok = true, payload_ok = true;
+  std::vector<uint8_t> pl_a, pl_b;
+  for (const auto& d : sa.dgrams) {
+    vni_ok = vni_ok && d.size() > 62 && vxlan_vni(d.data()) == kVniA && l4_ok(&d[22], d.size() - 22);
+    if (d.size() > 62) pl_a.insert(pl_a.end(), d.begin() + 62, d.end());
+  }
+  for (const auto& d : sb.dgrams) {
+    vni_ok = vni_ok && d.size() > 62 && vxlan_vni(d.data()) == kVniB && l4_ok(&d[22], d.size() - 22);
+    if (d.size() > 62) pl_b.insert(pl_b.end(), d.begin() + 62, d.end());
+  }
+  payload_ok = pl_a.size() == super_a.size() - 40 && std::memcmp(pl_a.data(), &super_a[40], pl_a.size()) == 0 &&
+               pl_b.size() == super_b.size() - 40 && std::memcmp(pl_b.data(), &super_b[40], pl_b.size()) == 0;
+  CHECK(vni_ok, "A's segments carry VNI 4100, B's VNI 4101, all with valid checksums");
+  CHECK(payload_ok, "payloads intact through the shared header arena");
+  // A destination only network A routes: no route in B (and an ICMP error into B's TUN only).
+  Slot pc(ipv4_udp(0x0af50102, 0x0af40202, 20), VnetHdr());
+  txb.handle(*b.rt, pc.p);
+  txb.send_all();
+  CHECK(b.drops(Drop::TxNoRoute) == 1 && sb.dgrams.size() == segs && a.drops(Drop::TxNoRoute) == 0, "A's peers are not B's routes");
+}
+
 }  // namespace
 
 int main() {
@@ -372,6 +649,9 @@ int main() {
   rx_cases();
   udp_offloads();
   truncated_read();
+  multi_network_demux();
+  multi_network_coalescing();
+  multi_network_tx();
   std::printf("passes-check: %d passed, %d failed\n", g_pass, g_fail);
   return g_fail ? 1 : 0;
 }

@@ -19,6 +19,29 @@ export interface NativeDatapathOptions {
   localPrefixLen?: number;
   icmpSrc?: number;
   localMac?: Buffer;
+  /** false: no network of its own (vxlan only); networks come from addNetwork. Default true. */
+  defaultNetwork?: boolean;
+}
+
+/** One more network on the datapath's port (vxlan): the VNI demultiplexes received frames onto it. */
+export interface NativeNetworkOptions {
+  tunName: string;
+  /** Path of the network namespace to create the TUN in (absent: the datapath's own). */
+  netns?: string;
+  mtu: number;
+  vni: number;
+  localNet: number;
+  localPrefixLen: number;
+  localMac: Buffer;
+  tunIp: number;
+  icmpSrc?: number;
+}
+
+export interface NativeNetworkInfo {
+  tunName: string;
+  tunTso: boolean;
+  tunUso: boolean;
+  routeCount: number;
 }
 
 export type NativeTxResult =
@@ -30,10 +53,20 @@ export interface NativeDatapath {
   open(): string;
   start(): void;
   stop(): void;
-  setRoutes(records: Buffer): void;
-  counters(): Float64Array;
+  /** Without `network`: the default network's (id 0). */
+  setRoutes(records: Buffer, network?: number): void;
+  /** Without `network`: the default network's plus what belongs to no network; with it, that network's. */
+  counters(network?: number): Float64Array;
   peerCounters(slots: Uint32Array): Float64Array;
-  workerCounters(): Float64Array;
+  workerCounters(network?: number): Float64Array;
+  /** Opens the TUN (in its namespace) and publishes the network; returns its id. */
+  addNetwork(opts: NativeNetworkOptions): number;
+  /** Unpublishes it; its fds close once no worker holds it (networkReleased). */
+  removeNetwork(network: number): void;
+  networkReleased(network: number): boolean;
+  /** Drops a released network's counters. */
+  forgetNetwork(network: number): void;
+  networkInfo(network?: number): NativeNetworkInfo;
   readonly offload: DatapathOffloads;
   testTx(packet: Buffer): NativeTxResult;
   testRx(srcIp: number, datagram: Buffer): NativeRxResult;

@@ -28,6 +28,21 @@ export function ip(...args: string[]): Promise<string> {
   return run('ip', args);
 }
 
+/**
+ * `ip` in the network namespace at `netns`, a path (an nsfs bind mount such as /run/netns/NAME or
+ * /run/vxnet/netns/NAME, or /proc/PID/ns/net), through `nsenter --net=PATH`: `ip -n` takes only
+ * names under /run/netns. Without `netns`, in the current namespace.
+ */
+export function ipIn(netns: string | undefined, ...args: string[]): Promise<string> {
+  return netns === undefined ? ip(...args) : run('nsenter', [`--net=${netns}`, 'ip', ...args]);
+}
+
+/** Sets a sysctl (`key` with `/` separators, so device names may hold dots) in `netns` or here. */
+export function sysctlIn(netns: string | undefined, key: string, value: string): Promise<string> {
+  const argv = ['sysctl', '-qw', `${key}=${value}`];
+  return netns === undefined ? run(argv[0], argv.slice(1)) : run('nsenter', [`--net=${netns}`, ...argv]);
+}
+
 export function bridge(...args: string[]): Promise<string> {
   return run('bridge', args);
 }

@@ -6,7 +6,7 @@ import { readlinkSync } from 'node:fs';
 /** Fixed widths keep the fields separable: pid_max is at most 2^22, i.e. 5 base-36 digits. */
 const PID_WIDTH = 5;
 const TAG_RE = /^[a-z0-9]{1,8}$/;
-const NS_RE = /^vx([0-9a-z]{5})([0-9a-z]{2})[0-9a-z]{2}(?:-[a-z0-9]{1,8})?-(?:ul|h[1-9][0-9]*c?)$/;
+const NS_RE = /^vx([0-9a-z]{5})([0-9a-z]{2})[0-9a-z]{2}(?:-[a-z0-9]{1,8})?-(?:ul|h[1-9][0-9]*c?|x[a-z0-9]{1,8})$/;
 
 /**
  * Two base-36 digits derived from our PID namespace: a pid is only meaningful inside the PID
@@ -63,3 +63,5 @@ export function ownerOf(nsName: string): NsOwner | undefined {
 export const switchNsName = (prefix: string): string => `${prefix}-ul`;
 export const hostNsName = (prefix: string, index: number): string => `${prefix}-h${index}`;
 export const containerNsName = (prefix: string, index: number): string => `${prefix}-h${index}c`;
+/** An extra namespace of a bed (NetBed.addNamespace), e.g. one network's side of a host. */
+export const extraNsName = (prefix: string, label: string): string => `${prefix}-x${label}`;

@@ -5,7 +5,7 @@ import { spawn as spawnChild, type ChildProcess, type SpawnOptions } from 'node:
 import { ChildTracker } from './children';
 import { cleanupStaleNamespaces, listNamespaces, registerBed, teardownNamespaces, teardownNamespacesSync, unregisterBed, type LiveBed } from './cleanup';
 import { CommandError, describeArgv, runCommand, type ExecOptions, type ExecResult } from './exec';
-import { containerNsName, hostNsName, makePrefix, switchNsName } from './naming';
+import { containerNsName, extraNsName, hostNsName, makePrefix, switchNsName, validateTag } from './naming';
 import * as topo from './topology';
 
 export type { ExecOptions, ExecResult } from './exec';
@@ -129,6 +129,22 @@ export class NetBed implements LiveBed {
       if (index > topo.MAX_HOSTS) throw new Error(`bed ${this.prefix} is full (${topo.MAX_HOSTS} hosts)`);
       await this.buildHosts([index]);
       return this.host(index);
+    });
+  }
+
+  /**
+   * Adds an empty namespace `<prefix>-x<label>` (label [a-z0-9]{1,8}, loopback up), deleted with the
+   * bed like its hosts. Returns its name; its path is /run/netns/<name>.
+   */
+  addNamespace(label: string): Promise<string> {
+    return this.serial(async () => {
+      validateTag(label);
+      const name = extraNsName(this.prefix, label);
+      if (this.nsNames.includes(name)) throw new Error(`bed ${this.prefix} already has namespace ${name}`);
+      this.nsNames.push(name);
+      await this.step(`create namespace ${name}`, () => this.ipBatch(undefined, [`netns add ${name}`]));
+      await this.ipBatch(name, ['link set lo up'], `configure namespace ${name}`);
+      return name;
     });
   }
 

@@ -6,6 +6,8 @@ import type { DatapathStats } from '../../src/datapath';
 
 export interface DpHostConfig {
   encap: 'udp' | 'vxlan';
+  /** Open the port only (Datapath.createPort): no network of its own, localSubnet etc. unused. */
+  portOnly?: boolean;
   localSubnet: string;
   network?: string;
   mtu?: number;
@@ -19,6 +21,28 @@ export interface WireRoute {
   publicIp: string;
   vtepMac?: string;
   port?: number;
+}
+
+/** A network to add (NetworkConfig with CIDRs as strings). */
+export interface DpNetworkConfig {
+  vni: number;
+  tunName: string;
+  netns?: string;
+  mtu: number;
+  network: string;
+  localSubnet: string;
+  vtepMac: string;
+  tunAddress?: string;
+}
+
+/** A request the host refused: the message and, for a DatapathConfigError, the field. */
+export class DpHostError extends Error {
+  constructor(
+    message: string,
+    readonly field?: string,
+  ) {
+    super(message);
+  }
 }
 
 export class DpHost {
@@ -66,7 +90,7 @@ export class DpHost {
       this.waiters.set(id, (m) => {
         clearTimeout(t);
         if (m.ok) resolve(m);
-        else reject(new Error(String(m.error)));
+        else reject(new DpHostError(String(m.error), m.field as string | undefined));
       });
       this.child.send({ ...msg, id });
     });
@@ -78,6 +102,24 @@ export class DpHost {
 
   async stats(): Promise<DatapathStats> {
     return (await this.request({ op: 'stats' })).stats as DatapathStats;
+  }
+
+  /** Adds a network; resolves with its id once its TUN is configured. */
+  async addNetwork(cfg: DpNetworkConfig): Promise<number> {
+    return (await this.request({ op: 'addNetwork', network: cfg })).net as number;
+  }
+
+  async setNetworkPeers(net: number, routes: WireRoute[]): Promise<void> {
+    await this.request({ op: 'netRoutes', net, routes });
+  }
+
+  async networkStats(net: number): Promise<DatapathStats> {
+    return (await this.request({ op: 'netStats', net })).stats as DatapathStats;
+  }
+
+  /** Removes a network; resolves with its final counters once its TUN is gone. */
+  async removeNetwork(net: number): Promise<DatapathStats> {
+    return (await this.request({ op: 'removeNetwork', net })).stats as DatapathStats;
   }
 
   async close(): Promise<void> {
