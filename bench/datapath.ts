@@ -15,7 +15,7 @@ import { writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { NetBed, iperf3Tcp, ping, type BedHost } from '../src/testbed/netbed';
-import { DpHost } from '../test/helpers/dp-host-client';
+import { DpHost } from '../src/testbed/dp-host';
 import { median, percentile } from './lib/stats';
 
 type Mode = 'kernel' | 'vxlan' | 'udp';

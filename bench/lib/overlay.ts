@@ -3,6 +3,7 @@
 import type { ChildProcess } from 'node:child_process';
 import * as path from 'node:path';
 import { stopChild } from '../../src/testbed/children';
+import { RpcChild } from '../../src/testbed/rpc';
 import type { Cluster } from '../../src/testbed/cluster';
 import type { BedHost, NetBed } from '../../src/testbed/netbed';
 import { parseNetworkConfig, subnetAt } from '../../src/subnet/config';
@@ -17,61 +18,24 @@ export const NETWORK = '10.244.0.0/16';
 
 // ------------------------------------------------------------------------------------ agent (IPC)
 
+/** The bench's helper inside a bed namespace (bench/agent.ts), over src/testbed/rpc.ts. */
 export class Agent {
-  private nextId = 1;
-  private readonly pending = new Map<number, { resolve: (v: unknown) => void; reject: (e: Error) => void }>();
-  private stderr = '';
-
-  private constructor(
-    readonly ns: string,
-    readonly child: ChildProcess,
-  ) {
-    child.on('message', (raw) => {
-      const m = raw as { id?: number; ok?: boolean; result?: unknown; error?: string };
-      if (m.id === undefined) return;
-      const p = this.pending.get(m.id);
-      this.pending.delete(m.id);
-      if (m.ok) p?.resolve(m.result);
-      else p?.reject(new Error(m.error));
-    });
-    child.stderr?.on('data', (b: Buffer) => (this.stderr = (this.stderr + b.toString()).slice(-4000)));
-    child.on('exit', (code, sig) => {
-      for (const p of this.pending.values()) p.reject(new Error(`bench agent in ${ns} exited (${code ?? sig}): ${this.stderr.trim()}`));
-      this.pending.clear();
-    });
-  }
+  private constructor(private readonly rpc: RpcChild<AgentRequest>) {}
 
   get pid(): number {
-    return this.child.pid ?? -1;
+    return this.rpc.pid;
   }
 
   static async start(bed: NetBed, ns: string): Promise<Agent> {
-    const child = bed.spawn(ns, [process.execPath, AGENT], { stdio: ['ignore', 'inherit', 'pipe', 'ipc'] });
-    const agent = new Agent(ns, child);
-    await new Promise<void>((resolve, reject) => {
-      child.once('message', () => resolve());
-      child.once('exit', (code) => reject(new Error(`bench agent in ${ns} exited before ready (${code}): ${agent.stderr.trim()}`)));
-    });
-    return agent;
+    return new Agent(await RpcChild.start<AgentRequest>(bed, ns, [process.execPath, AGENT], { name: `bench agent in ${ns}`, stderr: 'pipe' }));
   }
 
   call<T>(req: AgentRequest): Promise<T> {
-    const id = this.nextId++;
-    return new Promise<T>((resolve, reject) => {
-      this.pending.set(id, { resolve: resolve as (v: unknown) => void, reject });
-      this.child.send({ id, req });
-    });
+    return this.rpc.call<T>(req);
   }
 
-  async stop(): Promise<void> {
-    if (this.child.exitCode === null && this.child.signalCode === null) {
-      try {
-        this.child.disconnect();
-      } catch {
-        // already disconnected
-      }
-    }
-    await stopChild(this.child, 5_000);
+  stop(): Promise<void> {
+    return this.rpc.stop();
   }
 }
 
