@@ -3,7 +3,7 @@
 // 1,000 and 10,000 peers, 1,000 leases written at once timed until installed, and RSS.
 import { writeFileSync } from 'node:fs';
 import * as path from 'node:path';
-import { FLANNEL_DEFAULT_PORT } from '../src/backend/common';
+import { DEFAULT_PORT } from '../src/net/wire';
 import { formatCidr, formatIPv4, parseCidr } from '../src/net/ip';
 import { parseNetworkConfig, subnetAt, subnetCount } from '../src/subnet/config';
 import { DEFAULT_PREFIX, encodeLeaseValue, leaseKey } from '../src/subnet/lease';
@@ -102,7 +102,7 @@ async function scaleBackend(ctx: ScalingContext, b: BackendName, sc: NonNullable
     try {
       // Encapsulated traffic is counted at h3's UDP layer (GSO trains cut first); host-gw's plain
       // routed packets never reach a local socket there, and arrive one by one on eth0.
-      const at = b === 'host-gw' ? { countDev: 'eth0' } : { countPort: FLANNEL_DEFAULT_PORT[b === 'udp' ? 'udp' : 'vxlan'] };
+      const at = b === 'host-gw' ? { countDev: 'eth0' } : { countPort: DEFAULT_PORT[b === 'udp' ? 'udp' : 'vxlan'] };
       r = await ctx.bestFlood({ fromNs: h1.containerNs, dstFile, countNs: h3.ns, ...at });
     } catch (e) {
       ctx.fail(`scaling ${b} ${peers} peers`, e);
@@ -115,7 +115,7 @@ async function scaleBackend(ctx: ScalingContext, b: BackendName, sc: NonNullable
       try {
         const twoFile = path.join(ctx.tmp, 'dsts-two.txt');
         writeFileSync(twoFile, fakes.slice(0, 2).map((f) => f.dst).join('\n') + '\n');
-        const at = b === 'host-gw' ? { countDev: 'eth0' } : { countPort: FLANNEL_DEFAULT_PORT[b === 'udp' ? 'udp' : 'vxlan'] };
+        const at = b === 'host-gw' ? { countDev: 'eth0' } : { countPort: DEFAULT_PORT[b === 'udp' ? 'udp' : 'vxlan'] };
         two = await ctx.bestFlood({ fromNs: h1.containerNs, dstFile: twoFile, countNs: h3.ns, ...at });
       } catch (e) {
         ctx.fail(`scaling ${b} ${peers} peers, traffic to two`, e);

@@ -3,6 +3,7 @@
 import { Cidr, cidrContains, cidrCovers, formatIPv4, isIPv4, maskOf, parseCidr, parseIPv4 } from '../net/ip';
 import { FieldError } from '../errors';
 import type { BackendConfig, NetworkConfig } from './types';
+import { MAX_VNI } from '../net/wire';
 
 export const KNOWN_BACKEND_TYPES = ['udp', 'vxlan', 'host-gw'] as const;
 export type BackendType = (typeof KNOWN_BACKEND_TYPES)[number];
@@ -10,7 +11,7 @@ export type BackendType = (typeof KNOWN_BACKEND_TYPES)[number];
 export const VXLAN_DATAPATHS = ['userspace', 'kernel'] as const;
 export type VxlanDatapath = (typeof VXLAN_DATAPATHS)[number];
 
-export const MAX_VNI = 16777215;
+export { MAX_VNI };
 
 /** A net-conf.json problem; `field` is the JSON path ("Network", "Backend.VNI", or "config" for the whole document). */
 export class ConfigError extends FieldError {}

@@ -219,11 +219,13 @@ function defineTests(): void {
       if (prefix) assert.deepEqual(listNamespaces().filter((n) => n.startsWith(prefix)), []);
     });
 
-    it("the backends' flannel constants agree with the datapath's", async () => {
+    it("the backends' flannel constants are the datapath's (one owner, net/wire.ts), with flannel's values", async () => {
       const dp = await import('../../src/datapath');
       const common = await import('../../src/backend/common');
-      assert.deepEqual(common.FLANNEL_DEFAULT_PORT, dp.DEFAULT_PORT);
-      assert.deepEqual(common.FLANNEL_ENCAP_OVERHEAD, dp.ENCAP_OVERHEAD);
+      assert.equal(common.FLANNEL_DEFAULT_PORT, dp.DEFAULT_PORT);
+      assert.equal(common.FLANNEL_ENCAP_OVERHEAD, dp.ENCAP_OVERHEAD);
+      assert.deepEqual({ ...dp.DEFAULT_PORT }, { udp: 8285, vxlan: 8472 });
+      assert.deepEqual({ ...dp.ENCAP_OVERHEAD }, { udp: 28, vxlan: 50 });
     });
 
     it('kernel vxlan: device, per-peer entries and container connectivity as flanneld programs them', async () => {
