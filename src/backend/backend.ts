@@ -22,14 +22,58 @@ export interface BackendContext {
   log: Logger;
 }
 
+/** A peer whose forwarding state the backend holds. */
+export interface BackendPeer {
+  subnet: string;
+  publicIp: string;
+  /** vxlan: the peer's VTEP MAC. */
+  vtepMac?: string;
+  /** host-gw: the next hop (the peer's PublicIP). */
+  gateway?: string;
+  /** Per-peer counters, where the datapath keeps them (userspace). */
+  txPackets?: number;
+  txBytes?: number;
+  rxPackets?: number;
+  rxBytes?: number;
+}
+
+/**
+ * What a running backend reports for status and metrics. Built from what the backend holds in
+ * memory: stats() never blocks (no command, no I/O), so status stays cheap whatever the backend.
+ */
+export interface BackendStats {
+  /** Backend kind: udp, vxlan, kernel-vxlan, host-gw. */
+  backend: string;
+  datapath: 'userspace' | 'kernel';
+  /** The device the overlay is routed into (TUN, flannel.<VNI>, or the underlay for host-gw). */
+  device: string;
+  mtu: number;
+  /** Peers with forwarding state installed (gauge). */
+  peerCount: number;
+  peers: BackendPeer[];
+  /** Peers whose installation failed (retried), and leases this backend does not serve. */
+  failedPeers: string[];
+  skippedPeers: string[];
+  /** Cumulative counters: the userspace datapath's, or the device's kernel counters. */
+  counters: Record<string, number>;
+  /** Packets dropped by the datapath, by reason (userspace; empty for kernel datapaths). */
+  drops: Record<string, number>;
+  /** Userspace: inner packets each worker sent and received. */
+  workers?: Array<{ txPackets: number; rxPackets: number }>;
+  /** Userspace: which offloads the kernel accepted. */
+  offload?: Record<string, boolean>;
+}
+
 /** A running backend bound to our lease. */
 export interface BackendNetwork {
   /** MTU for local containers (docker0 and subnet.env FLANNEL_MTU). */
   readonly mtu: number;
   /** Replaces the whole peer set (every lease except our own); idempotent. */
   setPeers(peers: Lease[]): Promise<void>;
-  /** Counters and state for status and metrics. */
-  stats(): Record<string, unknown>;
+  /** Counters and state for status and metrics (never blocks). */
+  stats(): BackendStats;
+  /** Re-reads what stats() cannot read without blocking (a kernel device's counters); status and metrics await it first. */
+  refreshStats?(): Promise<void>;
   /** Removes everything the backend created on the host. */
   close(): Promise<void>;
 }

@@ -1,6 +1,6 @@
 // flannel's "host-gw" backend: no encapsulation, one route per peer subnet via the peer's public
 // IP on the underlay interface; every host must share one L2 segment.
-import type { Backend, BackendContext, BackendNetwork } from './backend';
+import type { Backend, BackendContext, BackendNetwork, BackendStats } from './backend';
 import type { Logger } from '../log';
 import type { Lease, LeaseAttrs } from '../subnet/types';
 import { formatCidr } from '../net/ip';
@@ -62,16 +62,19 @@ class HostGwNetwork implements BackendNetwork {
     return this.peers.setPeers(peers);
   }
 
-  stats(): Record<string, unknown> {
+  stats(): BackendStats {
     return {
       backend: 'host-gw',
       datapath: 'kernel',
       device: this.dev,
       mtu: this.mtu,
       peerCount: this.peers.installed.size,
-      routes: [...this.peers.installed.values()],
+      peers: [...this.peers.installed.values()].map((r) => ({ subnet: r.subnet, publicIp: r.gateway, gateway: r.gateway })),
       failedPeers: this.peers.failed,
       skippedPeers: this.peers.skipped,
+      // The kernel forwards: no datapath counters of vxnet's own (the underlay device counts everything).
+      counters: {},
+      drops: {},
     };
   }
 

@@ -1,9 +1,10 @@
 // flannel's "vxlan" backend on the kernel's vxlan device, programmed as flanneld programs it:
 // flannel.<VNI> (nolearning), <subnet>.0/32 on it, and per peer a permanent neighbour, an FDB
 // entry and an onlink route, so vxnet and flanneld hosts are interchangeable.
-import { execFileSync } from 'node:child_process';
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
 import { writeFile } from 'node:fs/promises';
-import type { BackendContext, BackendNetwork } from './backend';
+import type { BackendContext, BackendNetwork, BackendStats } from './backend';
 import type { Logger } from '../log';
 import type { Lease } from '../subnet/types';
 import { Cidr, formatCidr, formatIPv4 } from '../net/ip';
@@ -136,7 +137,20 @@ class KernelVxlanNetwork implements BackendNetwork {
     ];
   }
 
-  stats(): Record<string, unknown> {
+  /** The device's kernel counters as last read by refreshStats() (stats() never runs a command). */
+  private deviceCounters: Record<string, number> = {};
+  private refreshing: Promise<void> | undefined;
+
+  async refreshStats(): Promise<void> {
+    if (this.peers.closed) return;
+    // One `ip` at a time, shared by concurrent callers (status and /metrics at once).
+    this.refreshing ??= deviceCounters(this.dev)
+      .then((c) => void (this.deviceCounters = c))
+      .finally(() => (this.refreshing = undefined));
+    await this.refreshing;
+  }
+
+  stats(): BackendStats {
     return {
       backend: 'vxlan',
       datapath: 'kernel',
@@ -146,7 +160,8 @@ class KernelVxlanNetwork implements BackendNetwork {
       peers: [...this.peers.installed.values()].map((p) => ({ subnet: formatCidr(p.subnet), publicIp: p.publicIp, vtepMac: p.mac })),
       failedPeers: this.peers.failed,
       skippedPeers: this.peers.skipped,
-      ...(this.peers.closed ? {} : deviceCounters(this.dev)),
+      counters: this.peers.closed ? {} : { ...this.deviceCounters },
+      drops: {},
     };
   }
 
@@ -156,10 +171,10 @@ class KernelVxlanNetwork implements BackendNetwork {
   }
 }
 
-/** Kernel counters of `dev` (stats() is synchronous; it is called for status, not per packet). */
-export function deviceCounters(dev: string): Record<string, number> {
+/** Kernel counters of `dev` (empty when the device is gone or `ip` fails). */
+export async function deviceCounters(dev: string): Promise<Record<string, number>> {
   try {
-    const out = execFileSync('ip', ['-s', '-j', 'link', 'show', 'dev', dev], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] });
+    const { stdout: out } = await promisify(execFile)('ip', ['-s', '-j', 'link', 'show', 'dev', dev], { encoding: 'utf8' });
     const s = (JSON.parse(out) as Array<{ stats64?: { rx: Record<string, number>; tx: Record<string, number> } }>)[0]?.stats64;
     if (!s) return {};
     return {

@@ -1,8 +1,9 @@
 // flannel's "udp" backend on the native datapath: one TUN carrying the whole overlay network and
 // a UDP socket (default port 8285) exchanging bare IP packets with every peer.
-import type { Backend, BackendContext, BackendNetwork } from './backend';
+import type { Backend, BackendContext, BackendNetwork, BackendStats } from './backend';
 import type { Logger } from '../log';
 import type { Lease, LeaseAttrs } from '../subnet/types';
+import { formatCidr } from '../net/ip';
 import type { Datapath, DatapathConfig, EncapKind, PeerRoute } from '../datapath';
 import { backendInt, checkPeer, FLANNEL_DEFAULT_PORT, FLANNEL_ENCAP_OVERHEAD, MAX_WORKERS, PeerFilter, Serial } from './common';
 
@@ -34,15 +35,26 @@ export class UserspaceNetwork implements BackendNetwork {
     });
   }
 
-  stats(): Record<string, unknown> {
-    return {
+  stats(): BackendStats {
+    const base = {
       backend: this.kind,
-      datapath: 'userspace',
+      datapath: 'userspace' as const,
       device: this.datapath.tunName,
       mtu: this.mtu,
       peerCount: this.datapath.peers.length,
+      failedPeers: [],
       skippedPeers: this.filter.skipped,
-      ...(this.closed ? {} : this.datapath.stats()),
+    };
+    if (this.closed) return { ...base, peers: [], counters: {}, drops: {} };
+    const { drops, peers, workers, offload, ...counters } = this.datapath.stats();
+    const macs = new Map(this.datapath.peers.map((r) => [formatCidr(r.subnet), r.vtepMac]));
+    return {
+      ...base,
+      peers: peers.map((p) => ({ ...p, ...(macs.get(p.subnet) ? { vtepMac: macs.get(p.subnet) } : {}) })),
+      counters,
+      drops,
+      workers,
+      offload: { ...offload },
     };
   }
 
