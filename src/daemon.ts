@@ -2,7 +2,7 @@
 // Everything that can be checked is checked before the first thing is created on the host.
 import { readFileSync } from 'node:fs';
 import type { Backend, BackendNetwork, ExternalInterface } from './backend/backend';
-import { backendKind, createBackend } from './backend/registry';
+import { backendKind, checkBackendConfig, createBackend } from './backend/registry';
 import { FieldError } from './errors';
 import { ControlServer } from './control/socket';
 import type { DaemonOptions } from './daemon/options';
@@ -217,10 +217,10 @@ export class Daemon {
     if (opts.netConfigFile) {
       netConfText = readFileSync(opts.netConfigFile, 'utf8');
       try {
-        parseNetworkConfig(netConfText);
+        // The whole document, the backend's own fields too: nothing bad is written to etcd.
+        checkBackendConfig(parseNetworkConfig(netConfText));
       } catch (err) {
-        if (err instanceof ConfigError) throw new StartupError(`--net-config ${opts.netConfigFile}`, err.message);
-        throw err;
+        throw new StartupError(`--net-config ${opts.netConfigFile}`, (err as Error).message);
       }
     }
 

@@ -12,6 +12,7 @@ import { cidrHost, formatCidr, formatIPv4 } from '../../src/net/ip';
 import { rmSync } from 'node:fs';
 import type { AgentRequest, StatusLike, WireLease } from '../agent';
 import type { BackendName } from './schema';
+import { descriptorOf } from '../../src/backend/registry';
 
 const AGENT = path.join(__dirname, '..', 'agent.js');
 export const NETWORK = '10.244.0.0/16';
@@ -59,17 +60,9 @@ export interface NetConf {
   Backend: Record<string, unknown>;
 }
 
+/** The net-conf.json Backend section that selects backend `b` (its descriptor's). */
 export function backendSection(b: BackendName): Record<string, unknown> {
-  switch (b) {
-    case 'udp':
-      return { Type: 'udp' };
-    case 'vxlan':
-      return { Type: 'vxlan', Datapath: 'userspace' };
-    case 'kernel-vxlan':
-      return { Type: 'vxlan', Datapath: 'kernel' };
-    case 'host-gw':
-      return { Type: 'host-gw' };
-  }
+  return { ...descriptorOf(b).section };
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));

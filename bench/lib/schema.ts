@@ -1,9 +1,11 @@
 // The shape of `vxnet bench --json FILE`, its validation and the ratios to the kernel reference.
 // Pure code: the runner, the report renderer and the unit tests share it.
 import { ratio } from './stats';
+import { BACKEND_KINDS, type BackendKind } from '../../src/backend/registry';
 
-export const BACKENDS = ['udp', 'vxlan', 'kernel-vxlan', 'host-gw'] as const;
-export type BackendName = (typeof BACKENDS)[number];
+/** Every backend, in the registry's order (src/backend/registry.ts: the one list). */
+export const BACKENDS: readonly BackendKind[] = BACKEND_KINDS;
+export type BackendName = BackendKind;
 
 /** The reference every ratio is taken against. */
 export const REFERENCE: BackendName = 'kernel-vxlan';

@@ -88,3 +88,22 @@ export interface Backend {
 }
 
 export type BackendFactory = (ctx: BackendContext) => Backend;
+
+/**
+ * One backend module's whole contract with the rest of vxnet (flannel's backend registration): the
+ * registry, the demo, the bench and the chart read the list of these (src/backend/registry.ts).
+ * Adding a backend is one module exporting a descriptor and one line in that list.
+ */
+export interface BackendDescriptor<K extends string = string> {
+  /** vxnet's name for it: status, --backend of the demo, the bench's columns. */
+  readonly kind: K;
+  /** flannel's Backend.Type it serves (matched case-insensitively, as flanneld does). */
+  readonly type: string;
+  /** Backend.Datapath that selects it; the first descriptor of a Type is its default. */
+  readonly datapath: 'userspace' | 'kernel';
+  /** The net-conf.json Backend section that selects it (what the demo and the bench write). */
+  readonly section: Readonly<Record<string, unknown>>;
+  /** Checks this backend's own Backend.* fields; throws an Error naming `Backend.<field>`. */
+  validate(config: NetworkConfig): void;
+  create(ctx: BackendContext): Backend;
+}

@@ -1,6 +1,6 @@
 // flannel's "host-gw" backend: no encapsulation, one route per peer subnet via the peer's public
 // IP on the underlay interface; every host must share one L2 segment.
-import type { Backend, BackendContext, BackendNetwork, BackendStats } from './backend';
+import type { Backend, BackendContext, BackendDescriptor, BackendNetwork, BackendStats } from './backend';
 import type { Logger } from '../log';
 import type { Lease, LeaseAttrs } from '../subnet/types';
 import { formatCidr } from '../net/ip';
@@ -107,3 +107,13 @@ export class HostGwBackend implements Backend {
     return new HostGwNetwork(iface.name, iface.mtu, filter, log);
   }
 }
+
+export const hostGwBackend: BackendDescriptor<'host-gw'> = {
+  kind: 'host-gw',
+  type: 'host-gw',
+  datapath: 'kernel',
+  section: { Type: 'host-gw' },
+  // flannel's host-gw reads no Backend field of its own.
+  validate() {},
+  create: (ctx) => new HostGwBackend(ctx),
+};

@@ -4,12 +4,14 @@
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import { writeFile } from 'node:fs/promises';
-import type { BackendContext, BackendNetwork, BackendStats } from './backend';
+import type { BackendContext, BackendDescriptor, BackendNetwork, BackendStats } from './backend';
 import type { Logger } from '../log';
 import type { Lease } from '../subnet/types';
 import { Cidr, formatCidr, formatIPv4 } from '../net/ip';
 import { ip } from '../net/iproute';
-import { bestEffortDelete, FLANNEL_ENCAP_OVERHEAD, PeerFilter, Rollback, VxlanBackendBase, vxlanPeerMac } from './common';
+import { bestEffortDelete, FLANNEL_ENCAP_OVERHEAD, PeerFilter, Rollback, VxlanBackendBase, vxlanPeerMac, vxlanPort, vxlanVni } from './common';
+import { DEFAULT_PORT } from '../net/wire';
+import type { NetworkConfig } from '../subnet/types';
 import { commandHooks, type PeerSteps } from './peer-commands';
 import { PeerReconciler } from './reconciler';
 
@@ -191,8 +193,7 @@ export class KernelVxlanBackend extends VxlanBackendBase {
 
   constructor(ctx: BackendContext) {
     super(ctx);
-    this.device = `flannel.${this.vni}`;
-    if (this.device.length > 15) throw new Error(`Backend.VNI: device name ${this.device} exceeds 15 characters`);
+    this.device = kernelDevice(this.vni);
   }
 
   async start(lease: Lease): Promise<BackendNetwork> {
@@ -228,3 +229,22 @@ export class KernelVxlanBackend extends VxlanBackendBase {
     return new KernelVxlanNetwork(spec.name, mtu, filter, log);
   }
 }
+
+/** flannel's device name, flannel.<VNI>; it must fit IFNAMSIZ. */
+function kernelDevice(vni: number): string {
+  const device = `flannel.${vni}`;
+  if (device.length > 15) throw new Error(`Backend.VNI: device name ${device} exceeds 15 characters`);
+  return device;
+}
+
+export const kernelVxlanBackend: BackendDescriptor<'kernel-vxlan'> = {
+  kind: 'kernel-vxlan',
+  type: 'vxlan',
+  datapath: 'kernel',
+  section: { Type: 'vxlan', Datapath: 'kernel' },
+  validate(config: NetworkConfig) {
+    kernelDevice(vxlanVni(config));
+    vxlanPort(config, DEFAULT_PORT.vxlan);
+  },
+  create: (ctx) => new KernelVxlanBackend(ctx),
+};

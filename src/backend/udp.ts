@@ -1,8 +1,8 @@
 // flannel's "udp" backend on the native datapath: one TUN carrying the whole overlay network and
 // a UDP socket (default port 8285) exchanging bare IP packets with every peer.
-import type { Backend, BackendContext, BackendNetwork, BackendStats } from './backend';
+import type { Backend, BackendContext, BackendDescriptor, BackendNetwork, BackendStats } from './backend';
 import type { Logger } from '../log';
-import type { Lease, LeaseAttrs } from '../subnet/types';
+import type { Lease, LeaseAttrs, NetworkConfig } from '../subnet/types';
 import { formatCidr } from '../net/ip';
 import type { Datapath, DatapathConfig, EncapKind, PeerRoute } from '../datapath';
 import { backendInt, checkPeer, FLANNEL_DEFAULT_PORT, FLANNEL_ENCAP_OVERHEAD, MAX_WORKERS, PeerFilter, Serial } from './common';
@@ -68,8 +68,7 @@ export class UserspaceNetwork implements BackendNetwork {
 
 /** The datapath settings every userspace backend derives from its context and lease. */
 export function userspaceConfig(encap: EncapKind, ctx: BackendContext, lease: Lease, port: number): DatapathConfig {
-  // vxnet's own key: worker threads (TUN queues); absent = one per core.
-  const workers = backendInt(ctx.config, 'Workers', 0, 1, MAX_WORKERS);
+  const workers = userspaceWorkers(ctx.config);
   return {
     ...(workers ? { queues: workers } : {}),
     encap,
@@ -96,13 +95,22 @@ export async function startUserspace(
   return new UserspaceNetwork(kind, datapath, filter, log);
 }
 
+/** flannel: every udp host listens on the same configured port (default 8285; 0 is no port). */
+function udpPort(config: NetworkConfig): number {
+  return backendInt(config, 'Port', FLANNEL_DEFAULT_PORT.udp, 1, 65535);
+}
+
+/** vxnet's own key of the userspace backends: worker threads (TUN queues); absent = one per core. */
+export function userspaceWorkers(config: NetworkConfig): number {
+  return backendInt(config, 'Workers', 0, 1, MAX_WORKERS);
+}
+
 export class UdpBackend implements Backend {
   readonly type = 'udp';
   readonly port: number;
 
   constructor(private readonly ctx: BackendContext) {
-    // flannel: every udp host listens on the same configured port (default 8285).
-    this.port = backendInt(ctx.config, 'Port', FLANNEL_DEFAULT_PORT.udp, 1, 65535);
+    this.port = udpPort(ctx.config);
   }
 
   async leaseAttrs(): Promise<LeaseAttrs> {
@@ -118,3 +126,15 @@ export class UdpBackend implements Backend {
     return startUserspace('udp', userspaceConfig('udp', this.ctx, lease, port), filter, log);
   }
 }
+
+export const udpBackend: BackendDescriptor<'udp'> = {
+  kind: 'udp',
+  type: 'udp',
+  datapath: 'userspace',
+  section: { Type: 'udp' },
+  validate(config) {
+    udpPort(config);
+    userspaceWorkers(config);
+  },
+  create: (ctx) => new UdpBackend(ctx),
+};
