@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what vxnet needs on a fresh Debian machine, idempotently: Debian packages (etcd, iperf3,
-# tcpdump, iptables, ping, iproute2, g++, clang + libFuzzer runtime), npm dependencies (npm ci, from
+# tcpdump, iptables, ping, iproute2, g++, clang + libFuzzer runtime, docker.io + busybox-static), npm dependencies (npm ci, from
 # the lock file), the native addon and the TypeScript build.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,6 +15,10 @@ have iptables || need_pkgs+=(iptables)
 have ping || need_pkgs+=(iputils-ping)
 have ip || need_pkgs+=(iproute2)
 have bridge || need_pkgs+=(iproute2)
+# dockerd 20.10 and a static busybox for the Docker network tests and demo (src/testbed/docker.ts).
+[ -x /usr/sbin/dockerd ] || need_pkgs+=(docker.io)
+dpkg-query -W -f='${Status}' busybox-static 2>/dev/null | grep -q 'install ok installed' || need_pkgs+=(busybox-static)
+have nsenter || need_pkgs+=(util-linux)
 have g++ || need_pkgs+=(g++)
 have make || need_pkgs+=(make)
 # clang with libFuzzer's runtime (libclang-rt-dev) for the fuzz targets (scripts/fuzz.sh).
@@ -24,7 +28,17 @@ if [ ${#need_pkgs[@]} -gt 0 ]; then
   echo "setup: installing Debian packages: ${need_pkgs[*]}"
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
-  apt-get install -y -qq "${need_pkgs[@]}" >/dev/null
+  # Installing docker.io must not start dockerd on this host (that would add docker0 and iptables
+  # rules here): a policy-rc.d that refuses service starts, only for the install, unless one exists.
+  policy=/usr/sbin/policy-rc.d
+  own_policy=
+  if [ ! -e "$policy" ]; then
+    printf '#!/bin/sh\nexit 101\n' >"$policy" && chmod 755 "$policy" && own_policy=1
+  fi
+  status=0
+  apt-get install -y -qq "${need_pkgs[@]}" >/dev/null || status=$?
+  if [ -n "$own_policy" ]; then rm -f "$policy"; fi
+  if [ "$status" != 0 ]; then exit "$status"; fi
 fi
 
 if [ "$(id -u)" != 0 ]; then

@@ -23,6 +23,22 @@ import { EtcdRegistry, etcdFailureField, TlsFileError } from './subnet/registry'
 import type { SnapshotWriter } from './subnet/snapshot';
 import { checkConfigWhenEtcdAnswers, configOrSnapshot, loadUsableSnapshot, startSnapshotWriter } from './daemon/snapshot-boot';
 import type { Lease, NetworkConfig } from './subnet/types';
+import { UserspaceNetwork } from './backend/udp';
+import { readVxlanOptions } from './backend/common';
+import { DockerDriver } from './docker/driver';
+import { dockerDatapath, type MultiNetworkDatapath } from './docker/datapath';
+import { EngineClient } from './docker/engine';
+import { NamespaceHost } from './docker/netns';
+import { PluginServer } from './docker/server';
+import { EtcdNetworkStore } from './docker/store';
+import { parseCidr } from './net/ip';
+import type { Datapath } from './datapath';
+
+/** UDP port of the Docker networks when the daemon's backend is not userspace vxlan (flannel's vxlan default). */
+const DOCKER_VXLAN_PORT = 8472;
+/** Outer IPv4 + UDP + VXLAN + inner Ethernet. */
+const DOCKER_VXLAN_OVERHEAD = 50;
+import path from 'node:path';
 
 export const VERSION: string = (() => {
   try {
@@ -136,6 +152,11 @@ export class Daemon {
   private config: NetworkConfig | undefined;
   private iface: ExternalInterface | undefined;
   private snapshotWriter: SnapshotWriter | undefined;
+  /** The Docker network/IPAM driver and its socket (--docker-plugin). */
+  private docker: DockerDriver | undefined;
+  private plugin: PluginServer | undefined;
+  /** The Docker networks' own VXLAN port when the daemon's backend is not userspace vxlan. */
+  private dockerPort: Datapath | undefined;
   /** Resolves when the daemon has stopped (signal, fatal error, or stop()). */
   readonly done: Promise<void>;
   private resolveDone!: () => void;
@@ -280,6 +301,13 @@ export class Daemon {
       throw new StartupError(`network config ${configKey(registry.prefix)}`, (err as Error).message);
     }
     this.backend = backend;
+    if (opts.docker && this.kind === 'kernel-vxlan' && readVxlanOptions(config, iface).port === DOCKER_VXLAN_PORT) {
+      // The Docker networks need a userspace VXLAN port; the kernel's vxlan device holds 8472.
+      throw new StartupError(
+        '--docker-plugin',
+        `Docker networks need UDP port ${DOCKER_VXLAN_PORT} for the userspace vxlan datapath, which the kernel vxlan backend ("Datapath": "kernel") holds; use the userspace vxlan backend, another Backend.Port, or run without --docker-plugin`,
+      );
+    }
 
     let previousSubnet;
     try {
@@ -330,6 +358,7 @@ export class Daemon {
     await manager.run((peers: Lease[]) =>
       network.setPeers(peers).catch((err) => log.error('backend failed to apply peers', { error: (err as Error).message })),
     );
+    if (opts.docker) await this.startDocker(network, config, iface);
     this.running = true;
     log.info('running', {
       subnet: formatCidr(lease.subnet),
@@ -342,6 +371,59 @@ export class Daemon {
       metrics: this.metrics?.address,
       iptables: this.iptables ? `${this.iptables.status().chains.join(',')} (${this.iptablesInfo?.mode || 'iptables'}, resync ${opts.iptablesResyncSeconds}s)` : 'none',
     });
+  }
+
+  /** The Docker driver on the vxlan datapath, then its socket (dockerd may call at once). */
+  private async startDocker(network: BackendNetwork, config: NetworkConfig, iface: ExternalInterface): Promise<void> {
+    const d = this.opts.docker;
+    const registry = this.registry;
+    if (!d || !registry) return;
+    // With the userspace vxlan backend the Docker networks share its port; with any other backend
+    // they get a VXLAN port of their own (8472), with no network of its own.
+    let multi: MultiNetworkDatapath;
+    let port: number;
+    if (network instanceof UserspaceNetwork && this.kind === 'vxlan') {
+      multi = network.datapathHandle;
+      port = readVxlanOptions(config, iface).port;
+    } else {
+      const { Datapath } = await import('./datapath');
+      try {
+        this.dockerPort = await Datapath.createPort({ port: DOCKER_VXLAN_PORT, bindAddress: iface.address });
+      } catch (err) {
+        throw new StartupError('--docker-plugin', `cannot open the VXLAN port ${DOCKER_VXLAN_PORT} for the Docker networks: ${(err as Error).message}`);
+      }
+      multi = this.dockerPort;
+      port = DOCKER_VXLAN_PORT;
+    }
+    const vni = this.kind === 'vxlan' || this.kind === 'kernel-vxlan' ? readVxlanOptions(config, iface).vni : 1;
+    this.docker = new DockerDriver({
+      store: new EtcdNetworkStore(registry),
+      host: new NamespaceHost(d.stateDir),
+      datapath: dockerDatapath(multi, port, iface.mtu - DOCKER_VXLAN_OVERHEAD),
+      engine: new EngineClient(d.engineSocket),
+      iface,
+      log: this.log,
+      stateFile: path.join(d.stateDir, 'state.json'),
+      leaseTtlSeconds: this.opts.leaseTtlSeconds,
+      renewMarginSeconds: this.opts.renewMarginMinutes * 60 < this.opts.leaseTtlSeconds ? this.opts.renewMarginMinutes * 60 : undefined,
+      reservedVnis: [vni],
+      reservedRanges: [config.network],
+      defaultPool: parseCidr(d.defaultPool),
+      defaultPoolPrefixLen: d.defaultPoolSize,
+      syncNetworks: d.syncNetworks,
+    });
+    try {
+      await this.docker.start();
+    } catch (err) {
+      throw new StartupError('--docker-state-dir', `cannot restore the Docker networks from ${path.join(d.stateDir, 'state.json')}: ${(err as Error).message}`);
+    }
+    try {
+      this.plugin = await PluginServer.listen(d.socket, (call, body) => (this.docker as DockerDriver).handle(call, body), this.log);
+    } catch (err) {
+      throw new StartupError('--docker-plugin', `cannot listen on ${d.socket}: ${(err as Error).message}`);
+    }
+    this.docker.socketPath = d.socket;
+    this.log.info('docker plugin listening', { socket: d.socket, engine: d.engineSocket, syncNetworks: d.syncNetworks });
   }
 
   private async handleControl(op: string): Promise<unknown> {
@@ -433,6 +515,9 @@ export class Daemon {
       skippedPeers: stats?.skippedPeers ?? [],
       counters: { ...(stats?.counters ?? {}) },
       drops: { ...(stats?.drops ?? {}) },
+      ...(this.docker
+        ? { docker: { ...this.docker.status(), engine: this.opts.docker?.engineSocket, ...(this.dockerPort ? { portDrops: { ...this.dockerPort.stats().drops } } : {}) } }
+        : {}),
     };
   }
 
@@ -465,6 +550,10 @@ export class Daemon {
     };
     if (this.manager) await step('lease manager', () => this.manager?.stop());
     if (this.snapshotWriter) await step('lease snapshot', () => this.snapshotWriter?.flush());
+    // The socket first (dockerd then fails fast instead of retrying a dead one), then the TUNs.
+    if (this.plugin) await step('docker plugin socket', () => this.plugin?.close());
+    if (this.docker) await step('docker driver', () => this.docker?.stop());
+    if (this.dockerPort) await step('docker VXLAN port', () => this.dockerPort?.close());
     if (this.network) await step('backend', () => this.network?.close());
     if (this.iptables) await step('iptables rules', () => this.iptables?.stop());
     if (this.metrics) await step('metrics listener', () => this.metrics?.close());

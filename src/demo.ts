@@ -1,9 +1,12 @@
 // `npm run demo`: three hosts in network namespaces with a local etcd, one `vxnet daemon` each,
 // docker0 readdressed from subnet.env, cross-host container traffic, `vxnet status`, teardown.
 // `--keep` leaves it running until Ctrl-C; `--backend` picks udp, vxlan, kernel-vxlan or host-gw.
+// `--docker`: two hosts with a real dockerd each, two isolated vxnet Docker networks across them.
 import { rmSync } from 'node:fs';
 import { Cluster, CLI_JS } from './testbed/cluster';
 import { iperf3Tcp, ping } from './testbed/traffic';
+import { DockerCluster } from './testbed/docker-cluster';
+import { TEST_IMAGE } from './testbed/docker';
 
 const BACKENDS: Record<string, Record<string, unknown>> = {
   udp: { Type: 'udp' },
@@ -16,17 +19,22 @@ interface DemoArgs {
   keep: boolean;
   backend: string;
   hosts: number;
+  docker: boolean;
+  hostsGiven: boolean;
 }
 
 function parseArgs(argv: string[]): DemoArgs {
-  const a: DemoArgs = { keep: false, backend: 'vxlan', hosts: 3 };
+  const a: DemoArgs = { keep: false, backend: 'vxlan', hosts: 3, docker: false, hostsGiven: false };
   for (let i = 0; i < argv.length; i++) {
     const [flag, inline] = argv[i].split('=', 2);
     const value = () => inline ?? argv[++i];
     if (flag === '--keep') a.keep = true;
     else if (flag === '--backend') a.backend = value();
-    else if (flag === '--hosts') a.hosts = Number(value());
-    else throw new Error(`unknown argument ${argv[i]} (use --keep, --backend udp|vxlan|kernel-vxlan|host-gw, --hosts N)`);
+    else if (flag === '--hosts') {
+      a.hosts = Number(value());
+      a.hostsGiven = true;
+    } else if (flag === '--docker') a.docker = true;
+    else throw new Error(`unknown argument ${argv[i]} (use --keep, --backend udp|vxlan|kernel-vxlan|host-gw, --hosts N, --docker)`);
   }
   if (!BACKENDS[a.backend]) throw new Error(`--backend: unknown ${JSON.stringify(a.backend)} (udp, vxlan, kernel-vxlan, host-gw)`);
   if (!Number.isInteger(a.hosts) || a.hosts < 2 || a.hosts > 8) throw new Error('--hosts: must be 2..8');
@@ -46,8 +54,92 @@ function indent(text: string): string {
     .join('\n');
 }
 
+/**
+ * `--docker`: hosts with a real dockerd each (Debian docker.io) and vxnet serving the Docker plugin;
+ * net1 and net2 created on h1 appear on the other hosts (--docker-sync-networks); containers on
+ * each network talk across hosts, never across networks.
+ */
+async function dockerDemo(args: DemoArgs): Promise<number> {
+  // Two hosts unless --hosts says otherwise (each runs a dockerd: keep it small).
+  const hosts = args.hostsGiven ? args.hosts : 2;
+  say(`building ${hosts} hosts in network namespaces, each with its own dockerd and vxnet daemon (--docker-plugin --docker-sync-networks)`);
+  const dc = await DockerCluster.create({ hosts, tag: 'demod' });
+  const c = dc.cluster;
+  let failures = 0;
+  const onSignal = () => {
+    rmSync(c.dir, { recursive: true, force: true });
+    process.stdout.write('\ninterrupted: namespaces and processes removed\n');
+    process.exit(130);
+  };
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
+  const hostIdx = c.bed.hosts.map((h) => h.index);
+  try {
+    const h1 = dc.dockerOf(1);
+    for (const [net, range] of [['net1', '10.250.0.0/16'], ['net2', '10.251.0.0/16']]) {
+      say(`h1: docker network create -d vxnet --ipam-driver vxnet --subnet ${range} ${net}`);
+      await h1.dockerOk(['network', 'create', '-d', 'vxnet', '--ipam-driver', 'vxnet', '--subnet', range, net]);
+    }
+    for (const i of hostIdx.slice(1)) for (const net of ['net1', 'net2']) await dc.waitDockerNetwork(i, net);
+    for (const net of ['net1', 'net2']) {
+      const mesh = await dc.waitNetworkMesh(net, hostIdx);
+      say(`${net}: VNI ${mesh.get(1)?.vni}, on every host; leases ${hostIdx.map((i) => `h${i} ${mesh.get(i)?.lease}`).join(', ')}`);
+    }
+    const ips = new Map<string, { host: number; ip: string; net: string }>();
+    for (const i of hostIdx) {
+      for (const [prefix, net] of [['a', 'net1'], ['b', 'net2']]) {
+        const name = `${prefix}${i}`;
+        await dc.dockerOf(i).dockerOk(['run', '-d', '--init', '--name', name, '--net', net, TEST_IMAGE, 'sleep', '1000000']);
+        const ip = await dc.containerIp(i, name, net);
+        ips.set(name, { host: i, ip, net });
+        say(`h${i}: docker run --net ${net} --name ${name} -> ${ip}`);
+      }
+    }
+    say('pings (2 each) between containers:');
+    for (const [from, f] of ips) {
+      for (const [to, t] of ips) {
+        if (from === to || (f.host === t.host && f.net === t.net)) continue;
+        const r = await dc.dockerOf(f.host).exec(from, ['ping', '-c', '2', '-W', '1', t.ip]);
+        const got = / 2 packets received/.test(r.stdout);
+        const want = f.net === t.net;
+        if (got !== want) failures++;
+        say(`  ${from} (h${f.host} ${f.net}) -> ${to} ${t.ip} (h${t.host} ${t.net}): ${got ? 'answers' : 'no answer'}${want ? '' : ' (isolated: expected)'}${got !== want ? '  UNEXPECTED' : ''}`);
+      }
+    }
+    say('vxnet status on h1 (Docker part):');
+    const table = await c.statusTable(c.host(1));
+    process.stdout.write(indent(table.slice(table.indexOf('docker    plugin'))) + '\n');
+    if (args.keep) {
+      say('--keep: the cluster stays up until Ctrl-C. Try, as root:');
+      process.stdout.write(
+        [
+          `    DOCKER_HOST=unix://${h1.sock} docker ps`,
+          `    DOCKER_HOST=unix://${h1.sock} docker exec a1 ping ${ips.get('a2')?.ip ?? ''}`,
+          `    ip netns exec ${c.host(1).ns} ${process.execPath} ${CLI_JS} status --subnet-file=${c.subnetFile(c.host(1))}`,
+          `    nsenter -t ${h1.pid} -m -n -- nsenter --net=${(await dc.network(1, 'net1'))?.namespace ?? ''} ip route   # net1's routing table on h1`,
+          `    ip netns exec ${c.bed.switchNs} etcdctl --endpoints=${c.endpoint} get --prefix /coreos.com/network/docker/`,
+          '',
+        ].join('\n'),
+      );
+      await new Promise<never>(() => undefined);
+    }
+  } finally {
+    if (!args.keep) {
+      say('tearing down: containers, dockerd, vxnet daemons, etcd, namespaces');
+      await dc.destroy();
+    }
+  }
+  if (failures > 0) {
+    say(`${failures} check(s) failed`);
+    return 1;
+  }
+  say('done: each network reaches across hosts, neither reaches the other');
+  return 0;
+}
+
 async function main(): Promise<number> {
   const args = parseArgs(process.argv.slice(2));
+  if (args.docker) return dockerDemo(args);
   const netConf = { Network: '10.244.0.0/16', SubnetLen: 24, Backend: BACKENDS[args.backend] };
   say(`building ${args.hosts} hosts in network namespaces (underlay 198.18.0.0/24, etcd on the switch at 198.18.0.254)`);
   const c = await Cluster.create({ hosts: args.hosts, tag: 'demo' });

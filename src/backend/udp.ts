@@ -26,6 +26,11 @@ export class UserspaceNetwork implements BackendNetwork {
     return this.datapath.config.mtu;
   }
 
+  /** The running datapath (the Docker networks add theirs to it: src/docker/datapath.ts). */
+  get datapathHandle(): Datapath {
+    return this.datapath;
+  }
+
   setPeers(peers: Lease[]): Promise<void> {
     return this.serial.run(async () => {
       if (this.closed) throw new Error(`${this.kind}: setPeers after close`);

@@ -49,7 +49,28 @@ export interface DaemonOptions {
   logLevel: LogLevelName;
   /** Flags accepted but without effect (as in flanneld without --kube-subnet-mgr), to log at startup. */
   notices: string[];
+  /** Serve the Docker network + IPAM plugin (--docker-plugin[=SOCKET]); undefined: off. */
+  docker?: DockerOptions;
 }
+
+export interface DockerOptions {
+  /** The plugin's unix socket (default /run/docker/plugins/vxnet.sock). */
+  socket: string;
+  /** The Docker Engine API socket: --docker-engine, else DOCKER_HOST's, else /var/run/docker.sock. */
+  engineSocket: string;
+  /** Create here the Docker networks other hosts created (and remove the ones removed). */
+  syncNetworks: boolean;
+  /** Namespaces and the driver's state file (default <state-dir>/vxnet-docker). */
+  stateDir: string;
+  /** Ranges for networks created without --subnet. */
+  defaultPool: string;
+  defaultPoolSize: number;
+}
+
+export const DEFAULT_DOCKER_PLUGIN_SOCKET = '/run/docker/plugins/vxnet.sock';
+export const DEFAULT_DOCKER_ENGINE_SOCKET = '/var/run/docker.sock';
+export const DEFAULT_DOCKER_POOL = '10.128.0.0/9';
+export const DEFAULT_DOCKER_POOL_SIZE = 16;
 
 export const LOG_LEVELS = ['debug', 'info', 'warn', 'error'] as const;
 export type LogLevelName = (typeof LOG_LEVELS)[number];
@@ -63,8 +84,11 @@ export const ENV_PREFIX = 'FLANNELD_';
 /** A bad flag, config-file setting or value; `field` is what the user typed (e.g. "--etcd-endpoints"). */
 export class OptionError extends FieldError {}
 
-/** list: repeatable and comma-separated; repeat: repeatable, each value whole (a regex may hold commas). */
-type Kind = 'string' | 'list' | 'repeat' | 'bool' | 'int';
+/**
+ * list: repeatable and comma-separated; repeat: repeatable, each value whole (a regex may hold commas);
+ * optstring: a string whose value comes only with `=` (bare: the default), as a boolean takes it.
+ */
+type Kind = 'string' | 'list' | 'repeat' | 'bool' | 'int' | 'optstring';
 
 interface FlagSpec {
   kind: Kind;
@@ -110,6 +134,13 @@ export const DAEMON_FLAGS: Record<string, FlagSpec> = {
   v: { kind: 'int', help: 'klog verbosity as flanneld takes it: 4 or more means --log-level=debug unless that is given' },
   version: { kind: 'bool', help: 'print the version and exit', noEnv: true },
   'net-config-path': { kind: 'string', help: 'accepted and ignored, as flanneld ignores it without --kube-subnet-mgr', hidden: true },
+  // vxnet's own: Docker networks across hosts (docs/docker.md).
+  'docker-plugin': { kind: 'optstring', help: `serve the Docker network and IPAM driver "vxnet" on this unix socket (bare: ${DEFAULT_DOCKER_PLUGIN_SOCKET})` },
+  'docker-engine': { kind: 'string', help: `Docker Engine API socket (default: DOCKER_HOST's unix socket, else ${DEFAULT_DOCKER_ENGINE_SOCKET})` },
+  'docker-sync-networks': { kind: 'bool', help: 'create here the vxnet Docker networks other hosts created (and remove the ones removed)' },
+  'docker-state-dir': { kind: 'string', help: 'network namespaces and state of the Docker driver (default <state-dir>/vxnet-docker)' },
+  'docker-default-pool': { kind: 'string', help: `ranges for networks created without --subnet (default ${DEFAULT_DOCKER_POOL})` },
+  'docker-default-pool-size': { kind: 'int', help: `prefix length of those ranges (default ${DEFAULT_DOCKER_POOL_SIZE})` },
   // flanneld flags vxnet refuses, each with its reason.
   'kube-subnet-mgr': { kind: 'bool', help: '', hidden: true, refused: 'the Kubernetes subnet manager is not implemented: vxnet leases subnets from etcd only (--etcd-endpoints)' },
   'kube-api-url': { kind: 'string', help: '', hidden: true, refused: KUBE_ONLY },
@@ -146,6 +177,7 @@ function splitList(value: string): string[] {
 /** Stores one occurrence of a flag's value (lists and repeats accumulate). */
 function setValue(settings: RawSettings, name: string, spec: FlagSpec, value: string, field: string): void {
   if (spec.kind === 'bool') settings.set(name, parseBool(field, value));
+  else if (spec.kind === 'optstring') settings.set(name, value);
   else if (spec.kind === 'list') settings.set(name, [...((settings.get(name) as string[] | undefined) ?? []), ...splitList(value)]);
   else if (spec.kind === 'repeat') settings.set(name, [...((settings.get(name) as string[] | undefined) ?? []), value]);
   else settings.set(name, value);
@@ -204,6 +236,10 @@ export function parseFlags(argv: string[], specs: Record<string, FlagSpec>): { s
       setValue(settings, name, spec, value ?? 'true', `--${name}`);
       continue;
     }
+    if (spec.kind === 'optstring') {
+      setValue(settings, name, spec, value ?? '', `--${name}`);
+      continue;
+    }
     if (value === undefined) {
       if (i + 1 >= argv.length) throw new OptionError(`--${name}`, 'needs a value');
       value = argv[++i];
@@ -242,6 +278,10 @@ export function readConfigFile(file: string): RawSettings {
       if (typeof v === 'string') out.set(key, spec.kind === 'list' ? splitList(v) : [v]);
       else if (Array.isArray(v) && v.every((s) => typeof s === 'string')) out.set(key, v as string[]);
       else throw new OptionError(field, `must be a string or an array of strings, got ${JSON.stringify(v)}`);
+    } else if (spec.kind === 'optstring') {
+      if (v === true) out.set(key, '');
+      else if (typeof v === 'string') out.set(key, v);
+      else throw new OptionError(field, `must be true or a socket path, got ${JSON.stringify(v)}`);
     } else if (spec.kind === 'int') {
       if (typeof v !== 'number' && typeof v !== 'string') throw new OptionError(field, `must be a number, got ${JSON.stringify(v)}`);
       out.set(key, String(v));
@@ -385,7 +425,10 @@ export function resolveDaemonOptions(argv: string[], env: NodeJS.ProcessEnv = pr
   const logLevel = (str('log-level') ?? (verbosity >= 4 ? 'debug' : 'info')) as LogLevelName;
   if (!(LOG_LEVELS as readonly string[]).includes(logLevel)) throw new OptionError(field('log-level'), `must be one of ${LOG_LEVELS.join(', ')}, got ${JSON.stringify(logLevel)}`);
 
+  const docker = resolveDockerOptions(merged, field, stateDir, env);
+
   return {
+    docker,
     etcdEndpoints: endpoints,
     etcdPrefix: prefix.replace(/\/+$/, ''),
     etcdCertFile: cert,
@@ -414,11 +457,46 @@ export function resolveDaemonOptions(argv: string[], env: NodeJS.ProcessEnv = pr
   };
 }
 
+/** The --docker-* flags; any of them without --docker-plugin is an error naming it. */
+function resolveDockerOptions(merged: RawSettings, field: (k: string) => string, stateDir: string, env: NodeJS.ProcessEnv): DockerOptions | undefined {
+  const others = ['docker-engine', 'docker-sync-networks', 'docker-state-dir', 'docker-default-pool', 'docker-default-pool-size'];
+  if (!merged.has('docker-plugin')) {
+    const stray = others.find((k) => merged.has(k) && merged.get(k) !== false);
+    if (stray) throw new OptionError(field(stray), 'needs --docker-plugin');
+    return undefined;
+  }
+  const sock = merged.get('docker-plugin') as string;
+  const socket = sock === '' ? DEFAULT_DOCKER_PLUGIN_SOCKET : sock;
+  if (!socket.startsWith('/')) throw new OptionError(field('docker-plugin'), `must be an absolute socket path, got ${JSON.stringify(sock)}`);
+  if (Buffer.byteLength(socket) > 107) throw new OptionError(field('docker-plugin'), `${socket}: a unix socket path holds at most 107 bytes`);
+  let engineSocket = merged.get('docker-engine') as string | undefined;
+  if (engineSocket === undefined) {
+    const dh = env.DOCKER_HOST;
+    if (dh !== undefined && dh !== '') {
+      const m = /^unix:\/\/(\/.+)$/.exec(dh);
+      if (!m) throw new OptionError('DOCKER_HOST', `only unix:///path sockets are supported (or pass --docker-engine), got ${JSON.stringify(dh)}`);
+      engineSocket = m[1];
+    } else {
+      engineSocket = DEFAULT_DOCKER_ENGINE_SOCKET;
+    }
+  } else if (!engineSocket.startsWith('/')) {
+    throw new OptionError(field('docker-engine'), `must be an absolute socket path, got ${JSON.stringify(engineSocket)}`);
+  }
+  const dir = (merged.get('docker-state-dir') as string | undefined) ?? path.join(stateDir, 'vxnet-docker');
+  if (dir === '') throw new OptionError(field('docker-state-dir'), 'must be a directory path');
+  const pool = (merged.get('docker-default-pool') as string | undefined) ?? DEFAULT_DOCKER_POOL;
+  const pm = /^(\d{1,3}(?:\.\d{1,3}){3})\/(\d{1,2})$/.exec(pool);
+  if (!pm || !isIPv4(pm[1]) || Number(pm[2]) > 30) throw new OptionError(field('docker-default-pool'), `must be an IPv4 CIDR such as ${DEFAULT_DOCKER_POOL}, got ${JSON.stringify(pool)}`);
+  const size = merged.has('docker-default-pool-size') ? intValue(field('docker-default-pool-size'), merged.get('docker-default-pool-size') as string, 8, 28) : DEFAULT_DOCKER_POOL_SIZE;
+  if (size < Number(pm[2])) throw new OptionError(field('docker-default-pool-size'), `/${size} is larger than --docker-default-pool ${pool}`);
+  return { socket, engineSocket, syncNetworks: merged.get('docker-sync-networks') === true, stateDir: dir, defaultPool: pool, defaultPoolSize: size };
+}
+
 /** --help text for the daemon flags. */
 export function daemonFlagHelp(): string {
   return Object.entries(DAEMON_FLAGS)
     .filter(([, s]) => !s.hidden)
-    .map(([name, s]) => `  --${name}${s.kind === 'bool' ? '' : ' VALUE'}`.padEnd(36) + s.help)
+    .map(([name, s]) => `  --${name}${s.kind === 'bool' ? '' : s.kind === 'optstring' ? '[=VALUE]' : ' VALUE'}`.padEnd(36) + s.help)
     .join('\n') +
     `\n\nEach flag can also come from ${ENV_PREFIX}<FLAG> (e.g. ${envName('etcd-endpoints')}); the command line wins.\n` +
     `flanneld flags vxnet refuses (exit 2, with the reason): ${Object.entries(DAEMON_FLAGS)

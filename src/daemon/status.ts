@@ -1,5 +1,6 @@
 // What `vxnet status` shows and /metrics exports: one plain snapshot of the daemon, built on demand
 // (never per packet), plus its table rendering.
+import type { DockerStatus } from '../docker/driver';
 export interface PeerStatus {
   subnet: string;
   publicIp: string;
@@ -79,6 +80,8 @@ export interface DaemonStatus {
   /** Backend counters: packets/bytes each way and drops by reason (userspace) or device counters (kernel). */
   counters: Record<string, number>;
   drops: Record<string, number>;
+  /** The Docker networks (--docker-plugin). */
+  docker?: DockerStatus;
 }
 
 function human(n: number): string {
@@ -162,5 +165,44 @@ export function formatStatus(st: DaemonStatus, now = Date.now()): string {
   out.push(`counters  ${cs.length ? cs.join(' ') : '-'}`);
   const drops = Object.entries(st.drops).filter(([, n]) => n > 0);
   out.push(`drops     ${drops.length ? drops.map(([r, n]) => `${r}=${human(n)}`).join(' ') : 'none'}`);
+  if (st.docker) out.push('', ...formatDocker(st.docker));
   return out.join('\n');
+}
+
+/** The Docker networks part of `vxnet status`. */
+function formatDocker(d: DockerStatus): string[] {
+  const out: string[] = [];
+  out.push(`docker    plugin ${d.socket}  engine ${d.engine ?? '-'}  sync ${d.syncNetworks ? 'on' : 'off'}${d.lastSyncError ? `  last sync error: ${d.lastSyncError}` : ''}`);
+  if (d.networks.length === 0) {
+    out.push('docker networks: none');
+  } else {
+    const rows = [['NETWORK', 'VNI', 'RANGE', 'LEASE', 'STATE', 'ENDPOINTS', 'PEERS', 'TX PKTS', 'RX PKTS', 'DROPS']];
+    for (const n of d.networks) {
+      const drops = Object.values(n.drops).reduce((a, b) => a + b, 0);
+      rows.push([
+        n.name || n.id.slice(0, 12),
+        String(n.vni),
+        n.range,
+        n.lease || '-',
+        n.conflict ? 'CONFLICT' : n.error ? 'restoring' : n.tun ? n.leaseState : 'no tun',
+        String(n.endpoints.length),
+        `${n.peers.filter((p) => p.installed).length}/${n.peers.length}`,
+        human(n.counters.txPackets ?? 0),
+        human(n.counters.rxPackets ?? 0),
+        human(drops),
+      ]);
+    }
+    out.push(table(rows));
+    for (const n of d.networks) {
+      const label = n.name || n.id.slice(0, 12);
+      out.push(`  ${label}: namespace ${n.namespace}  gateway ${n.gateway || '-'}  mtu ${n.mtu}  endpoints ${n.endpoints.map((e) => e.address).join(' ') || '-'}`);
+      for (const p of n.peers) out.push(`    peer ${p.subnet} via ${p.publicIp} ${p.installed ? 'installed' : 'pending'}  tx ${human(p.txPackets ?? 0)} rx ${human(p.rxPackets ?? 0)} pkts`);
+      const drops = Object.entries(n.drops).filter(([, v]) => v > 0);
+      if (drops.length) out.push(`    drops ${drops.map(([r, v]) => `${r}=${human(v)}`).join(' ')}`);
+      if (n.conflict) out.push(`    conflict: ${n.conflict}`);
+      if (n.error) out.push(`    ${n.error}`);
+    }
+  }
+  for (const r of d.remoteNetworks) out.push(`docker network in etcd, not on this host: ${r.name || '(unnamed)'} ${r.range} vni ${r.vni}${r.deleted ? ' (removed)' : ''}`);
+  return out;
 }

@@ -43,6 +43,10 @@ export function renderMetrics(st: DaemonStatus): string {
   e.family('vxnet_peers', 'gauge', 'Peer leases known, by whether forwarding state is installed.', [
     [{ state: 'installed' }, st.peers.filter((p) => p.installed).length],
     [{ state: 'pending' }, st.peers.filter((p) => !p.installed).length],
+    ...(st.docker?.networks ?? []).flatMap((n): Array<[Labels, number]> => [
+      [{ network: n.name || n.id.slice(0, 12), state: 'installed' }, n.peers.filter((p) => p.installed).length],
+      [{ network: n.name || n.id.slice(0, 12), state: 'pending' }, n.peers.filter((p) => !p.installed).length],
+    ]),
   ]);
   if (st.iptables) {
     e.family('vxnet_iptables_repairs_total', 'counter', "Times a resync found vxnet's iptables rules changed and rewrote them.", [[{}, st.iptables.repairs]]);
@@ -50,20 +54,43 @@ export function renderMetrics(st: DaemonStatus): string {
   e.family('vxnet_mtu', 'gauge', 'MTU given to local containers.', [[{}, st.backend.mtu]]);
   e.family('vxnet_resident_memory_bytes', 'gauge', 'Resident set size of the daemon.', [[{}, st.rssBytes]]);
   e.family('vxnet_start_time_seconds', 'gauge', 'Daemon start time.', [[{}, Date.parse(st.startedAt) / 1000]]);
-  for (const [name, v] of Object.entries(st.counters)) {
+  // Docker networks' series carry network="<name>" beside the daemon's own (unlabelled) ones.
+  const dockerNets = (st.docker?.networks ?? []).map((n) => ({ n, label: n.name || n.id.slice(0, 12) }));
+  const counterNames = new Set(Object.keys(st.counters));
+  for (const { n } of dockerNets) for (const k of Object.keys(n.counters)) counterNames.add(k);
+  for (const name of counterNames) {
     if (GAUGE_COUNTERS.has(name)) continue;
     const metric = `vxnet_${name.replace(/([a-z0-9])([A-Z])/g, '$1_$2').toLowerCase()}_total`;
-    e.family(metric, 'counter', `Datapath counter ${name}.`, [[{}, v]]);
+    const samples: Array<[Labels, number]> = [];
+    if (name in st.counters) samples.push([{}, st.counters[name]]);
+    for (const { n, label } of dockerNets) if (name in n.counters) samples.push([{ network: label }, n.counters[name]]);
+    e.family(metric, 'counter', `Datapath counter ${name}.`, samples);
   }
-  e.family('vxnet_drops_total', 'counter', 'Packets dropped by the datapath, by reason.', Object.entries(st.drops).map(([r, n]) => [{ reason: r }, n]));
-  const withCounters = st.peers.filter((p) => p.txPackets !== undefined);
+  e.family('vxnet_drops_total', 'counter', 'Packets dropped by the datapath, by reason.', [
+    ...Object.entries(st.drops).map(([r, n]): [Labels, number] => [{ reason: r }, n]),
+    ...dockerNets.flatMap(({ n, label }) => Object.entries(n.drops).map(([r, v]): [Labels, number] => [{ network: label, reason: r }, v])),
+  ]);
+  type PeerLike = { subnet: string; publicIp: string; txPackets?: number; rxPackets?: number; txBytes?: number; rxBytes?: number };
+  const withCounters: Array<{ p: PeerLike; labels: Labels }> = [
+    ...st.peers.filter((p) => p.txPackets !== undefined).map((p) => ({ p: p as PeerLike, labels: {} as Labels })),
+    ...dockerNets.flatMap(({ n, label }) => n.peers.filter((p) => p.txPackets !== undefined).map((p) => ({ p: p as PeerLike, labels: { network: label } as Labels }))),
+  ];
   if (withCounters.length > 0) {
     const per = (f: 'txPackets' | 'rxPackets' | 'txBytes' | 'rxBytes') =>
-      withCounters.map((p): [Labels, number] => [{ peer: p.subnet, public_ip: p.publicIp }, p[f] ?? 0]);
+      withCounters.map(({ p, labels }): [Labels, number] => [{ ...labels, peer: p.subnet, public_ip: p.publicIp }, p[f] ?? 0]);
     e.family('vxnet_peer_tx_packets_total', 'counter', 'Packets sent to each peer.', per('txPackets'));
     e.family('vxnet_peer_rx_packets_total', 'counter', 'Packets received from each peer.', per('rxPackets'));
     e.family('vxnet_peer_tx_bytes_total', 'counter', 'Bytes sent to each peer.', per('txBytes'));
     e.family('vxnet_peer_rx_bytes_total', 'counter', 'Bytes received from each peer.', per('rxBytes'));
+  }
+  if (st.docker) {
+    e.family(
+      'vxnet_docker_network_info',
+      'gauge',
+      'Constant 1 per Docker network on this host, labelled with its VNI, range and our lease.',
+      dockerNets.map(({ n, label }): [Labels, number] => [{ network: label, vni: String(n.vni), range: n.range, subnet: n.lease }, 1]),
+    );
+    e.family('vxnet_docker_endpoints', 'gauge', 'Container endpoints per Docker network on this host.', dockerNets.map(({ n, label }): [Labels, number] => [{ network: label }, n.endpoints.length]));
   }
   return e.text();
 }

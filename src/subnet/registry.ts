@@ -242,6 +242,8 @@ export class EtcdRegistry implements LeaseRegistry {
   private readonly dialTimeoutMs: number;
   private readonly watchBackoffMaxMs: number;
   private readonly watches = new Set<WatchStream>();
+  /** Set on registries made by withPrefix(): they share the connection and must not close it. */
+  private shared = false;
 
   constructor(opts: EtcdRegistryOptions) {
     if (opts.endpoints.length === 0) throw new Error('endpoints: at least one etcd endpoint is required');
@@ -394,10 +396,50 @@ export class EtcdRegistry implements LeaseRegistry {
     return w;
   }
 
+  /** Watches every key under `keyPrefix` (any keys, not only leases) like watchLeases does. */
+  watchPrefix(keyPrefix: string, fromRevision: number, handlers: LeaseWatchHandlers): LeaseWatch {
+    const w = new WatchStream(this.client, keyPrefix, fromRevision, handlers, this.dialTimeoutMs, this.watchBackoffMaxMs, () => this.watches.delete(w));
+    this.watches.add(w);
+    w.open();
+    return w;
+  }
+
   close(): void {
     for (const w of this.watches) w.cancel();
-    this.client.close();
+    if (!this.shared) this.client.close();
   }
+
+  /**
+   * The same registry for another prefix, over this registry's connection: the Docker networks keep
+   * their leases as flannel networks of their own (<prefix>/docker/networks/<key>/subnets/...).
+   * close() of the result cancels only its own watches.
+   */
+  withPrefix(prefix: string): EtcdRegistry {
+    const clean = prefix.replace(/\/+$/, '');
+    if (!clean.startsWith('/')) throw new Error(`prefix: must start with "/", got ${JSON.stringify(prefix)}`);
+    const r = Object.create(EtcdRegistry.prototype) as EtcdRegistry;
+    Object.assign(r, {
+      prefix: clean,
+      client: this.client,
+      endpoints: this.endpoints,
+      dialTimeoutMs: this.dialTimeoutMs,
+      watchBackoffMaxMs: this.watchBackoffMaxMs,
+      watches: new Set<WatchStream>(),
+      shared: true,
+    });
+    return r;
+  }
+
+  /** The etcd client, for stores beside the leases (src/docker/store.ts); calls wrapped like ours. */
+  get etcd(): Etcd3 {
+    return this.client;
+  }
+
+  /** The endpoints, for error messages. */
+  get endpointList(): readonly string[] {
+    return this.endpoints;
+  }
+
 }
 
 type Duplex = Awaited<ReturnType<Etcd3['watchClient']['watch']>>;

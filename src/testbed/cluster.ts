@@ -48,8 +48,15 @@ export interface DaemonStartOptions {
   argv?: string[];
   /** Environment variables added to the daemon's (e.g. FLANNELD_* or a PATH). */
   env?: Record<string, string>;
+  /**
+   * How to enter the host instead of `ip netns exec <ns>`: a command prefix such as
+   * `nsenter -t PID -m -n --` (the daemon then shares a private mount namespace with the host's dockerd).
+   */
+  enter?: string[];
   /** Wait for subnet.env and a status answer, then readdress docker0 from it (default true). */
   waitReady?: boolean;
+  /** Readdress the bed's docker0 and container from subnet.env once ready (default true; a host whose dockerd runs with --bridge=none has no docker0). */
+  readdress?: boolean;
   timeoutMs?: number;
 }
 
@@ -122,7 +129,8 @@ export class Cluster {
     const logFile = path.join(this.dir, `${host.name}.log`);
     const log: WriteStream = createWriteStream(logFile, { flags: 'a' });
     const argv = opts.argv ? [process.execPath, CLI_JS, ...opts.argv] : this.daemonArgv(host, opts.args);
-    const child = this.bed.spawn(host.ns, argv, { stdio: ['ignore', 'pipe', 'pipe'], ...(opts.env ? { env: { ...process.env, ...opts.env } } : {}) });
+    const spawnOpts = { stdio: ['ignore', 'pipe', 'pipe'] as ['ignore', 'pipe', 'pipe'], ...(opts.env ? { env: { ...process.env, ...opts.env } } : {}) };
+    const child = opts.enter ? this.bed.spawnArgv([...opts.enter, ...argv], spawnOpts) : this.bed.spawn(host.ns, argv, spawnOpts);
     let out = '';
     const collect = (b: Buffer) => {
       out += b.toString();
@@ -141,7 +149,7 @@ export class Cluster {
     this.daemons.set(host.index, proc);
     if (opts.waitReady !== false) {
       await this.waitReady(proc, opts.timeoutMs ?? 30_000);
-      await this.applySubnetEnv(host);
+      if (opts.readdress !== false) await this.applySubnetEnv(host);
     }
     return proc;
   }

@@ -170,6 +170,23 @@ export class NetBed implements LiveBed {
     return child;
   }
 
+  /**
+   * Starts argv as it is (e.g. `nsenter -t PID -m -n -- ...` into a host's private mount namespace);
+   * tracked like spawn(), so it is stopped on destroy. argv must enter one of the bed's namespaces.
+   */
+  spawnArgv(argv: string[], opts: SpawnOptions = {}): ChildProcess {
+    this.assertAlive();
+    const child = spawnChild(argv[0], argv.slice(1), opts);
+    this.children.add(child);
+    return child;
+  }
+
+  /** Runs argv as it is (see spawnArgv), bounded and tracked like exec(). */
+  async execArgv(argv: string[], opts: ExecOptions = {}): Promise<ExecResult> {
+    this.assertAlive();
+    return runCommand(argv, opts, (c) => this.children.add(c));
+  }
+
   /** Stops tracked children, kills anything left in the namespaces, deletes them. Idempotent. */
   destroy(): Promise<void> {
     this.destroying ??= this.teardown();

@@ -147,7 +147,7 @@ test('every flanneld flag is known: implemented, or refused by name with a reaso
       failsEnv(argv, {}, `--${name}`, /not supported by vxnet: \S/);
     } else {
       // An implemented flag parses with a value of its kind.
-      const value = { bool: undefined, int: '5', string: undefined, list: undefined, repeat: 'eth.*' }[spec.kind];
+      const value = { bool: undefined, int: '5', string: undefined, list: undefined, repeat: 'eth.*', optstring: '/run/x.sock' }[spec.kind];
       if (value !== undefined) assert.doesNotThrow(() => parseFlags([`--${name}=${value}`], DAEMON_FLAGS), `--${name}`);
     }
   }
@@ -247,4 +247,37 @@ test('FLANNELD_<FLAG> variables set flags as flanneld reads them; the command li
   assert.equal(resolveDaemonOptions(['--ip-masq'], { FLANNELD_IP_MASQ: 'maybe' }).ipMasq, true);
   assert.equal(envName('iptables-forward-rules'), 'FLANNELD_IPTABLES_FORWARD_RULES');
   assert.deepEqual([...readEnvSettings({ FLANNELD_LOG_BACKTRACE_AT: 'x.go:1' }).keys()], ['log_backtrace_at']);
+});
+
+test('--docker-plugin: bare or =SOCKET; the Engine API from --docker-engine or DOCKER_HOST; the other --docker-* flags need it', () => {
+  assert.equal(resolveDaemonOptions([], {}).docker, undefined);
+  const bare = resolveDaemonOptions(['--docker-plugin', '--subnet-file=/run/x/subnet.env'], {}).docker;
+  assert.deepEqual(bare, {
+    socket: '/run/docker/plugins/vxnet.sock',
+    engineSocket: '/var/run/docker.sock',
+    syncNetworks: false,
+    stateDir: '/run/x/vxnet-docker',
+    defaultPool: '10.128.0.0/9',
+    defaultPoolSize: 16,
+  });
+  const full = resolveDaemonOptions(['--docker-plugin=/tmp/p.sock', '--docker-sync-networks', '--docker-default-pool=10.200.0.0/13', '--docker-default-pool-size=20', '--docker-state-dir=/var/lib/vx'], {
+    DOCKER_HOST: 'unix:///tmp/d.sock',
+  }).docker;
+  assert.equal(full?.socket, '/tmp/p.sock');
+  assert.equal(full?.engineSocket, '/tmp/d.sock');
+  assert.equal(full?.syncNetworks, true);
+  assert.equal(full?.stateDir, '/var/lib/vx');
+  assert.equal(full?.defaultPoolSize, 20);
+  assert.equal(resolveDaemonOptions(['--docker-plugin', '--docker-engine=/e.sock'], { DOCKER_HOST: 'tcp://1.2.3.4:2375' }).docker?.engineSocket, '/e.sock');
+  // A bare --docker-plugin takes no separate value: the next word is a positional.
+  failsEnv(['--docker-plugin', '/tmp/p.sock'], {}, '/tmp/p.sock', /unexpected argument/);
+  failsEnv(['--docker-plugin=relative.sock'], {}, '--docker-plugin', /absolute/);
+  failsEnv(['--docker-plugin'], { DOCKER_HOST: 'tcp://1.2.3.4:2375' }, 'DOCKER_HOST', /unix:\/\/\/path/);
+  failsEnv(['--docker-sync-networks'], {}, '--docker-sync-networks', /needs --docker-plugin/);
+  failsEnv(['--docker-engine=/e.sock'], {}, '--docker-engine', /needs --docker-plugin/);
+  failsEnv(['--docker-plugin', '--docker-default-pool=10.0.0.0'], {}, '--docker-default-pool', /CIDR/);
+  failsEnv(['--docker-plugin', '--docker-default-pool=10.200.0.0/16', '--docker-default-pool-size=12'], {}, '--docker-default-pool-size', /larger than/);
+  failsEnv(['--docker-plugin'], { FLANNELD_DOCKER_DEFAULT_POOL_SIZE: '40' }, 'FLANNELD_DOCKER_DEFAULT_POOL_SIZE', /8\.\.28/);
+  // From the environment as every flag: FLANNELD_DOCKER_PLUGIN.
+  assert.equal(resolveDaemonOptions([], { FLANNELD_DOCKER_PLUGIN: '/tmp/e.sock' }).docker?.socket, '/tmp/e.sock');
 });
