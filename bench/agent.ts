@@ -7,6 +7,7 @@ import { Etcd3 } from 'etcd3';
 import type { BackendNetwork, ExternalInterface, Logger } from '../src/backend/backend';
 import type { Lease, LeaseAttrs, NetworkConfig } from '../src/subnet/types';
 import { parseCidr } from '../src/net/ip';
+import { serveRpc } from '../src/testbed/rpc';
 
 const ROOT = path.resolve(__dirname, '..', '..');
 export const CLI = path.join(ROOT, 'dist', 'src', 'cli.js');
@@ -195,25 +196,10 @@ async function handle(req: AgentRequest): Promise<unknown> {
   }
 }
 
-async function shutdown(): Promise<void> {
-  try {
-    await net?.close();
-  } catch {
-    // best effort
-  }
-  for (const c of clients.values()) c.close();
-  process.exit(0);
-}
-
 if (require.main === module) {
-  process.on('message', (raw) => {
-    const { id, req } = raw as { id: number; req: AgentRequest };
-    handle(req).then(
-      (result) => process.send?.({ id, ok: true, result }),
-      (e: Error) => process.send?.({ id, ok: false, error: e.message }),
-    );
+  // The parent closing the channel (Agent.stop) or a signal: the backend's own teardown, then exit.
+  serveRpc(handle, {}, async () => {
+    await net?.close().catch(() => undefined);
+    for (const c of clients.values()) c.close();
   });
-  process.on('disconnect', () => void shutdown());
-  process.on('SIGTERM', () => void shutdown());
-  process.send?.({ ready: true, pid: process.pid });
 }

@@ -15,7 +15,8 @@ import { writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { NetBed, iperf3Tcp, ping, type BedHost } from '../src/testbed/netbed';
-import { DpHost } from '../test/helpers/dp-host-client';
+import { DpHost } from '../src/testbed/dp-host';
+import { median, percentile } from './lib/stats';
 
 type Mode = 'kernel' | 'vxlan' | 'udp';
 const MODES: readonly Mode[] = ['kernel', 'vxlan', 'udp'];
@@ -82,15 +83,6 @@ function parseArgs(argv: string[]): Options {
   return o;
 }
 
-function percentile(xs: number[], p: number): number {
-  const s = [...xs].sort((a, b) => a - b);
-  if (!s.length) return NaN;
-  const r = (p / 100) * (s.length - 1);
-  const lo = Math.floor(r);
-  const hi = Math.ceil(r);
-  return s[lo] + (s[hi] - s[lo]) * (r - lo);
-}
-const median = (xs: number[]) => percentile(xs, 50);
 
 interface RttStats {
   intervalS: number;

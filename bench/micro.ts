@@ -9,7 +9,7 @@ import { writeFileSync } from 'node:fs';
 import { Datapath, PeerRoute } from '../src/datapath';
 import { parseCidr, parseIPv4, formatIPv4 } from '../src/net/ip';
 import { decodeLeaseValue, encodeLeaseValue } from '../src/subnet/lease';
-import { ipv4, vxlanFrame } from '../test/helpers/packets';
+import { ipv4, vxlanFrame } from '../src/testbed/packets';
 
 export interface MicroResult {
   name: string;

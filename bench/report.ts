@@ -1,6 +1,6 @@
 // Re-renders the chart and docs/benchmarks.md from a stored bench result, without measuring:
 //   node dist/bench/report.js RESULT.json [--svg FILE] [--docs]
-import { readFileSync, writeFileSync, mkdirSync } from 'node:fs';
+import { existsSync, readFileSync, writeFileSync, mkdirSync } from 'node:fs';
 import * as path from 'node:path';
 import { renderChart } from './lib/svg';
 import { renderMarkdown } from './lib/report';
@@ -28,7 +28,9 @@ function main(argv: string[]): number {
     if (path.resolve(file) !== path.join(ROOT, 'docs', 'bench', 'latest.json')) {
       writeFileSync(path.join(ROOT, 'docs', 'bench', 'latest.json'), JSON.stringify(result, null, 2) + '\n');
     }
-    writeFileSync(path.join(ROOT, 'docs', 'benchmarks.md'), renderMarkdown(result, { chart: 'bench/latest.svg', json: 'bench/latest.json' }));
+    const notesFile = path.join(ROOT, 'docs', 'bench', 'notes.md');
+    const notes = existsSync(notesFile) ? readFileSync(notesFile, 'utf8') : undefined;
+    writeFileSync(path.join(ROOT, 'docs', 'benchmarks.md'), renderMarkdown(result, { chart: 'bench/latest.svg', json: 'bench/latest.json', notes }));
   }
   return 0;
 }

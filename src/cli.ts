@@ -1,6 +1,10 @@
 // The `vxnet` command: daemon (flanneld's flags; also the default when the first argument is a flag),
 // status, docker-opts and bench. Usage errors exit 2, startup failures 1, each with one line naming the field.
+import { spawn } from 'node:child_process';
+import { existsSync } from 'node:fs';
 import { writeFile } from 'node:fs/promises';
+import { constants as osConstants } from 'node:os';
+import path from 'node:path';
 import { controlRequest, NoDaemonError } from './control/socket';
 import { DAEMON_FLAGS, daemonFlagHelp, defaultControlSocket, envName, OptionError, parseFlags, resolveDaemonOptions } from './daemon/options';
 import { type DaemonStatus, formatStatus } from './daemon/status';
@@ -128,17 +132,27 @@ async function runDockerOpts(argv: string[]): Promise<number> {
   return 0;
 }
 
-async function runBenchCommand(argv: string[]): Promise<number> {
-  let mod: { runBench?: (argv: string[]) => Promise<number> };
-  try {
-    // A computed path: the runner is optional at build time and loaded only for this command.
-    const runner = '../bench/run';
-    mod = (await import(runner)) as typeof mod;
-  } catch (err) {
-    return fail(EXIT_FAILURE, `the benchmark runner is not built (${(err as Error).message})`);
-  }
-  if (typeof mod.runBench !== 'function') return fail(EXIT_FAILURE, 'the benchmark runner is not built');
-  return mod.runBench(argv);
+/**
+ * `vxnet bench` runs the benchmark's own entry point (dist/bench/run.js) as a child with our stdio:
+ * the product CLI imports nothing from the bench. Ctrl-C reaches the child too (same process group);
+ * we wait for it to clean up its namespaces and pass on its exit status.
+ */
+function runBenchCommand(argv: string[]): Promise<number> {
+  const runner = path.resolve(__dirname, '..', 'bench', 'run.js');
+  if (!existsSync(runner)) return Promise.resolve(fail(EXIT_FAILURE, `the benchmark runner is not built (${runner} is missing: npm run build)`));
+  return new Promise((resolve) => {
+    const ignore = () => undefined;
+    process.on('SIGINT', ignore);
+    process.on('SIGTERM', ignore);
+    const child = spawn(process.execPath, [runner, ...argv], { stdio: 'inherit', env: { ...process.env, VXNET_BENCH_VIA_CLI: '1' } });
+    const done = (code: number) => {
+      process.off('SIGINT', ignore);
+      process.off('SIGTERM', ignore);
+      resolve(code);
+    };
+    child.on('error', (err) => done(fail(EXIT_FAILURE, `the benchmark runner did not start: ${err.message}`)));
+    child.on('exit', (code, signal) => done(code ?? (signal ? 128 + (osConstants.signals[signal] ?? 0) : EXIT_FAILURE)));
+  });
 }
 
 export async function main(argv: string[]): Promise<number> {

@@ -2,7 +2,7 @@
 // Everything that can be checked is checked before the first thing is created on the host.
 import { readFileSync } from 'node:fs';
 import type { Backend, BackendNetwork, ExternalInterface } from './backend/backend';
-import { backendKind, createBackend } from './backend/registry';
+import { backendKind, checkBackendConfig, createBackend } from './backend/registry';
 import { FieldError } from './errors';
 import { ControlServer } from './control/socket';
 import type { DaemonOptions } from './daemon/options';
@@ -136,19 +136,6 @@ function rssBytes(): number {
 }
 
 /** Subnets a backend holds forwarding state for, read from its stats (peers[] or routes[] with .subnet). */
-function installedSubnets(stats: Record<string, unknown>): Set<string> {
-  const out = new Set<string>();
-  for (const key of ['peers', 'routes']) {
-    const list = stats[key];
-    if (!Array.isArray(list)) continue;
-    for (const item of list) {
-      const sn = (item as { subnet?: unknown })?.subnet;
-      if (typeof sn === 'string') out.add(sn);
-    }
-  }
-  return out;
-}
-
 export class Daemon {
   private readonly startedAt = new Date();
   private network: BackendNetwork | undefined;
@@ -237,7 +224,10 @@ export class Daemon {
     }
     if (opts.healthzPort > 0) {
       try {
-        this.metrics = await MetricsServer.listen(opts.healthzIp, opts.healthzPort, () => renderMetrics(this.status()), () => this.health());
+        this.metrics = await MetricsServer.listen(opts.healthzIp, opts.healthzPort, async () => {
+          await this.network?.refreshStats?.();
+          return renderMetrics(this.status());
+        }, () => this.health());
       } catch (err) {
         const code = (err as NodeJS.ErrnoException).code;
         throw new StartupError('--healthz-port', code === 'EADDRINUSE' ? `${opts.healthzIp}:${opts.healthzPort} is already in use` : (err as Error).message);
@@ -248,10 +238,10 @@ export class Daemon {
     if (opts.netConfigFile) {
       netConfText = readFileSync(opts.netConfigFile, 'utf8');
       try {
-        parseNetworkConfig(netConfText);
+        // The whole document, the backend's own fields too: nothing bad is written to etcd.
+        checkBackendConfig(parseNetworkConfig(netConfText));
       } catch (err) {
-        if (err instanceof ConfigError) throw new StartupError(`--net-config ${opts.netConfigFile}`, err.message);
-        throw err;
+        throw new StartupError(`--net-config ${opts.netConfigFile}`, (err as Error).message);
       }
     }
 
@@ -439,6 +429,7 @@ export class Daemon {
   private async handleControl(op: string): Promise<unknown> {
     switch (op) {
       case 'status':
+        await this.network?.refreshStats?.();
         return this.status();
       case 'ping':
         return 'pong';
@@ -460,31 +451,22 @@ export class Daemon {
 
   status(): DaemonStatus {
     const ms = this.manager?.status();
-    const stats = this.network?.stats() ?? {};
-    const installed = installedSubnets(stats);
-    const perPeer = new Map<string, Record<string, number>>();
-    if (Array.isArray(stats.peers)) {
-      for (const p of stats.peers as Array<Record<string, unknown>>) {
-        if (typeof p.subnet === 'string' && typeof p.txPackets === 'number') perPeer.set(p.subnet, p as Record<string, number>);
-      }
-    }
+    const stats = this.network?.stats();
+    const installed = new Map((stats?.peers ?? []).map((p) => [p.subnet, p]));
     const peers: PeerStatus[] = (this.manager?.peers ?? []).map((l) => {
       const subnet = formatCidr(l.subnet);
       const data = l.attrs.backendData as { VtepMAC?: unknown } | undefined;
-      const c = perPeer.get(subnet);
+      const c = installed.get(subnet);
       return {
         subnet,
         publicIp: l.attrs.publicIp,
         backendType: l.attrs.backendType,
         vtepMac: typeof data?.VtepMAC === 'string' ? data.VtepMAC : undefined,
-        installed: installed.has(subnet) || (installed.size === 0 && typeof stats.peerCount === 'number' && stats.peerCount > 0 && !Array.isArray(stats.peers)),
+        installed: c !== undefined,
         expiration: l.expiration?.toISOString(),
-        ...(c ? { txPackets: c.txPackets, txBytes: c.txBytes, rxPackets: c.rxPackets, rxBytes: c.rxBytes } : {}),
+        ...(c?.txPackets !== undefined ? { txPackets: c.txPackets, txBytes: c.txBytes, rxPackets: c.rxPackets, rxBytes: c.rxBytes } : {}),
       };
     });
-    const counters: Record<string, number> = {};
-    // Gauges (mtu, peerCount) are reported elsewhere; counters are the cumulative numbers.
-    for (const [k, v] of Object.entries(stats)) if (typeof v === 'number' && k !== 'mtu' && k !== 'peerCount') counters[k] = v;
     const lease = ms?.lease;
     return {
       version: VERSION,
@@ -507,7 +489,7 @@ export class Daemon {
         kind: this.kind,
         type: this.backend?.type ?? '',
         mtu: this.network?.mtu ?? 0,
-        device: typeof stats.device === 'string' ? stats.device : undefined,
+        device: stats?.device,
         iface: this.iface?.name ?? '',
         publicIp: this.iface?.publicIp ?? '',
       },
@@ -530,9 +512,9 @@ export class Daemon {
       rejected: { ...(ms?.rejected ?? {}) },
       refusedLeases: (ms?.refused ?? []).map(({ subnet, publicIp, reason, detail }) => ({ subnet, publicIp, reason, detail })),
       refusedLeasesTotal: { ...(ms?.refusedTotal ?? {}) },
-      skippedPeers: Array.isArray(stats.skippedPeers) ? (stats.skippedPeers as string[]) : [],
-      counters,
-      drops: (stats.drops as Record<string, number> | undefined) ?? {},
+      skippedPeers: stats?.skippedPeers ?? [],
+      counters: { ...(stats?.counters ?? {}) },
+      drops: { ...(stats?.drops ?? {}) },
       ...(this.docker
         ? { docker: { ...this.docker.status(), engine: this.opts.docker?.engineSocket, ...(this.dockerPort ? { portDrops: { ...this.dockerPort.stats().drops } } : {}) } }
         : {}),

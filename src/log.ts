@@ -1,5 +1,11 @@
 // Structured logs (logfmt on stderr): one line per event, fields as key=value, filtered by level.
-import type { Logger } from './backend/backend';
+
+/** What every layer logs through (the subnet manager, backends, the daemon): a leaf type, importing nothing. */
+export interface Logger {
+  info(msg: string, fields?: Record<string, unknown>): void;
+  warn(msg: string, fields?: Record<string, unknown>): void;
+  error(msg: string, fields?: Record<string, unknown>): void;
+}
 
 export const LEVELS = { debug: 10, info: 20, warn: 30, error: 40 } as const;
 export type Level = keyof typeof LEVELS;

@@ -1,9 +1,11 @@
 // The shape of `vxnet bench --json FILE`, its validation and the ratios to the kernel reference.
 // Pure code: the runner, the report renderer and the unit tests share it.
 import { ratio } from './stats';
+import { BACKEND_KINDS, type BackendKind } from '../../src/backend/registry';
 
-export const BACKENDS = ['udp', 'vxlan', 'kernel-vxlan', 'host-gw'] as const;
-export type BackendName = (typeof BACKENDS)[number];
+/** Every backend, in the registry's order (src/backend/registry.ts: the one list). */
+export const BACKENDS: readonly BackendKind[] = BACKEND_KINDS;
+export type BackendName = BackendKind;
 
 /** The reference every ratio is taken against. */
 export const REFERENCE: BackendName = 'kernel-vxlan';
@@ -87,6 +89,12 @@ export interface ScalingPoint {
   installSeconds?: number | null;
   leasesWritten?: number;
   rssMB?: number | null;
+  /**
+   * From 3 peers on: pps with the same table but the traffic to the first two fake peers only (the
+   * traffic of the 3-peer point): the table's cost per packet, batching unchanged.
+   */
+  ppsTwoPeers?: number | null;
+  lossTwoPeers?: number | null;
 }
 
 export interface BenchResult {

@@ -104,14 +104,24 @@ Bytes vxlan(const Bytes& inner) {
   return f;
 }
 
-// rx.cc record: [ctrl][meta][reps][len:2][bytes].
-void record(Bytes* out, uint8_t ctrl, uint8_t peer, uint8_t reps, const Bytes& dgram) {
-  out->push_back(ctrl);
+// rx.cc record: [peer][ctrl][seg:2][len:2][bytes], one received message. `peer` indexes peer_ip();
+// seg is the UDP_GRO size (0: one datagram).
+void record(Bytes* out, uint8_t ctrl, uint8_t peer, const Bytes& msg, size_t seg = 0) {
   out->push_back(peer);
-  out->push_back(reps);
-  out->push_back(static_cast<uint8_t>(dgram.size() >> 8));
-  out->push_back(static_cast<uint8_t>(dgram.size()));
-  out->insert(out->end(), dgram.begin(), dgram.end());
+  out->push_back(ctrl);
+  out->push_back(static_cast<uint8_t>(seg >> 8));
+  out->push_back(static_cast<uint8_t>(seg));
+  out->push_back(static_cast<uint8_t>(msg.size() >> 8));
+  out->push_back(static_cast<uint8_t>(msg.size()));
+  out->insert(out->end(), msg.begin(), msg.end());
+}
+
+// A GRO train: the datagrams of `dgrams` (all of one size but maybe the last) back to back, as one
+// recvmmsg message with that size in its UDP_GRO cmsg.
+void train(Bytes* out, uint8_t ctrl, uint8_t peer, const std::vector<Bytes>& dgrams) {
+  Bytes msg;
+  for (const Bytes& d : dgrams) msg.insert(msg.end(), d.begin(), d.end());
+  record(out, ctrl, peer, msg, dgrams.empty() ? 0 : dgrams.front().size());
 }
 
 // tx.cc input: [ctrl][virtio_net_hdr][packet].
@@ -124,7 +134,6 @@ Bytes tx_input(uint8_t ctrl, const VnetHdr& h, const Bytes& pkt) {
 }
 
 constexpr uint32_t kPeer1 = 0x0af40105, kPeer5b = 0x0af50a0b, kLocal = 0x0af40902, kRemote = 0x0af40207;
-constexpr uint8_t kFixAll = 0x1f & ~0x08;  // tot len, ip csum, L4 correct (mode 1), udp len
 
 void rx_seeds() {
   for (int vx = 0; vx < 2; ++vx) {
@@ -132,40 +141,56 @@ void rx_seeds() {
     const std::string k = vx ? "vxlan-" : "udp-";
     const uint8_t conf = static_cast<uint8_t>(vx);
     Bytes b{conf};
-    record(&b, 0, 0, 0, wrap(tcp(kPeer1, kLocal, 1, 100, 0x18)));
+    record(&b, 0, 0, wrap(tcp(kPeer1, kLocal, 1, 100, 0x18)));
     put("rx", k + "tcp", b);
     b = {conf};
-    record(&b, 0, 4, 0, wrap(udp(kPeer5b, kLocal, 30)));
-    record(&b, 0, 4, 0, wrap(udp(kPeer5b, kLocal, 30, true)));
-    record(&b, 0, 0, 0, wrap(icmp_echo(kPeer1, kLocal)));
+    record(&b, 0, 4, wrap(udp(kPeer5b, kLocal, 30)));
+    record(&b, 0, 4, wrap(udp(kPeer5b, kLocal, 30, true)));
+    record(&b, 0, 0, wrap(icmp_echo(kPeer1, kLocal)));
     put("rx", k + "udp-offloaded-icmp", b);
-    // A train of 20 full segments then a PSH: coalesced into one super-packet.
+    // A GRO train of 20 full segments, then a PSH: coalesced into one super-packet.
     b = {conf};
-    record(&b, kFixAll, 0, 19, wrap(tcp(kPeer1, kLocal, 1000, 1398, 0x10)));
-    record(&b, 0x80, 0, 0, wrap(tcp(kPeer1, kLocal, 1000 + 20 * 1398, 500, 0x18)));
+    std::vector<Bytes> segs;
+    for (uint32_t i = 0; i < 20; ++i) segs.push_back(wrap(tcp(kPeer1, kLocal, 1000 + i * 1398, 1398, 0x10)));
+    train(&b, 0, 0, segs);
+    record(&b, 0x80, 0, wrap(tcp(kPeer1, kLocal, 1000 + 20 * 1398, 500, 0x18)));
     put("rx", k + "train", b);
-    // The same with offloaded checksums (pseudo-header sum in the field: mode 2).
+    // A train with offloaded checksums (the pseudo-header sum in the field), as a kernel peer on a veth sends.
     b = {conf};
-    record(&b, 0x0b, 0, 9, wrap(tcp(kPeer1, kLocal, 1, 1398, 0x10, true)));
+    segs.clear();
+    for (uint32_t i = 0; i < 10; ++i) segs.push_back(wrap(tcp(kPeer1, kLocal, 1 + i * 1398, 1398, 0x10, true)));
+    train(&b, 0, 0, segs);
     put("rx", k + "train-offloaded", b);
+    // A train of UDP datagrams of one flow (written as GSO_UDP_L4), the last one shorter.
+    b = {conf};
+    segs.clear();
+    for (int i = 0; i < 8; ++i) segs.push_back(wrap(udp(kPeer5b, kLocal, 1200)));
+    segs.push_back(wrap(udp(kPeer5b, kLocal, 300)));
+    train(&b, 0, 4, segs);
+    put("rx", k + "udp-train", b);
     // Two flows interleaved, one corrupt segment, then a flush.
     b = {conf};
     Bytes bad = tcp(kPeer1, kLocal, 1 + 1398, 1398, 0x10);
     bad[700] ^= 1;
-    record(&b, 0, 0, 0, wrap(tcp(kPeer1, kLocal, 1, 1398, 0x10)));
-    record(&b, 0, 4, 0, wrap(tcp(kPeer5b, kLocal, 7, 1398, 0x10)));
-    record(&b, 0, 0, 0, wrap(bad));
-    record(&b, 0x80, 4, 0, wrap(tcp(kPeer5b, kLocal, 7 + 1398, 1398, 0x10)));
-    record(&b, 0, 0, 0, wrap(tcp(kPeer1, kLocal, 1 + 2 * 1398, 1398, 0x11)));
+    record(&b, 0, 0, wrap(tcp(kPeer1, kLocal, 1, 1398, 0x10)));
+    record(&b, 0, 4, wrap(tcp(kPeer5b, kLocal, 7, 1398, 0x10)));
+    record(&b, 0, 0, wrap(bad));
+    record(&b, 0x80, 4, wrap(tcp(kPeer5b, kLocal, 7 + 1398, 1398, 0x10)));
     put("rx", k + "flows", b);
-    // A super-packet received whole (above the MTU): 1450, and 68 with a small one.
+    // A super-packet received whole (above the MTU).
     b = {conf};
-    record(&b, 0, 0, 0, wrap(tcp(kPeer1, kLocal, 5, 8000, 0x18)));
+    record(&b, 0, 0, wrap(tcp(kPeer1, kLocal, 5, 8000, 0x18)));
     put("rx", k + "super", b);
-    b = {static_cast<uint8_t>(conf | (2 << 1))};
-    record(&b, 0, 0, 0, wrap(tcp(kPeer1, kLocal, 5, 300, 0x98, true)));
-    put("rx", k + "super-mtu68-cwr-offloaded", b);
+    b = {conf};
+    record(&b, 0, 0, wrap(tcp(kPeer1, kLocal, 5, 3000, 0x98, true)));
+    put("rx", k + "super-cwr-offloaded", b);
   }
+  // VXLAN, the second network (VNI 2, lease 10.244.8.0/24, peers 198.18.0.1-4): a datagram for it,
+  // and one claiming it from a peer only network 1 knows (198.18.0.5).
+  Bytes b{1};
+  record(&b, 0xc0, 0, vxlan(tcp(kPeer1, 0x0af40802, 1, 100, 0x18)));
+  record(&b, 0xc0, 4, vxlan(tcp(kPeer5b, 0x0af40802, 1, 100, 0x18)));
+  put("rx", "vxlan-second-network", b);
 }
 
 void tx_seeds() {

@@ -2,15 +2,13 @@
 // serialising host changes so overlapping setPeers/close calls never interleave.
 import { createHash } from 'node:crypto';
 import type { Lease, LeaseAttrs, NetworkConfig } from '../subnet/types';
-import type { Backend, BackendContext, BackendNetwork, ExternalInterface, Logger } from './backend';
+import type { Backend, BackendContext, BackendNetwork, ExternalInterface } from './backend';
+import type { Logger } from '../log';
 import { formatCidr, formatMac, isIPv4, MAC_RE } from '../net/ip';
+import { DEFAULT_PORT, MAX_VNI } from '../net/wire';
 
-/**
- * flanneld's wire constants (udp/vxlan defaults and encapsulation overheads). Kept here rather than
- * taken from the datapath module so the kernel backends never load the native addon.
- */
-export const FLANNEL_DEFAULT_PORT = { udp: 8285, vxlan: 8472 } as const;
-export const FLANNEL_ENCAP_OVERHEAD = { udp: 20 + 8, vxlan: 20 + 8 + 8 + 14 } as const;
+/** flanneld's wire constants, as the backends name them (owned by net/wire.ts). */
+export { DEFAULT_PORT as FLANNEL_DEFAULT_PORT, ENCAP_OVERHEAD as FLANNEL_ENCAP_OVERHEAD } from '../net/wire';
 
 /** An optional integer field of the Backend section; errors name `Backend.<field>`. */
 /** Most datapath worker threads (TUN queues) a userspace backend may ask for (Backend.Workers). */
@@ -33,7 +31,7 @@ export function vxlanPort(config: NetworkConfig, fallback: number): number {
 
 /** Backend.VNI (flannel's default is 1; the VXLAN header has 24 bits). */
 export function vxlanVni(config: NetworkConfig): number {
-  return backendInt(config, 'VNI', 1, 0, 0xffffff);
+  return backendInt(config, 'VNI', 1, 0, MAX_VNI);
 }
 
 /**
@@ -78,7 +76,7 @@ export interface VxlanOptions {
 
 export function readVxlanOptions(config: NetworkConfig, iface: ExternalInterface): VxlanOptions {
   const vni = vxlanVni(config);
-  const port = vxlanPort(config, FLANNEL_DEFAULT_PORT.vxlan);
+  const port = vxlanPort(config, DEFAULT_PORT.vxlan);
   // Deterministic, so it is known before the lease is written and survives restarts.
   return { vni, port, vtepMac: stableVtepMac(iface, vni) };
 }

@@ -1,6 +1,7 @@
 // flannel's "host-gw" backend: no encapsulation, one route per peer subnet via the peer's public
 // IP on the underlay interface; every host must share one L2 segment.
-import type { Backend, BackendContext, BackendNetwork, Logger } from './backend';
+import type { Backend, BackendContext, BackendDescriptor, BackendNetwork, BackendStats } from './backend';
+import type { Logger } from '../log';
 import type { Lease, LeaseAttrs } from '../subnet/types';
 import { formatCidr } from '../net/ip';
 import { linkExists, runBatch } from '../net/iproute';
@@ -61,16 +62,19 @@ class HostGwNetwork implements BackendNetwork {
     return this.peers.setPeers(peers);
   }
 
-  stats(): Record<string, unknown> {
+  stats(): BackendStats {
     return {
       backend: 'host-gw',
       datapath: 'kernel',
       device: this.dev,
       mtu: this.mtu,
       peerCount: this.peers.installed.size,
-      routes: [...this.peers.installed.values()],
+      peers: [...this.peers.installed.values()].map((r) => ({ subnet: r.subnet, publicIp: r.gateway, gateway: r.gateway })),
       failedPeers: this.peers.failed,
       skippedPeers: this.peers.skipped,
+      // The kernel forwards: no datapath counters of vxnet's own (the underlay device counts everything).
+      counters: {},
+      drops: {},
     };
   }
 
@@ -103,3 +107,13 @@ export class HostGwBackend implements Backend {
     return new HostGwNetwork(iface.name, iface.mtu, filter, log);
   }
 }
+
+export const hostGwBackend: BackendDescriptor<'host-gw'> = {
+  kind: 'host-gw',
+  type: 'host-gw',
+  datapath: 'kernel',
+  section: { Type: 'host-gw' },
+  // flannel's host-gw reads no Backend field of its own.
+  validate() {},
+  create: (ctx) => new HostGwBackend(ctx),
+};

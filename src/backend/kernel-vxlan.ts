@@ -1,13 +1,17 @@
 // flannel's "vxlan" backend on the kernel's vxlan device, programmed as flanneld programs it:
 // flannel.<VNI> (nolearning), <subnet>.0/32 on it, and per peer a permanent neighbour, an FDB
 // entry and an onlink route, so vxnet and flanneld hosts are interchangeable.
-import { execFileSync } from 'node:child_process';
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
 import { writeFile } from 'node:fs/promises';
-import type { BackendContext, BackendNetwork, Logger } from './backend';
+import type { BackendContext, BackendDescriptor, BackendNetwork, BackendStats } from './backend';
+import type { Logger } from '../log';
 import type { Lease } from '../subnet/types';
 import { Cidr, formatCidr, formatIPv4 } from '../net/ip';
 import { ip } from '../net/iproute';
-import { bestEffortDelete, FLANNEL_ENCAP_OVERHEAD, PeerFilter, Rollback, VxlanBackendBase, vxlanPeerMac } from './common';
+import { bestEffortDelete, FLANNEL_ENCAP_OVERHEAD, PeerFilter, Rollback, VxlanBackendBase, vxlanPeerMac, vxlanPort, vxlanVni } from './common';
+import { DEFAULT_PORT } from '../net/wire';
+import type { NetworkConfig } from '../subnet/types';
 import { commandHooks, type PeerSteps } from './peer-commands';
 import { PeerReconciler } from './reconciler';
 
@@ -135,7 +139,20 @@ class KernelVxlanNetwork implements BackendNetwork {
     ];
   }
 
-  stats(): Record<string, unknown> {
+  /** The device's kernel counters as last read by refreshStats() (stats() never runs a command). */
+  private deviceCounters: Record<string, number> = {};
+  private refreshing: Promise<void> | undefined;
+
+  async refreshStats(): Promise<void> {
+    if (this.peers.closed) return;
+    // One `ip` at a time, shared by concurrent callers (status and /metrics at once).
+    this.refreshing ??= deviceCounters(this.dev)
+      .then((c) => void (this.deviceCounters = c))
+      .finally(() => (this.refreshing = undefined));
+    await this.refreshing;
+  }
+
+  stats(): BackendStats {
     return {
       backend: 'vxlan',
       datapath: 'kernel',
@@ -145,7 +162,8 @@ class KernelVxlanNetwork implements BackendNetwork {
       peers: [...this.peers.installed.values()].map((p) => ({ subnet: formatCidr(p.subnet), publicIp: p.publicIp, vtepMac: p.mac })),
       failedPeers: this.peers.failed,
       skippedPeers: this.peers.skipped,
-      ...(this.peers.closed ? {} : deviceCounters(this.dev)),
+      counters: this.peers.closed ? {} : { ...this.deviceCounters },
+      drops: {},
     };
   }
 
@@ -155,10 +173,10 @@ class KernelVxlanNetwork implements BackendNetwork {
   }
 }
 
-/** Kernel counters of `dev` (stats() is synchronous; it is called for status, not per packet). */
-export function deviceCounters(dev: string): Record<string, number> {
+/** Kernel counters of `dev` (empty when the device is gone or `ip` fails). */
+export async function deviceCounters(dev: string): Promise<Record<string, number>> {
   try {
-    const out = execFileSync('ip', ['-s', '-j', 'link', 'show', 'dev', dev], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] });
+    const { stdout: out } = await promisify(execFile)('ip', ['-s', '-j', 'link', 'show', 'dev', dev], { encoding: 'utf8' });
     const s = (JSON.parse(out) as Array<{ stats64?: { rx: Record<string, number>; tx: Record<string, number> } }>)[0]?.stats64;
     if (!s) return {};
     return {
@@ -175,8 +193,7 @@ export class KernelVxlanBackend extends VxlanBackendBase {
 
   constructor(ctx: BackendContext) {
     super(ctx);
-    this.device = `flannel.${this.vni}`;
-    if (this.device.length > 15) throw new Error(`Backend.VNI: device name ${this.device} exceeds 15 characters`);
+    this.device = kernelDevice(this.vni);
   }
 
   async start(lease: Lease): Promise<BackendNetwork> {
@@ -212,3 +229,22 @@ export class KernelVxlanBackend extends VxlanBackendBase {
     return new KernelVxlanNetwork(spec.name, mtu, filter, log);
   }
 }
+
+/** flannel's device name, flannel.<VNI>; it must fit IFNAMSIZ. */
+function kernelDevice(vni: number): string {
+  const device = `flannel.${vni}`;
+  if (device.length > 15) throw new Error(`Backend.VNI: device name ${device} exceeds 15 characters`);
+  return device;
+}
+
+export const kernelVxlanBackend: BackendDescriptor<'kernel-vxlan'> = {
+  kind: 'kernel-vxlan',
+  type: 'vxlan',
+  datapath: 'kernel',
+  section: { Type: 'vxlan', Datapath: 'kernel' },
+  validate(config: NetworkConfig) {
+    kernelDevice(vxlanVni(config));
+    vxlanPort(config, DEFAULT_PORT.vxlan);
+  },
+  create: (ctx) => new KernelVxlanBackend(ctx),
+};

@@ -1,7 +1,7 @@
 // Peers programmed as iproute2 command lines: all the peers of a change go through a few
 // `ip -batch` / `bridge -batch` processes instead of one process per command, and every failed line
 // is charged to the peer it belongs to.
-import type { Logger } from './backend';
+import type { Logger } from '../log';
 import { runBatch, type BatchTool } from '../net/iproute';
 import { errorMessage, isAbsentError } from './common';
 import type { PeerBatchHooks, PeerHooks, PeerList } from './reconciler';

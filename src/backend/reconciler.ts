@@ -2,7 +2,7 @@
 // installed on the host, and a backend only says how to install, remove and compare peers (one at
 // a time, or all of a change at once: see peer-commands.ts).
 import type { Lease } from '../subnet/types';
-import type { Logger } from './backend';
+import type { Logger } from '../log';
 import { errorMessage, PeerFilter, Serial } from './common';
 
 export interface PeerHooks<T> {

@@ -1,7 +1,9 @@
 // flannel's "udp" backend on the native datapath: one TUN carrying the whole overlay network and
 // a UDP socket (default port 8285) exchanging bare IP packets with every peer.
-import type { Backend, BackendContext, BackendNetwork, Logger } from './backend';
-import type { Lease, LeaseAttrs } from '../subnet/types';
+import type { Backend, BackendContext, BackendDescriptor, BackendNetwork, BackendStats } from './backend';
+import type { Logger } from '../log';
+import type { Lease, LeaseAttrs, NetworkConfig } from '../subnet/types';
+import { formatCidr } from '../net/ip';
 import type { Datapath, DatapathConfig, EncapKind, PeerRoute } from '../datapath';
 import { backendInt, checkPeer, FLANNEL_DEFAULT_PORT, FLANNEL_ENCAP_OVERHEAD, MAX_WORKERS, PeerFilter, Serial } from './common';
 
@@ -38,15 +40,26 @@ export class UserspaceNetwork implements BackendNetwork {
     });
   }
 
-  stats(): Record<string, unknown> {
-    return {
+  stats(): BackendStats {
+    const base = {
       backend: this.kind,
-      datapath: 'userspace',
+      datapath: 'userspace' as const,
       device: this.datapath.tunName,
       mtu: this.mtu,
       peerCount: this.datapath.peers.length,
+      failedPeers: [],
       skippedPeers: this.filter.skipped,
-      ...(this.closed ? {} : this.datapath.stats()),
+    };
+    if (this.closed) return { ...base, peers: [], counters: {}, drops: {} };
+    const { drops, peers, workers, offload, ...counters } = this.datapath.stats();
+    const macs = new Map(this.datapath.peers.map((r) => [formatCidr(r.subnet), r.vtepMac]));
+    return {
+      ...base,
+      peers: peers.map((p) => ({ ...p, ...(macs.get(p.subnet) ? { vtepMac: macs.get(p.subnet) } : {}) })),
+      counters,
+      drops,
+      workers,
+      offload: { ...offload },
     };
   }
 
@@ -60,8 +73,7 @@ export class UserspaceNetwork implements BackendNetwork {
 
 /** The datapath settings every userspace backend derives from its context and lease. */
 export function userspaceConfig(encap: EncapKind, ctx: BackendContext, lease: Lease, port: number): DatapathConfig {
-  // vxnet's own key: worker threads (TUN queues); absent = one per core.
-  const workers = backendInt(ctx.config, 'Workers', 0, 1, MAX_WORKERS);
+  const workers = userspaceWorkers(ctx.config);
   return {
     ...(workers ? { queues: workers } : {}),
     encap,
@@ -88,13 +100,22 @@ export async function startUserspace(
   return new UserspaceNetwork(kind, datapath, filter, log);
 }
 
+/** flannel: every udp host listens on the same configured port (default 8285; 0 is no port). */
+function udpPort(config: NetworkConfig): number {
+  return backendInt(config, 'Port', FLANNEL_DEFAULT_PORT.udp, 1, 65535);
+}
+
+/** vxnet's own key of the userspace backends: worker threads (TUN queues); absent = one per core. */
+export function userspaceWorkers(config: NetworkConfig): number {
+  return backendInt(config, 'Workers', 0, 1, MAX_WORKERS);
+}
+
 export class UdpBackend implements Backend {
   readonly type = 'udp';
   readonly port: number;
 
   constructor(private readonly ctx: BackendContext) {
-    // flannel: every udp host listens on the same configured port (default 8285).
-    this.port = backendInt(ctx.config, 'Port', FLANNEL_DEFAULT_PORT.udp, 1, 65535);
+    this.port = udpPort(ctx.config);
   }
 
   async leaseAttrs(): Promise<LeaseAttrs> {
@@ -110,3 +131,15 @@ export class UdpBackend implements Backend {
     return startUserspace('udp', userspaceConfig('udp', this.ctx, lease, port), filter, log);
   }
 }
+
+export const udpBackend: BackendDescriptor<'udp'> = {
+  kind: 'udp',
+  type: 'udp',
+  datapath: 'userspace',
+  section: { Type: 'udp' },
+  validate(config) {
+    udpPort(config);
+    userspaceWorkers(config);
+  },
+  create: (ctx) => new UdpBackend(ctx),
+};

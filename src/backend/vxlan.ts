@@ -1,10 +1,11 @@
 // flannel's "vxlan" backend in userspace: the native datapath speaks VXLAN on port 8472 with a
 // stable VTEP MAC, so flanneld hosts with a kernel flannel.<VNI> device interoperate with it.
-import type { BackendNetwork } from './backend';
+import type { BackendDescriptor, BackendNetwork } from './backend';
 import type { Lease } from '../subnet/types';
 import type { PeerRoute } from '../datapath';
-import { PeerFilter, VxlanBackendBase, vxlanPeerMac } from './common';
-import { startUserspace, userspaceConfig } from './udp';
+import { PeerFilter, VxlanBackendBase, vxlanPeerMac, vxlanPort, vxlanVni } from './common';
+import { DEFAULT_PORT } from '../net/wire';
+import { startUserspace, userspaceConfig, userspaceWorkers } from './udp';
 
 export class VxlanBackend extends VxlanBackendBase {
   async start(lease: Lease): Promise<BackendNetwork> {
@@ -18,3 +19,16 @@ export class VxlanBackend extends VxlanBackendBase {
     return startUserspace('vxlan', cfg, filter, log);
   }
 }
+
+export const vxlanBackend: BackendDescriptor<'vxlan'> = {
+  kind: 'vxlan',
+  type: 'vxlan',
+  datapath: 'userspace',
+  section: { Type: 'vxlan', Datapath: 'userspace' },
+  validate(config) {
+    vxlanVni(config);
+    vxlanPort(config, DEFAULT_PORT.vxlan);
+    userspaceWorkers(config);
+  },
+  create: (ctx) => new VxlanBackend(ctx),
+};

@@ -5,8 +5,10 @@ import { Cidr, cidrContains, cidrCovers, cidrOverlaps, formatCidr, formatIPv4, m
 import { statSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import { ipIn, sysctlIn } from '../net/iproute';
+import { DEFAULT_PORT, ENCAP_OVERHEAD, MAX_VNI } from '../net/wire';
 
-export type EncapKind = 'udp' | 'vxlan';
+export type { Encap as EncapKind } from '../net/wire';
+import type { Encap as EncapKind } from '../net/wire';
 
 /**
  * The overlay is IPv4: without this the kernel sends router solicitations and MLD reports into the
@@ -40,8 +42,7 @@ async function configureTun(netns: string | undefined, name: string, mtu: number
 }
 
 /** Underlay bytes each encapsulation adds: outer IPv4 + UDP (+ VXLAN + inner Ethernet). */
-export const ENCAP_OVERHEAD: Record<EncapKind, number> = { udp: 20 + 8, vxlan: 20 + 8 + 8 + 14 };
-export const DEFAULT_PORT: Record<EncapKind, number> = { udp: 8285, vxlan: 8472 };
+export { DEFAULT_PORT, ENCAP_OVERHEAD } from '../net/wire';
 
 export interface DatapathConfig {
   encap: EncapKind;
@@ -226,7 +227,7 @@ export function validateDatapathConfig(cfg: DatapathConfig): void {
   if (cfg.queues !== undefined && (!Number.isInteger(cfg.queues) || cfg.queues < 1 || cfg.queues > 16)) {
     throw new DatapathConfigError('queues', `must be an integer in 1..16, got ${cfg.queues}`);
   }
-  if (cfg.vni !== undefined && (!Number.isInteger(cfg.vni) || cfg.vni < 0 || cfg.vni > 0xffffff)) {
+  if (cfg.vni !== undefined && (!Number.isInteger(cfg.vni) || cfg.vni < 0 || cfg.vni > MAX_VNI)) {
     throw new DatapathConfigError('vni', `must fit in 24 bits (0..16777215), got ${cfg.vni}`);
   }
   if (cfg.encap === 'vxlan' && !cfg.vtepMac) throw new DatapathConfigError('vtepMac', 'required for vxlan');
@@ -390,7 +391,7 @@ function buildStats(vals: Float64Array, peers: PeerStats[], wc: Float64Array, of
 const DEFAULT_NETWORK = 0;
 
 function checkNetworkConfig(cfg: NetworkConfig): void {
-  if (!Number.isInteger(cfg.vni) || cfg.vni < 0 || cfg.vni > 0xffffff) {
+  if (!Number.isInteger(cfg.vni) || cfg.vni < 0 || cfg.vni > MAX_VNI) {
     throw new DatapathConfigError('vni', `must fit in 24 bits (0..16777215), got ${cfg.vni}`);
   }
   if (typeof cfg.tunName !== 'string' || !/^[A-Za-z0-9_.-]{1,15}$/.test(cfg.tunName)) {

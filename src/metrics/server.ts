@@ -12,17 +12,24 @@ export class MetricsServer {
     readonly address: string,
   ) {}
 
-  static listen(host: string, port: number, metrics: () => string, health: () => Health): Promise<MetricsServer> {
+  static listen(host: string, port: number, metrics: () => string | Promise<string>, health: () => Health): Promise<MetricsServer> {
     const server = http.createServer((req, res) => {
       const url = (req.url ?? '/').split('?')[0];
       if (req.method !== 'GET' && req.method !== 'HEAD') {
         res.writeHead(405, { Allow: 'GET, HEAD' }).end();
         return;
       }
+      if (url === '/metrics') {
+        Promise.resolve()
+          .then(metrics)
+          .then(
+            (body) => res.writeHead(200, { 'Content-Type': 'text/plain; version=0.0.4; charset=utf-8' }).end(body),
+            (err: Error) => res.writeHead(500, { 'Content-Type': 'text/plain; charset=utf-8' }).end(`${err.message}\n`),
+          );
+        return;
+      }
       try {
-        if (url === '/metrics') {
-          res.writeHead(200, { 'Content-Type': 'text/plain; version=0.0.4; charset=utf-8' }).end(metrics());
-        } else if (url === '/healthz') {
+        if (url === '/healthz') {
           const h = health();
           res.writeHead(h.ok ? 200 : 503, { 'Content-Type': 'text/plain; charset=utf-8' }).end(`${h.detail}\n`);
         } else {

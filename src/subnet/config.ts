@@ -1,16 +1,9 @@
 // flannel's net-conf.json (the etcd key <prefix>/config): parsed and checked with flannel's rules,
-// every error naming the offending field.
+// every error naming the offending field. The Backend section's own fields belong to the backend
+// (src/backend/registry.ts checkBackendConfig).
 import { Cidr, cidrContains, cidrCovers, formatIPv4, isIPv4, maskOf, parseCidr, parseIPv4 } from '../net/ip';
 import { FieldError } from '../errors';
 import type { BackendConfig, NetworkConfig } from './types';
-
-export const KNOWN_BACKEND_TYPES = ['udp', 'vxlan', 'host-gw'] as const;
-export type BackendType = (typeof KNOWN_BACKEND_TYPES)[number];
-
-export const VXLAN_DATAPATHS = ['userspace', 'kernel'] as const;
-export type VxlanDatapath = (typeof VXLAN_DATAPATHS)[number];
-
-export const MAX_VNI = 16777215;
 
 /** A net-conf.json problem; `field` is the JSON path ("Network", "Backend.VNI", or "config" for the whole document). */
 export class ConfigError extends FieldError {}
@@ -73,22 +66,10 @@ function parseBackend(v: unknown): BackendConfig {
   if (!isObject(v)) throw new ConfigError('Backend', 'must be an object such as {"Type": "vxlan"}');
   const raw: Record<string, unknown> = { ...v };
   const type = raw.Type;
-  if (type === undefined || type === '') throw new ConfigError('Backend.Type', `required, one of ${KNOWN_BACKEND_TYPES.join(', ')}`);
-  if (typeof type !== 'string' || !(KNOWN_BACKEND_TYPES as readonly string[]).includes(type)) {
-    throw new ConfigError('Backend.Type', `unknown backend ${JSON.stringify(type)}; known: ${KNOWN_BACKEND_TYPES.join(', ')}`);
-  }
-  if (raw.VNI !== undefined && (!isInt(raw.VNI) || raw.VNI < 0 || raw.VNI > MAX_VNI)) {
-    throw new ConfigError('Backend.VNI', `must be a whole number in 0..${MAX_VNI}, got ${JSON.stringify(raw.VNI)}`);
-  }
-  if (raw.Port !== undefined && (!isInt(raw.Port) || raw.Port < 1 || raw.Port > 65535)) {
-    throw new ConfigError('Backend.Port', `must be a whole number in 1..65535, got ${JSON.stringify(raw.Port)}`);
-  }
-  if (raw.Datapath !== undefined) {
-    if (type !== 'vxlan') throw new ConfigError('Backend.Datapath', `only applies to the vxlan backend, not ${type}`);
-    if (typeof raw.Datapath !== 'string' || !(VXLAN_DATAPATHS as readonly string[]).includes(raw.Datapath)) {
-      throw new ConfigError('Backend.Datapath', `must be "userspace" or "kernel", got ${JSON.stringify(raw.Datapath)}`);
-    }
-  }
+  // As flannel: the config names the backend; every other Backend field is the backend's to read
+  // (src/backend/registry.ts: checkBackendConfig, and each backend's descriptor).
+  if (type === undefined || type === '') throw new ConfigError('Backend.Type', 'required, such as "vxlan" (udp, vxlan, host-gw)');
+  if (typeof type !== 'string') throw new ConfigError('Backend.Type', `must be a string such as "vxlan", got ${JSON.stringify(type)}`);
   return { type, raw };
 }
 
@@ -112,11 +93,6 @@ export function parseNetworkConfig(json: string): NetworkConfig {
   }
   const backend = parseBackend(doc.Backend);
   return { network, subnetLen, subnetMin, subnetMax, backend };
-}
-
-/** The vxlan datapath selected by Backend.Datapath (userspace unless "kernel"). */
-export function vxlanDatapath(backend: BackendConfig): VxlanDatapath {
-  return backend.raw.Datapath === 'kernel' ? 'kernel' : 'userspace';
 }
 
 /** Number of leasable subnets in SubnetMin..SubnetMax. */

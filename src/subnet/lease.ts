@@ -2,6 +2,7 @@
 // byte-for-byte as flanneld's encoding/json writes it.
 import { isIPv6 } from 'node:net';
 import { Cidr, formatIPv4, isIPv4, MAC_RE, maskOf, parseIPv4 } from '../net/ip';
+import { MAX_VNI } from '../net/wire';
 import type { LeaseAttrs } from './types';
 
 export const DEFAULT_PREFIX = '/coreos.com/network';
@@ -66,7 +67,7 @@ function isObject(v: unknown): v is Record<string, unknown> {
 function checkVxlanData(data: unknown): string | undefined {
   if (!isObject(data)) return 'vxlan lease without BackendData object';
   if (typeof data.VtepMAC !== 'string' || !MAC_RE.test(data.VtepMAC)) return `vxlan BackendData.VtepMAC is not a MAC: ${JSON.stringify(data.VtepMAC)}`;
-  if (data.VNI !== undefined && (!Number.isInteger(data.VNI) || (data.VNI as number) < 0 || (data.VNI as number) > 16777215)) {
+  if (data.VNI !== undefined && (!Number.isInteger(data.VNI) || (data.VNI as number) < 0 || (data.VNI as number) > MAX_VNI)) {
     return `vxlan BackendData.VNI is not a VNI: ${JSON.stringify(data.VNI)}`;
   }
   return undefined;

@@ -1,8 +1,9 @@
 // Holds this host's subnet lease and keeps the peer set in sync with etcd: flannel's LocalManager
 // (acquire, renew, watch) plus reconciliation that survives compaction, restarts and outages.
 import { EventEmitter } from 'node:events';
-import type { Logger } from '../backend/backend';
-import { Cidr, cidrContains, cidrCovers, cidrEquals, cidrOverlaps, formatCidr, parseIPv4 } from '../net/ip';
+import type { Logger } from '../log';
+import { Cidr, cidrEquals, cidrOverlaps, formatCidr } from '../net/ip';
+import { computePeers, type PeerComputation, type RefusedLease, type RefuseReason, type RejectReason } from './peers';
 import { subnetAt, subnetCount, subnetFitsConfig } from './config';
 import { decodeLeaseValue, encodeLeaseValue, leaseKey } from './lease';
 import { isAccessDenied, type LeaseListing, type LeaseRecord, type LeaseRegistry, type LeaseWatch, type LeaseWatchEvent, type WriteResult } from './registry';
@@ -10,21 +11,8 @@ import type { Lease, LeaseAttrs, NetworkConfig } from './types';
 
 export const DEFAULT_TTL_SECONDS = 24 * 60 * 60;
 
-export const REJECT_REASONS = ['malformed', 'overlap', 'outside'] as const;
-export type RejectReason = (typeof REJECT_REASONS)[number];
-
-/** Valid leases no backend may install: a PublicIP inside the overlay routes back into our own device. */
-export const REFUSE_REASONS = ['public_ip_in_network'] as const;
-export type RefuseReason = (typeof REFUSE_REASONS)[number];
-
-/** A lease that is well-formed but refused, as status shows it. */
-export interface RefusedLease {
-  key: string;
-  subnet: string;
-  publicIp: string;
-  reason: RefuseReason;
-  detail: string;
-}
+export { REJECT_REASONS, REFUSE_REASONS } from './peers';
+export type { RejectReason, RefuseReason, RefusedLease } from './peers';
 
 /** What a snapshot holds of the manager, and what restore() starts from. */
 export interface ManagerState {
@@ -87,43 +75,6 @@ interface OwnLease {
   expiration: Date;
 }
 
-/**
- * Accepted subnets, answering "does this CIDR overlap any of them" in O(32) (CIDRs overlap only by
- * nesting): exact[L] holds accepted networks of length L, within[L] the /L ancestors of longer ones.
- */
-export class CidrSet {
-  private readonly exact = new Map<number, Map<number, Cidr>>();
-  private readonly within = new Map<number, Map<number, Cidr>>();
-
-  add(c: Cidr): void {
-    mapAt(this.exact, c.prefixLen).set(c.ip, c);
-    for (let l = 0; l < c.prefixLen; l++) {
-      const m = mapAt(this.within, l);
-      const anc = maskIp(c.ip, l);
-      if (!m.has(anc)) m.set(anc, c);
-    }
-  }
-
-  /** An accepted subnet overlapping `c`, or undefined. */
-  overlapping(c: Cidr): Cidr | undefined {
-    for (const [l, m] of this.exact) {
-      if (l > c.prefixLen) continue;
-      const hit = m.get(maskIp(c.ip, l));
-      if (hit) return hit;
-    }
-    return this.within.get(c.prefixLen)?.get(c.ip);
-  }
-}
-
-function mapAt(outer: Map<number, Map<number, Cidr>>, l: number): Map<number, Cidr> {
-  let m = outer.get(l);
-  if (!m) outer.set(l, (m = new Map()));
-  return m;
-}
-
-function maskIp(ip: number, l: number): number {
-  return l === 0 ? 0 : (ip & (0xffffffff << (32 - l))) >>> 0;
-}
 
 /**
  * Events: 'acquired' (Lease), 'renewed' (Lease), 'peers' (Lease[]), 'rejected' ({key, reason, detail}),
@@ -605,66 +556,11 @@ export class LeaseManager extends EventEmitter {
 
   // ---- peers ----------------------------------------------------------------------------------
 
-  /** Valid leases other than ours; overlapping ones lose to the older lease (and to ours). */
-  private computePeers(): {
-    peers: Lease[];
-    rejected: Map<string, { reason: RejectReason; detail: string; rec: LeaseRecord }>;
-    refused: Map<string, RefusedLease & { mark: string }>;
-  } {
-    const rejected = new Map<string, { reason: RejectReason; detail: string; rec: LeaseRecord }>();
-    const refused = new Map<string, RefusedLease & { mark: string }>();
-    const reject = (rec: LeaseRecord, reason: RejectReason, detail: string) => rejected.set(rec.key, { reason, detail, rec });
-    const own = this.own;
-    const candidates: { rec: LeaseRecord; subnet: Cidr; attrs: LeaseAttrs }[] = [];
-    for (const rec of this.records.values()) {
-      if (own && rec.key === own.key) continue;
-      if (!rec.subnet) {
-        reject(rec, 'malformed', 'key is not a subnet key (a.b.c.d-len)');
-        continue;
-      }
-      const d = this.decode(rec);
-      if (!d.ok) {
-        reject(rec, 'malformed', d.reason);
-        continue;
-      }
-      if (!cidrCovers(this.config.network, rec.subnet)) {
-        reject(rec, 'outside', `${formatCidr(rec.subnet)} is outside ${formatCidr(this.config.network)}`);
-        continue;
-      }
-      // Checked here once for every backend: encapsulating towards such an address would loop.
-      if (cidrContains(this.config.network, parseIPv4(d.attrs.publicIp))) {
-        const reason: RefuseReason = 'public_ip_in_network';
-        refused.set(rec.key, {
-          key: rec.key,
-          subnet: formatCidr(rec.subnet),
-          publicIp: d.attrs.publicIp,
-          reason,
-          detail: `PublicIP ${d.attrs.publicIp} lies inside the overlay network ${formatCidr(this.config.network)}: traffic to it would route back into our own device`,
-          mark: `${reason}@${rec.modRevision}`,
-        });
-        continue;
-      }
-      if (own && cidrOverlaps(rec.subnet, own.subnet)) {
-        reject(rec, 'overlap', `overlaps our lease ${formatCidr(own.subnet)}`);
-        continue;
-      }
-      candidates.push({ rec, subnet: rec.subnet, attrs: d.attrs });
-    }
+  /** Valid leases other than ours (see computePeers), parsing only records that changed. */
+  private computePeers(): PeerComputation {
+    const result = computePeers(this.records.values(), this.config, this.own, (rec) => this.decode(rec));
     for (const key of this.decoded.keys()) if (!this.records.has(key)) this.decoded.delete(key);
-    candidates.sort((a, b) => a.rec.createRevision - b.rec.createRevision || (a.rec.key < b.rec.key ? -1 : 1));
-    const peers: Lease[] = [];
-    const accepted = new CidrSet();
-    for (const c of candidates) {
-      const clash = accepted.overlapping(c.subnet);
-      if (clash) {
-        reject(c.rec, 'overlap', `overlaps the older lease ${formatCidr(clash)}`);
-        continue;
-      }
-      accepted.add(c.subnet);
-      peers.push({ subnet: c.subnet, attrs: c.attrs, revision: c.rec.modRevision });
-    }
-    peers.sort((a, b) => a.subnet.ip - b.subnet.ip);
-    return { peers, rejected, refused };
+    return result;
   }
 
   /** Decoded lease value, reused while the key's modRevision is unchanged (10,000 leases, one event: one parse). */

@@ -3,13 +3,13 @@
 // containers and inspects the kernel state the backends leave (or remove).
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import type { ChildProcess } from 'node:child_process';
 import { NetBed, iperf3Tcp, ping, type BedHost } from '../../src/testbed/netbed';
 import { listNamespaces } from '../../src/testbed/cleanup';
 import type { BackendNetwork, ExternalInterface, Logger } from '../../src/backend/backend';
 import type { Lease, LeaseAttrs, NetworkConfig } from '../../src/subnet/types';
 import { parseCidr } from '../../src/net/ip';
 import { supportsRandomFully } from '../../src/host/ipmasq';
+import { RpcChild, rpcLog, serveRpc } from '../../src/testbed/rpc';
 
 const HOST_ENV = 'VXNET_BACKENDS_TEST_HOST';
 const NETWORK = '10.244.0.0/16';
@@ -43,11 +43,10 @@ async function runHost(args: HostArgs): Promise<void> {
   const { createBackend } = await import('../../src/backend/registry');
   const { setupIpMasq, teardownIpMasq } = await import('../../src/host/ipmasq');
   const { runBatch } = await import('../../src/net/iproute');
-  const send = (m: unknown) => process.send?.(m);
   const log: Logger = {
-    info: (msg, fields) => send({ log: { level: 'info', msg, fields } }),
-    warn: (msg, fields) => send({ log: { level: 'warn', msg, fields } }),
-    error: (msg, fields) => send({ log: { level: 'error', msg, fields } }),
+    info: (msg, fields) => rpcLog('info', msg, fields),
+    warn: (msg, fields) => rpcLog('warn', msg, fields),
+    error: (msg, fields) => rpcLog('error', msg, fields),
   };
   const config: NetworkConfig = {
     network: parseCidr(NETWORK),
@@ -70,6 +69,7 @@ async function runHost(args: HostArgs): Promise<void> {
       case 'peers':
         return net!.setPeers(req.peers.map(lease));
       case 'stats':
+        await net!.refreshStats?.();
         return net!.stats();
       case 'close':
         await net?.close();
@@ -83,67 +83,38 @@ async function runHost(args: HostArgs): Promise<void> {
         return [...(await runBatch(req.tool, req.lines)).failed];
     }
   };
-  process.on('message', (raw) => {
-    const { id, req } = raw as { id: number; req: Request };
-    handle(req).then(
-      (result) => send({ id, ok: true, result }),
-      (e: Error) => send({ id, ok: false, error: e.message }),
-    );
+  // The parent closing the channel (stop) ends us after the backend's own teardown.
+  serveRpc(handle, {}, async () => {
+    await net?.close();
   });
-  process.on('disconnect', () => {
-    void (net?.close() ?? Promise.resolve()).finally(() => process.exit(0));
-  });
-  send({ ready: true });
 }
 
 // ---------------------------------------------------------------- parent: drivers and probes
 
 class HostBackend {
-  readonly logs: LogLine[] = [];
-  private nextId = 1;
-  private readonly pending = new Map<number, { resolve: (v: unknown) => void; reject: (e: Error) => void }>();
   private constructor(
     readonly host: BedHost,
-    private readonly child: ChildProcess,
-  ) {
-    child.on('message', (raw) => {
-      const m = raw as { log?: LogLine; id?: number; ok?: boolean; result?: unknown; error?: string };
-      if (m.log) this.logs.push(m.log);
-      if (m.id === undefined) return;
-      const p = this.pending.get(m.id);
-      this.pending.delete(m.id);
-      if (m.ok) p?.resolve(m.result);
-      else p?.reject(new Error(m.error));
-    });
-    child.on('exit', (code) => {
-      for (const p of this.pending.values()) p.reject(new Error(`backend host ${host.name} exited (${code})`));
-      this.pending.clear();
-    });
-  }
+    private readonly rpc: RpcChild<Request>,
+    readonly logs: LogLine[],
+  ) {}
 
   static async spawn(bed: NetBed, host: BedHost, backend: Record<string, unknown>, iface: Partial<ExternalInterface> = {}): Promise<HostBackend> {
     const args: HostArgs = {
       backend,
       iface: { name: host.underlayDev, address: host.underlayIp, publicIp: host.underlayIp, mtu: 1500, ...iface },
     };
-    const child = bed.spawn(host.ns, [process.execPath, __filename], {
-      stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+    const logs: LogLine[] = [];
+    const rpc = await RpcChild.start<Request>(bed, host.ns, [process.execPath, __filename], {
+      name: `backend host ${host.name}`,
       // Without NODE_TEST_CONTEXT the child is a plain program, not a test-runner subprocess.
       env: { ...process.env, NODE_TEST_CONTEXT: undefined, [HOST_ENV]: JSON.stringify(args) },
+      onLog: (l) => logs.push(l),
     });
-    await new Promise<void>((resolve, reject) => {
-      child.once('message', () => resolve());
-      child.once('exit', (code) => reject(new Error(`backend host ${host.name} exited before ready (${code})`)));
-    });
-    return new HostBackend(host, child);
+    return new HostBackend(host, rpc, logs);
   }
 
   call<T>(req: Request): Promise<T> {
-    const id = this.nextId++;
-    return new Promise<T>((resolve, reject) => {
-      this.pending.set(id, { resolve: resolve as (v: unknown) => void, reject });
-      this.child.send({ id, req });
-    });
+    return this.rpc.call<T>(req);
   }
 
   attrs(): Promise<LeaseAttrs> {
@@ -168,11 +139,9 @@ class HostBackend {
 
   /** Closes the backend network and ends the child. */
   async stop(): Promise<void> {
-    if (this.child.exitCode !== null || this.child.signalCode !== null) return;
+    if (!this.rpc.running) return;
     await this.call({ op: 'close' });
-    const exited = new Promise((r) => this.child.once('exit', r));
-    this.child.disconnect();
-    await exited;
+    await this.rpc.stop();
   }
 }
 
@@ -251,11 +220,13 @@ function defineTests(): void {
       if (prefix) assert.deepEqual(listNamespaces().filter((n) => n.startsWith(prefix)), []);
     });
 
-    it("the backends' flannel constants agree with the datapath's", async () => {
+    it("the backends' flannel constants are the datapath's (one owner, net/wire.ts), with flannel's values", async () => {
       const dp = await import('../../src/datapath');
       const common = await import('../../src/backend/common');
-      assert.deepEqual(common.FLANNEL_DEFAULT_PORT, dp.DEFAULT_PORT);
-      assert.deepEqual(common.FLANNEL_ENCAP_OVERHEAD, dp.ENCAP_OVERHEAD);
+      assert.equal(common.FLANNEL_DEFAULT_PORT, dp.DEFAULT_PORT);
+      assert.equal(common.FLANNEL_ENCAP_OVERHEAD, dp.ENCAP_OVERHEAD);
+      assert.deepEqual({ ...dp.DEFAULT_PORT }, { udp: 8285, vxlan: 8472 });
+      assert.deepEqual({ ...dp.ENCAP_OVERHEAD }, { udp: 28, vxlan: 50 });
     });
 
     it('kernel vxlan: device, per-peer entries and container connectivity as flanneld programs them', async () => {
@@ -287,7 +258,7 @@ function defineTests(): void {
       await assertPings(bed, h2, h1, 'kernel vxlan');
       const stats = await b1.stats();
       assert.equal(stats.peerCount, 1);
-      assert.ok((stats.txPackets as number) >= 3, `device counters: ${JSON.stringify(stats)}`);
+      assert.ok(((stats.counters as Record<string, number>).txPackets ?? 0) >= 3, `device counters: ${JSON.stringify(stats)}`);
 
       // Idempotent: the same peer set again changes nothing and keeps traffic flowing.
       await b1.setPeers([await b2.lease()]);

@@ -7,8 +7,8 @@ import { readFileSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { NetBed, BedHost, ping, iperf3Tcp } from '../../src/testbed/netbed';
-import { DpHost } from '../helpers/dp-host-client';
-import { ipv4, vxlanFrame, vxlanHeader, ethernet } from '../helpers/packets';
+import { DpHost } from '../../src/testbed/dp-host';
+import { ipv4, vxlanFrame, vxlanHeader, ethernet } from '../../src/testbed/packets';
 
 const REPO = path.resolve(__dirname, '..', '..', '..');
 const MAC = (i: number) => `02:00:00:00:00:${i.toString(16).padStart(2, '0')}`;

@@ -6,7 +6,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { NetBed, BedHost, ping, iperf3Tcp } from '../../src/testbed/netbed';
-import { DpHost, DpHostError, type DpNetworkConfig } from '../helpers/dp-host-client';
+import { DpHost, DpHostError, type DpNetworkConfig } from '../../src/testbed/dp-host';
 import type { DatapathStats } from '../../src/datapath';
 
 const MAC = (net: number, host: number) => `02:00:00:00:${net.toString(16).padStart(2, '0')}:${host.toString(16).padStart(2, '0')}`;

@@ -3,7 +3,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { Datapath, DROP_REASONS, PeerRoute } from '../../src/datapath';
 import { parseCidr, formatIPv4 } from '../../src/net/ip';
-import { ipv4, ipChecksum, vxlanFrame, vxlanHeader, ethernet } from '../helpers/packets';
+import { ipv4, ipChecksum, vxlanFrame, vxlanHeader, ethernet } from '../../src/testbed/packets';
 
 const OUR_MAC = '02:aa:00:00:00:01';
 const PEER_MAC = '02:bb:00:00:00:02';

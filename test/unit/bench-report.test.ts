@@ -4,7 +4,7 @@ import assert from 'node:assert/strict';
 import { BACKENDS, BenchResult, METRIC_KEYS, computeRatios, failedBackend, validateResult } from '../../bench/lib/schema';
 import { renderChart } from '../../bench/lib/svg';
 import { renderMarkdown, renderTable } from '../../bench/lib/report';
-import { parseArgs } from '../../bench/run';
+import { parseBenchArgs as parseArgs } from '../../bench/lib/options';
 import { summarizeRuns } from '../../bench/lib/summary';
 
 function sample(): BenchResult {

@@ -1,7 +1,7 @@
 // CidrSet (the lease manager's overlap index) against a brute-force scan over random CIDRs.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { CidrSet } from '../../src/subnet/manager';
+import { CidrSet } from '../../src/net/cidrset';
 import { type Cidr, cidrOverlaps, maskOf } from '../../src/net/ip';
 
 function rng(seed: number): () => number {

@@ -1,16 +1,22 @@
 // net-conf.json parsing: flannel's defaults and every validation error naming its field.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import {
-  ConfigError,
-  KNOWN_BACKEND_TYPES,
-  parseNetworkConfig,
-  subnetAt,
-  subnetCount,
-  subnetFitsConfig,
-  vxlanDatapath,
-} from '../../src/subnet/config';
+import { ConfigError, parseNetworkConfig, subnetAt, subnetCount, subnetFitsConfig } from '../../src/subnet/config';
+import { BACKEND_DESCRIPTORS, backendKind, checkBackendConfig } from '../../src/backend/registry';
 import { formatCidr, formatIPv4, parseCidr } from '../../src/net/ip';
+
+/** The field a net-conf.json whose document parses is refused for by its backend (checkBackendConfig). */
+function backendFieldOf(json: string): string {
+  const cfg = parseNetworkConfig(json);
+  try {
+    checkBackendConfig(cfg);
+  } catch (err) {
+    const m = /^(Backend(?:\.[A-Za-z]+)?): /.exec((err as Error).message);
+    assert.ok(m, `the message names the field: ${(err as Error).message}`);
+    return m[1];
+  }
+  return '';
+}
 
 function fieldOf(json: string): string {
   try {
@@ -61,17 +67,19 @@ test('explicit SubnetLen, SubnetMin, SubnetMax and backend fields are kept', () 
   assert.equal(formatIPv4(cfg.subnetMax), '10.10.8.192');
   assert.equal(cfg.backend.type, 'vxlan');
   assert.deepEqual(cfg.backend.raw, { Type: 'vxlan', VNI: 42, Port: 4789, Datapath: 'kernel', GBP: true });
-  assert.equal(vxlanDatapath(cfg.backend), 'kernel');
-  assert.equal(vxlanDatapath(parseNetworkConfig('{"Network":"10.1.0.0/16","Backend":{"Type":"vxlan"}}').backend), 'userspace');
+  assert.equal(backendKind(cfg), 'kernel-vxlan');
+  assert.equal(backendKind(parseNetworkConfig('{"Network":"10.1.0.0/16","Backend":{"Type":"vxlan"}}')), 'vxlan');
   assert.ok(subnetFitsConfig(cfg, parseCidr('10.10.4.0/26')));
   assert.ok(!subnetFitsConfig(cfg, parseCidr('10.10.3.192/26')), 'below SubnetMin');
   assert.ok(!subnetFitsConfig(cfg, parseCidr('10.10.4.0/24')), 'wrong length');
 });
 
 test('known backend types', () => {
-  assert.deepEqual([...KNOWN_BACKEND_TYPES], ['udp', 'vxlan', 'host-gw']);
-  for (const t of KNOWN_BACKEND_TYPES) {
-    assert.equal(parseNetworkConfig(JSON.stringify({ Network: '10.1.0.0/16', Backend: { Type: t } })).backend.type, t);
+  assert.deepEqual([...new Set(BACKEND_DESCRIPTORS.map((d) => d.type))], ['udp', 'vxlan', 'host-gw']);
+  for (const d of BACKEND_DESCRIPTORS) {
+    const cfg = parseNetworkConfig(JSON.stringify({ Network: '10.1.0.0/16', Backend: d.section }));
+    assert.equal(cfg.backend.type, d.type);
+    assert.equal(checkBackendConfig(cfg), d.kind, `${JSON.stringify(d.section)} selects ${d.kind}`);
   }
 });
 
@@ -115,18 +123,23 @@ test('SubnetMin/SubnetMax errors', () => {
 test('Backend errors', () => {
   assert.equal(fieldOf('{"Network":"10.1.0.0/16","Backend":"vxlan"}'), 'Backend');
   assert.equal(fieldOf('{"Network":"10.1.0.0/16","Backend":{}}'), 'Backend.Type', 'missing Type');
-  assert.equal(fieldOf('{"Network":"10.1.0.0/16","Backend":{"Type":"ipip"}}'), 'Backend.Type', 'unknown type');
+  assert.equal(backendFieldOf('{"Network":"10.1.0.0/16","Backend":{"Type":"ipip"}}'), 'Backend.Type', 'unknown type');
   assert.equal(fieldOf('{"Network":"10.1.0.0/16","Backend":{"Type":7}}'), 'Backend.Type');
-  assert.equal(fieldOf('{"Network":"10.1.0.0/16","Backend":{"Type":"vxlan","VNI":16777216}}'), 'Backend.VNI');
-  assert.equal(fieldOf('{"Network":"10.1.0.0/16","Backend":{"Type":"vxlan","VNI":-1}}'), 'Backend.VNI');
-  assert.equal(fieldOf('{"Network":"10.1.0.0/16","Backend":{"Type":"vxlan","VNI":1.5}}'), 'Backend.VNI');
-  assert.equal(fieldOf('{"Network":"10.1.0.0/16","Backend":{"Type":"vxlan","VNI":"1"}}'), 'Backend.VNI');
-  assert.equal(fieldOf('{"Network":"10.1.0.0/16","Backend":{"Type":"udp","Port":0}}'), 'Backend.Port');
-  assert.equal(fieldOf('{"Network":"10.1.0.0/16","Backend":{"Type":"udp","Port":65536}}'), 'Backend.Port');
-  assert.equal(fieldOf('{"Network":"10.1.0.0/16","Backend":{"Type":"udp","Port":"8285"}}'), 'Backend.Port');
-  assert.equal(fieldOf('{"Network":"10.1.0.0/16","Backend":{"Type":"vxlan","Datapath":"ebpf"}}'), 'Backend.Datapath');
-  assert.equal(fieldOf('{"Network":"10.1.0.0/16","Backend":{"Type":"udp","Datapath":"kernel"}}'), 'Backend.Datapath', 'vxlan only');
+  assert.equal(backendFieldOf('{"Network":"10.1.0.0/16","Backend":{"Type":"vxlan","VNI":16777216}}'), 'Backend.VNI');
+  assert.equal(backendFieldOf('{"Network":"10.1.0.0/16","Backend":{"Type":"vxlan","VNI":-1}}'), 'Backend.VNI');
+  assert.equal(backendFieldOf('{"Network":"10.1.0.0/16","Backend":{"Type":"vxlan","VNI":1.5}}'), 'Backend.VNI');
+  assert.equal(backendFieldOf('{"Network":"10.1.0.0/16","Backend":{"Type":"vxlan","VNI":"1"}}'), 'Backend.VNI');
+  assert.equal(backendFieldOf('{"Network":"10.1.0.0/16","Backend":{"Type":"udp","Port":0}}'), 'Backend.Port');
+  assert.equal(backendFieldOf('{"Network":"10.1.0.0/16","Backend":{"Type":"udp","Port":65536}}'), 'Backend.Port');
+  assert.equal(backendFieldOf('{"Network":"10.1.0.0/16","Backend":{"Type":"udp","Port":"8285"}}'), 'Backend.Port');
+  assert.equal(backendFieldOf('{"Network":"10.1.0.0/16","Backend":{"Type":"vxlan","Datapath":"ebpf"}}'), 'Backend.Datapath');
+  assert.equal(backendFieldOf('{"Network":"10.1.0.0/16","Backend":{"Type":"udp","Datapath":"kernel"}}'), 'Backend.Datapath', 'vxlan only');
   const ok = parseNetworkConfig('{"Network":"10.1.0.0/16","Backend":{"Type":"vxlan","VNI":16777215,"Port":1}}');
   assert.equal(ok.backend.raw.VNI, 16777215);
+  assert.equal(checkBackendConfig(ok), 'vxlan');
+  // flannel's vxlan treats Port 0 as the kernel's default (8472); for udp it is no port at all.
+  assert.equal(backendFieldOf('{"Network":"10.1.0.0/16","Backend":{"Type":"vxlan","Port":0}}'), '');
+  // Type is matched case-insensitively, as flanneld does.
+  assert.equal(backendFieldOf('{"Network":"10.1.0.0/16","Backend":{"Type":"VXLAN","Datapath":"Kernel"}}'), '');
   assert.equal(parseNetworkConfig('{"Network":"10.1.0.0/16","Backend":{"Type":"vxlan","VNI":0,"Port":65535}}').backend.raw.Port, 65535);
 });

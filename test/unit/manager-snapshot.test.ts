@@ -2,86 +2,17 @@
 // refused because their PublicIP lies inside the overlay network. A fake in-memory registry stands in for etcd.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { formatCidr, parseCidr, type Cidr } from '../../src/net/ip';
+import { formatCidr, parseCidr } from '../../src/net/ip';
 import { parseNetworkConfig } from '../../src/subnet/config';
-import { encodeLeaseValue, keyToSubnet, leaseKey } from '../../src/subnet/lease';
+import { encodeLeaseValue } from '../../src/subnet/lease';
 import { LeaseManager } from '../../src/subnet/manager';
-import type { LeaseListing, LeaseRecord, LeaseRegistry, LeaseWatch, LeaseWatchHandlers, WriteResult } from '../../src/subnet/registry';
+import { FAKE_PREFIX, FakeRegistry } from '../helpers/fake-registry';
 import type { Lease, LeaseAttrs } from '../../src/subnet/types';
 
-const PREFIX = '/coreos.com/network';
+const PREFIX = FAKE_PREFIX;
 const CONFIG = parseNetworkConfig('{"Network":"10.244.0.0/16","Backend":{"Type":"udp"}}');
 const attrs = (ip: string): LeaseAttrs => ({ publicIp: ip, backendType: 'udp' });
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-/** etcd in memory: one revision counter, leases by key, watches that get every later change; `down` fails every call. */
-class FakeRegistry implements LeaseRegistry {
-  readonly prefix = PREFIX;
-  down = false;
-  revision = 100;
-  compactedBelow = 0;
-  readonly kv = new Map<string, LeaseRecord>();
-  readonly watches: Array<{ from: number; h: LeaseWatchHandlers }> = [];
-  readonly writes: string[] = [];
-
-  private check(): void {
-    if (this.down) throw new Error('14 UNAVAILABLE: connection refused');
-  }
-  put(subnet: string, value: string): void {
-    const key = `${PREFIX}/subnets/${subnet.replace('/', '-')}`;
-    const rev = ++this.revision;
-    const rec = { key, subnet: keyToSubnet(key), value, createRevision: this.kv.get(key)?.createRevision ?? rev, modRevision: rev, leaseId: '1' };
-    this.kv.set(key, rec);
-    if (!this.down) for (const w of this.watches) w.h.onEvents([{ type: 'put', record: rec }]);
-  }
-  del(subnet: string): void {
-    const key = `${PREFIX}/subnets/${subnet.replace('/', '-')}`;
-    this.kv.delete(key);
-    const rev = ++this.revision;
-    if (!this.down) for (const w of this.watches) w.h.onEvents([{ type: 'delete', key, subnet: keyToSubnet(key), revision: rev }]);
-  }
-  async getNetworkConfig(): Promise<string | undefined> {
-    this.check();
-    return JSON.stringify({ Network: '10.244.0.0/16' });
-  }
-  async putNetworkConfigIfAbsent(): Promise<boolean> {
-    this.check();
-    return false;
-  }
-  async listLeases(): Promise<LeaseListing> {
-    this.check();
-    return { records: [...this.kv.values()], revision: this.revision };
-  }
-  async getLease(subnet: Cidr): Promise<LeaseRecord | undefined> {
-    this.check();
-    return this.kv.get(leaseKey(PREFIX, subnet));
-  }
-  async createLease(subnet: Cidr, a: LeaseAttrs, ttl: number): Promise<WriteResult> {
-    return this.write(subnet, a, 0, ttl);
-  }
-  async updateLease(subnet: Cidr, a: LeaseAttrs, ttl: number, expected: number): Promise<WriteResult> {
-    return this.write(subnet, a, expected, ttl);
-  }
-  private async write(subnet: Cidr, a: LeaseAttrs, expected: number, ttl: number): Promise<WriteResult> {
-    this.check();
-    const key = leaseKey(PREFIX, subnet);
-    const cur = this.kv.get(key);
-    if ((expected === 0 && cur) || (expected !== 0 && cur?.modRevision !== expected)) return { ok: false, current: cur };
-    this.writes.push(`${expected === 0 ? 'create' : 'update'} ${formatCidr(subnet)}`);
-    this.put(formatCidr(subnet), encodeLeaseValue(a));
-    return { ok: true, grant: { modRevision: this.revision, leaseId: '1', ttlSeconds: ttl, expiration: new Date(Date.now() + ttl * 1000) } };
-  }
-  async deleteLease(): Promise<boolean> {
-    this.check();
-    return false;
-  }
-  watchLeases(fromRevision: number, h: LeaseWatchHandlers): LeaseWatch {
-    const w = { from: fromRevision, h };
-    this.watches.push(w);
-    return { cancel: () => void this.watches.splice(this.watches.indexOf(w), 1) };
-  }
-  close(): void {}
-}
 
 const value = (n: number) => encodeLeaseValue(attrs(`198.18.0.${n}`));
 const subnets = (peers: Lease[]) => peers.map((p) => formatCidr(p.subnet)).sort();

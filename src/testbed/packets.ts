@@ -1,5 +1,5 @@
-// Hand-built packets for byte-vector tests: IPv4 with correct checksums, VXLAN frames.
-import { parseIPv4, parseMac } from '../../src/net/ip';
+// Hand-built packets for byte-vector tests and microbenchmarks: IPv4 with correct checksums, VXLAN frames.
+import { parseIPv4, parseMac } from '../net/ip';
 
 export function ipChecksum(b: Buffer): number {
   let s = 0;
