@@ -48,7 +48,7 @@ async function runDaemon(argv: string[]): Promise<number> {
   try {
     // flanneld: --version prints and exits before anything else is looked at (the rest only parsed).
     if (parseFlags(argv, DAEMON_FLAGS).settings.get('version') === true) {
-      const { VERSION } = await import('./daemon');
+      const { VERSION } = await import('./daemon/daemon');
       process.stdout.write(`vxnet ${VERSION}\n`);
       return 0;
     }
@@ -59,7 +59,7 @@ async function runDaemon(argv: string[]): Promise<number> {
   }
   const log = createLogger(opts.logLevel);
   // Loaded here so that flag errors never need the backends (or the native addon).
-  const { Daemon, StartupError } = await import('./daemon');
+  const { Daemon, StartupError } = await import('./daemon/daemon');
   const daemon = new Daemon(opts, log);
   const onSignal = (sig: NodeJS.Signals) => void daemon.stop(`signal ${sig}`);
   process.on('SIGTERM', onSignal);
@@ -163,7 +163,7 @@ export async function main(argv: string[]): Promise<number> {
       return cmd === undefined ? EXIT_USAGE : 0;
     }
     if (cmd === 'version' || cmd === '--version') {
-      const { VERSION } = await import('./daemon');
+      const { VERSION } = await import('./daemon/daemon');
       process.stdout.write(`vxnet ${VERSION}\n`);
       return 0;
     }

@@ -3,42 +3,43 @@
 // `--keep` leaves it running until Ctrl-C; `--backend` picks udp, vxlan, kernel-vxlan or host-gw.
 // `--docker`: two hosts with a real dockerd each, two isolated vxnet Docker networks across them.
 import { rmSync } from 'node:fs';
+import { parseArgs } from 'node:util';
+import { BACKEND_KINDS, descriptorOf, type BackendKind } from './backend/registry';
 import { Cluster, CLI_JS } from './testbed/cluster';
 import { iperf3Tcp, ping } from './testbed/traffic';
 import { DockerCluster } from './testbed/docker-cluster';
 import { TEST_IMAGE } from './testbed/docker';
 
-const BACKENDS: Record<string, Record<string, unknown>> = {
-  udp: { Type: 'udp' },
-  vxlan: { Type: 'vxlan' },
-  'kernel-vxlan': { Type: 'vxlan', Datapath: 'kernel' },
-  'host-gw': { Type: 'host-gw' },
-};
-
 interface DemoArgs {
   keep: boolean;
-  backend: string;
+  backend: BackendKind;
   hosts: number;
   docker: boolean;
   hostsGiven: boolean;
 }
 
-function parseArgs(argv: string[]): DemoArgs {
-  const a: DemoArgs = { keep: false, backend: 'vxlan', hosts: 3, docker: false, hostsGiven: false };
-  for (let i = 0; i < argv.length; i++) {
-    const [flag, inline] = argv[i].split('=', 2);
-    const value = () => inline ?? argv[++i];
-    if (flag === '--keep') a.keep = true;
-    else if (flag === '--backend') a.backend = value();
-    else if (flag === '--hosts') {
-      a.hosts = Number(value());
-      a.hostsGiven = true;
-    } else if (flag === '--docker') a.docker = true;
-    else throw new Error(`unknown argument ${argv[i]} (use --keep, --backend udp|vxlan|kernel-vxlan|host-gw, --hosts N, --docker)`);
+/** A bad demo command line: one line naming the argument, exit 2. */
+class DemoUsageError extends Error {}
+
+const USAGE = `usage: npm run demo -- [--keep] [--backend ${BACKEND_KINDS.join('|')}] [--hosts N] [--docker]`;
+
+function parseDemoArgs(argv: string[]): DemoArgs {
+  let values: { keep?: boolean; backend?: string; hosts?: string; docker?: boolean };
+  try {
+    ({ values } = parseArgs({
+      args: argv,
+      strict: true,
+      allowPositionals: false,
+      options: { keep: { type: 'boolean' }, backend: { type: 'string' }, hosts: { type: 'string' }, docker: { type: 'boolean' } },
+    }));
+  } catch (err) {
+    throw new DemoUsageError((err as Error).message.replace(/\. To specify a positional argument.*$/, ''));
   }
-  if (!BACKENDS[a.backend]) throw new Error(`--backend: unknown ${JSON.stringify(a.backend)} (udp, vxlan, kernel-vxlan, host-gw)`);
-  if (!Number.isInteger(a.hosts) || a.hosts < 2 || a.hosts > 8) throw new Error('--hosts: must be 2..8');
-  return a;
+  const backend = values.backend ?? 'vxlan';
+  if (!(BACKEND_KINDS as readonly string[]).includes(backend)) throw new DemoUsageError(`--backend: unknown ${JSON.stringify(backend)} (${BACKEND_KINDS.join(', ')})`);
+  const hosts = values.hosts === undefined ? 3 : Number(values.hosts);
+  if (!Number.isInteger(hosts) || hosts < 2 || hosts > 8) throw new DemoUsageError(`--hosts: must be a whole number in 2..8, got ${JSON.stringify(values.hosts)}`);
+  return { keep: values.keep === true, backend: backend as BackendKind, hosts, docker: values.docker === true, hostsGiven: values.hosts !== undefined };
 }
 
 const t0 = Date.now();
@@ -138,9 +139,16 @@ async function dockerDemo(args: DemoArgs): Promise<number> {
 }
 
 async function main(): Promise<number> {
-  const args = parseArgs(process.argv.slice(2));
+  let args: DemoArgs;
+  try {
+    args = parseDemoArgs(process.argv.slice(2));
+  } catch (err) {
+    if (!(err instanceof DemoUsageError)) throw err;
+    process.stderr.write(`demo: ${err.message}\n${USAGE}\n`);
+    return 2;
+  }
   if (args.docker) return dockerDemo(args);
-  const netConf = { Network: '10.244.0.0/16', SubnetLen: 24, Backend: BACKENDS[args.backend] };
+  const netConf = { Network: '10.244.0.0/16', SubnetLen: 24, Backend: { ...descriptorOf(args.backend).section } };
   say(`building ${args.hosts} hosts in network namespaces (underlay 198.18.0.0/24, etcd on the switch at 198.18.0.254)`);
   const c = await Cluster.create({ hosts: args.hosts, tag: 'demo' });
   let failures = 0;

@@ -1,7 +1,7 @@
 // What the Docker networks need from the daemon's datapath, in one place: every Docker network is one
 // more VXLAN network on the daemon's userspace vxlan datapath (the same UDP port as the flannel
 // network, frames demultiplexed by VNI), with its own TUN inside the network's namespace, its own
-// route table and counters. The daemon wires the real datapath in (src/daemon.ts); tests use a fake.
+// route table and counters. The daemon wires the real datapath in (src/daemon/daemon.ts); tests use a fake.
 import type { Cidr } from '../net/ip';
 import type { DatapathStats, PeerRoute } from '../datapath';
 

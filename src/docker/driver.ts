@@ -41,6 +41,7 @@ import {
 } from './protocol';
 import { readState, type SavedState, writeState } from './state';
 import { type NetworkRecord, type NetworkStore, networkKey, pickRange } from './store';
+import type { DockerNetworkStatus, DockerStatus } from '../status';
 
 /** The driver's name: `docker network create -d vxnet --ipam-driver vxnet`. */
 export const DRIVER_NAME = 'vxnet';
@@ -133,36 +134,7 @@ class DockerNet {
   ) {}
 }
 
-export interface DockerNetworkStatus {
-  name: string;
-  id: string;
-  range: string;
-  vni: number;
-  lease: string;
-  leaseState: string;
-  gateway: string;
-  namespace: string;
-  tun?: string;
-  mtu: number;
-  endpoints: Array<{ id: string; address: string; joined: boolean }>;
-  peers: Array<{ subnet: string; publicIp: string; vtepMac?: string; installed: boolean; txPackets?: number; txBytes?: number; rxPackets?: number; rxBytes?: number }>;
-  counters: Record<string, number>;
-  drops: Record<string, number>;
-  conflict?: string;
-  error?: string;
-}
-
-export interface DockerStatus {
-  socket: string;
-  engine?: string;
-  syncNetworks: boolean;
-  networks: DockerNetworkStatus[];
-  /** Networks in etcd this host does not have (with --docker-sync-networks they are created here). */
-  remoteNetworks: Array<{ name: string; range: string; vni: number; deleted: boolean }>;
-  lastSyncError?: string;
-  /** Drops of the Docker networks' own VXLAN port (a backend other than userspace vxlan): unknown VNIs, senders. */
-  portDrops?: Record<string, number>;
-}
+export type { DockerNetworkStatus, DockerStatus } from '../status';
 
 function poolIdOf(key: string): string {
   return `${POOL_ID_PREFIX}${key}`;

@@ -1,5 +1,5 @@
 // Prometheus text exposition (format 0.0.4) of a daemon status snapshot.
-import type { DaemonStatus } from '../daemon/status';
+import type { DaemonStatus } from '../status';
 
 type Labels = Record<string, string>;
 

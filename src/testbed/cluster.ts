@@ -4,7 +4,7 @@ import type { ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync, createWriteStream, WriteStream } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import type { DaemonStatus } from '../daemon/status';
+import type { DaemonStatus } from '../status';
 import { readSubnetEnv, type SubnetEnv } from '../host/subnet-env';
 import { formatIPv4, cidrHost } from '../net/ip';
 import { type BedHost, NetBed } from './netbed';

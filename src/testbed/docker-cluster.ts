@@ -3,7 +3,7 @@
 // mount namespace. Shared by the Docker e2e tests and `npm run demo -- --docker`.
 import path from 'node:path';
 import { mkdirSync } from 'node:fs';
-import type { DaemonStatus } from '../daemon/status';
+import type { DaemonStatus } from '../status';
 import type { DockerNetworkStatus } from '../docker/driver';
 import { Cluster, type DaemonProcess, sleep } from './cluster';
 import { buildImageTar, DockerHost } from './docker';

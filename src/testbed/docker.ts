@@ -95,7 +95,7 @@ export class DockerHost {
   static async start(bed: NetBed, host: BedHost, dir: string, imageTar: string): Promise<DockerHost> {
     mkdirSync(path.join(dir, 'plugins'), { recursive: true });
     // The mount point must exist; the bind mount lives only in the host's private mount namespace.
-    mkdirSync(PLUGIN_DIR, { recursive: true });
+    createMountPoint();
     const d = new DockerHost(bed, host, dir);
     const script = ['set -e', ...cgroupMountScript(), `mount --bind ${d.pluginDir} ${PLUGIN_DIR}`, 'echo ready', 'exec sleep infinity'].join('\n');
     const anchor = bed.spawn(host.ns, ['unshare', '-m', '--propagation', 'private', 'bash', '-c', script], { stdio: ['ignore', 'pipe', 'pipe'] });
@@ -245,5 +245,32 @@ export class DockerHost {
     }
     this.killCgroupLeftovers();
     this.anchor?.kill('SIGKILL');
+    releaseMountPoint();
+  }
+}
+
+/** Directories on the way to PLUGIN_DIR that a bed created (deepest last), and how many hosts use them. */
+const created: string[] = [];
+let mountPointUsers = 0;
+
+function createMountPoint(): void {
+  if (mountPointUsers++ > 0) return;
+  const missing: string[] = [];
+  for (let d = PLUGIN_DIR; d !== path.dirname(d) && !existsSync(d); d = path.dirname(d)) missing.unshift(d);
+  mkdirSync(PLUGIN_DIR, { recursive: true });
+  created.push(...missing);
+}
+
+/** When the last host is gone: removes the (empty) directories createMountPoint made, deepest first. */
+function releaseMountPoint(): void {
+  if (--mountPointUsers > 0) return;
+  mountPointUsers = 0;
+  while (created.length) {
+    try {
+      rmdirSync(created.pop()!);
+    } catch {
+      // Not empty (someone else's now) or already gone: leave it.
+      created.length = 0;
+    }
   }
 }

@@ -1,38 +1,38 @@
 // `vxnet daemon`: flanneld's job on one host. etcd → lease manager → backend → datapath, one way.
 // Everything that can be checked is checked before the first thing is created on the host.
 import { readFileSync } from 'node:fs';
-import type { Backend, BackendNetwork, ExternalInterface } from './backend/backend';
-import { backendKind, checkBackendConfig, createBackend } from './backend/registry';
-import { FieldError } from './errors';
-import { ControlServer } from './control/socket';
-import type { DaemonOptions } from './daemon/options';
-import type { DaemonStatus, PeerStatus } from './daemon/status';
-import { readSubnetEnv, writeSubnetEnv } from './host/subnet-env';
-import { forwardChain } from './host/forward';
-import { checkIptables, ChainKeeper, type IptablesInfo, type OwnedChain } from './host/iptables';
-import { masqChain, useRandomFully } from './host/ipmasq';
-import type { LevelLogger } from './log';
-import { MetricsServer } from './metrics/server';
-import { renderMetrics } from './metrics/prometheus';
-import { cidrEquals, formatCidr, isIPv4 } from './net/ip';
-import { defaultRouteInterface, interfaceNames, interfacesIPv4, interfaceWithAddress, linkInfo, linkIPv4, routeGet } from './net/iproute';
-import { ConfigError, parseNetworkConfig } from './subnet/config';
-import { configKey } from './subnet/lease';
-import { LeaseManager } from './subnet/manager';
-import { EtcdRegistry, etcdFailureField, TlsFileError } from './subnet/registry';
-import type { SnapshotWriter } from './subnet/snapshot';
-import { checkConfigWhenEtcdAnswers, configOrSnapshot, loadUsableSnapshot, startSnapshotWriter } from './daemon/snapshot-boot';
-import type { Lease, NetworkConfig } from './subnet/types';
-import { UserspaceNetwork } from './backend/udp';
-import { readVxlanOptions } from './backend/common';
-import { DockerDriver } from './docker/driver';
-import { dockerDatapath, type MultiNetworkDatapath } from './docker/datapath';
-import { EngineClient } from './docker/engine';
-import { NamespaceHost } from './docker/netns';
-import { PluginServer } from './docker/server';
-import { EtcdNetworkStore } from './docker/store';
-import { parseCidr } from './net/ip';
-import type { Datapath } from './datapath';
+import type { Backend, BackendNetwork, ExternalInterface } from '../backend/backend';
+import { backendKind, checkBackendConfig, createBackend } from '../backend/registry';
+import { FieldError } from '../errors';
+import { ControlServer } from '../control/socket';
+import type { DaemonOptions } from './options';
+import type { DaemonStatus, PeerStatus } from './status';
+import { readSubnetEnv, writeSubnetEnv } from '../host/subnet-env';
+import { forwardChain } from '../host/forward';
+import { checkIptables, ChainKeeper, type IptablesInfo, type OwnedChain } from '../host/iptables';
+import { masqChain, useRandomFully } from '../host/ipmasq';
+import type { LevelLogger } from '../log';
+import { MetricsServer } from '../metrics/server';
+import { renderMetrics } from '../metrics/prometheus';
+import { cidrEquals, formatCidr, isIPv4 } from '../net/ip';
+import { defaultRouteInterface, interfaceNames, interfacesIPv4, interfaceWithAddress, linkInfo, linkIPv4, routeGet } from '../net/iproute';
+import { ConfigError, parseNetworkConfig } from '../subnet/config';
+import { configKey } from '../subnet/lease';
+import { LeaseManager } from '../subnet/manager';
+import { EtcdRegistry, etcdFailureField, TlsFileError } from '../subnet/registry';
+import type { SnapshotWriter } from '../subnet/snapshot';
+import { checkConfigWhenEtcdAnswers, configOrSnapshot, loadUsableSnapshot, startSnapshotWriter } from './snapshot-boot';
+import type { Lease, NetworkConfig } from '../subnet/types';
+import { UserspaceNetwork } from '../backend/udp';
+import { readVxlanOptions } from '../backend/common';
+import { DockerDriver } from '../docker/driver';
+import { dockerDatapath, type MultiNetworkDatapath } from '../docker/datapath';
+import { EngineClient } from '../docker/engine';
+import { NamespaceHost } from '../docker/netns';
+import { PluginServer } from '../docker/server';
+import { EtcdNetworkStore } from '../docker/store';
+import { parseCidr } from '../net/ip';
+import type { Datapath } from '../datapath';
 
 /** UDP port of the Docker networks when the daemon's backend is not userspace vxlan (flannel's vxlan default). */
 const DOCKER_VXLAN_PORT = 8472;
@@ -42,7 +42,7 @@ import path from 'node:path';
 
 export const VERSION: string = (() => {
   try {
-    return (JSON.parse(readFileSync(`${__dirname}/../../package.json`, 'utf8')) as { version: string }).version;
+    return (JSON.parse(readFileSync(`${__dirname}/../../../package.json`, 'utf8')) as { version: string }).version;
   } catch {
     return '0.0.0';
   }
@@ -386,7 +386,7 @@ export class Daemon {
       multi = network.datapathHandle;
       port = readVxlanOptions(config, iface).port;
     } else {
-      const { Datapath } = await import('./datapath');
+      const { Datapath } = await import('../datapath');
       try {
         this.dockerPort = await Datapath.createPort({ port: DOCKER_VXLAN_PORT, bindAddress: iface.address });
       } catch (err) {
