@@ -13,7 +13,7 @@ import { checkIptables, ChainKeeper, type IptablesInfo, type OwnedChain } from '
 import { masqChain, useRandomFully } from '../host/ipmasq';
 import type { LevelLogger } from '../log';
 import { MetricsServer } from '../metrics/server';
-import { renderMetrics } from '../metrics/prometheus';
+import { renderMetrics, RuntimeMetrics } from '../metrics/prometheus';
 import { cidrEquals, formatCidr, isIPv4 } from '../net/ip';
 import { defaultRouteInterface, interfaceNames, interfacesIPv4, interfaceWithAddress, linkInfo, linkIPv4, routeGet } from '../net/iproute';
 import { ConfigError, parseNetworkConfig } from '../subnet/config';
@@ -143,6 +143,7 @@ export class Daemon {
   private registry: EtcdRegistry | undefined;
   private control: ControlServer | undefined;
   private metrics: MetricsServer | undefined;
+  private runtimeMetrics: RuntimeMetrics | undefined;
   /** vxnet's iptables chains (forward rules, ip-masq), re-checked every --iptables-resync seconds. */
   private iptables: ChainKeeper | undefined;
   private iptablesInfo: IptablesInfo | undefined;
@@ -224,9 +225,10 @@ export class Daemon {
     }
     if (opts.healthzPort > 0) {
       try {
+        const runtime = (this.runtimeMetrics = new RuntimeMetrics());
         this.metrics = await MetricsServer.listen(opts.healthzIp, opts.healthzPort, async () => {
           await this.network?.refreshStats?.();
-          return renderMetrics(this.status());
+          return renderMetrics(this.status()) + (await runtime.text());
         }, () => this.health());
       } catch (err) {
         const code = (err as NodeJS.ErrnoException).code;
@@ -557,6 +559,7 @@ export class Daemon {
     if (this.network) await step('backend', () => this.network?.close());
     if (this.iptables) await step('iptables rules', () => this.iptables?.stop());
     if (this.metrics) await step('metrics listener', () => this.metrics?.close());
+    this.runtimeMetrics?.close();
     if (this.control) await step('control socket', () => this.control?.close());
     if (this.registry) await step('etcd client', () => this.registry?.close());
   }

@@ -1,4 +1,5 @@
 // Prometheus text exposition (format 0.0.4) of a daemon status snapshot.
+import { collectDefaultMetrics, Registry } from 'prom-client';
 import type { DaemonStatus } from '../status';
 
 type Labels = Record<string, string>;
@@ -93,4 +94,27 @@ export function renderMetrics(st: DaemonStatus): string {
     e.family('vxnet_docker_endpoints', 'gauge', 'Container endpoints per Docker network on this host.', dockerNets.map(({ n, label }): [Labels, number] => [{ network: label }, n.endpoints.length]));
   }
   return e.text();
+}
+
+/**
+ * The process and runtime metrics operators expect from a Node.js service (prom-client's default
+ * collectors: process_cpu_seconds_total, process_resident_memory_bytes, process_open_fds,
+ * nodejs_eventloop_lag_seconds, nodejs_gc_duration_seconds, nodejs_heap_*), in a registry of their
+ * own. vxnet's families above stay a rendering of one status snapshot, so one scrape is consistent.
+ */
+export class RuntimeMetrics {
+  private readonly registry = new Registry();
+
+  constructor() {
+    collectDefaultMetrics({ register: this.registry });
+  }
+
+  text(): Promise<string> {
+    return this.registry.metrics();
+  }
+
+  /** Stops the collectors' timers (the event-loop monitor). */
+  close(): void {
+    this.registry.clear();
+  }
 }

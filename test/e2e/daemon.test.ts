@@ -352,6 +352,12 @@ for (const bc of BACKENDS) {
           assert.match(line, /^vxnet_drops_total\{reason="[a-z0-9_]+"\} \d+$/, line);
         }
         assert.match(text, new RegExp(`^vxnet_info\\{.*subnet="${subnetOf.get(1)}".*\\} 1$`, 'm'));
+        // The runtime metrics of prom-client's default collectors, beside vxnet's own.
+        assert.ok((metric(text, 'process_cpu_seconds_total') ?? 0) > 0, 'process CPU');
+        assert.ok((metric(text, 'process_resident_memory_bytes') ?? 0) > 1e6, 'process RSS');
+        assert.match(text, /^# TYPE nodejs_eventloop_lag_seconds gauge$/m);
+        assert.match(text, /^# TYPE nodejs_gc_duration_seconds histogram$/m);
+        assert.equal(text.split('\n').filter((l) => l.startsWith('# TYPE ')).length, new Set(text.split('\n').filter((l) => l.startsWith('# TYPE ')).map((l) => l.split(' ')[2])).size, 'every family declared once');
         if (bc.userspace) {
           for (const j of [2, 3]) {
             const series = `vxnet_peer_tx_packets_total{peer="${subnetOf.get(j)}",public_ip="${c.host(j).underlayIp}"}`;
