@@ -5,17 +5,14 @@ import { spawn } from 'node:child_process';
 import * as path from 'node:path';
 import { Etcd3 } from 'etcd3';
 import type { BackendNetwork, ExternalInterface, Logger } from '../src/backend/backend';
-import type { Lease, LeaseAttrs, NetworkConfig } from '../src/subnet/types';
 import { parseCidr } from '../src/net/ip';
-import { serveRpc } from '../src/testbed/rpc';
+import { fromWireLease, serveRpc, type WireLease } from '../src/testbed/rpc';
+import { parseNetworkConfig } from '../src/subnet/config';
 
 const ROOT = path.resolve(__dirname, '..', '..');
 export const CLI = path.join(ROOT, 'dist', 'src', 'cli.js');
 
-export interface WireLease {
-  subnet: string;
-  attrs: LeaseAttrs;
-}
+export type { WireLease } from '../src/testbed/rpc';
 
 export type AgentRequest =
   | { op: 'etcdPut'; endpoint: string; kvs: Array<[string, string]> }
@@ -138,18 +135,11 @@ const log: Logger = { info: () => undefined, warn: () => undefined, error: (m, f
 
 async function makeBackend(backend: Record<string, unknown>, iface: ExternalInterface, network: string, subnetLen: number) {
   const { createBackend } = await import('../src/backend/registry');
-  const n = parseCidr(network);
-  const config: NetworkConfig = {
-    network: n,
-    subnetLen,
-    subnetMin: (n.ip + 2 ** (32 - subnetLen)) >>> 0,
-    subnetMax: (n.ip + 2 ** (32 - n.prefixLen) - 2 ** (32 - subnetLen)) >>> 0,
-    backend: { type: String(backend.Type), raw: backend },
-  };
+  const config = parseNetworkConfig(JSON.stringify({ Network: network, SubnetLen: subnetLen, Backend: backend }));
   return createBackend({ config, iface, log });
 }
 
-const toLease = (w: WireLease): Lease => ({ subnet: parseCidr(w.subnet, true), attrs: w.attrs });
+const toLease = fromWireLease;
 
 // ------------------------------------------------------------------ dispatch
 

@@ -13,10 +13,11 @@ import { CompareResult, CompareTarget, type Etcd3, Range } from 'etcd3';
 import { type Cidr, cidrOverlaps, formatCidr, parseCidr } from '../net/ip';
 import { keyToSubnet, subnetToKey } from '../subnet/lease';
 import type { EtcdRegistry, LeaseRegistry, LeaseWatch, LeaseWatchHandlers } from '../subnet/registry';
+import { MAX_VNI } from '../net/wire';
 
 /** Docker's range of VXLAN IDs for its overlay networks; below it are flannel's (VNI 1 by default). */
 export const VNI_MIN = 4096;
-export const VNI_MAX = 2 ** 24 - 1;
+export const VNI_MAX = MAX_VNI;
 
 export interface NetworkSpec {
   network: Cidr;

@@ -25,8 +25,6 @@ class Exposition {
   }
 }
 
-/** Counter names that are cumulative (everything but gauges such as mtu or peerCount). */
-const GAUGE_COUNTERS = new Set(['mtu', 'peerCount']);
 
 export function renderMetrics(st: DaemonStatus): string {
   const e = new Exposition();
@@ -60,7 +58,6 @@ export function renderMetrics(st: DaemonStatus): string {
   const counterNames = new Set(Object.keys(st.counters));
   for (const { n } of dockerNets) for (const k of Object.keys(n.counters)) counterNames.add(k);
   for (const name of counterNames) {
-    if (GAUGE_COUNTERS.has(name)) continue;
     const metric = `vxnet_${name.replace(/([a-z0-9])([A-Z])/g, '$1_$2').toLowerCase()}_total`;
     const samples: Array<[Labels, number]> = [];
     if (name in st.counters) samples.push([{}, st.counters[name]]);

@@ -9,6 +9,8 @@
 import type { ChildProcess } from 'node:child_process';
 import { stopChild } from './children';
 import type { NetBed } from './netbed';
+import { parseCidr } from '../net/ip';
+import type { Lease, LeaseAttrs } from '../subnet/types';
 
 /** A request the child refused; `field` names the option at fault where the child said so. */
 export class RpcError extends Error {
@@ -186,4 +188,14 @@ export function failRpc(err: unknown, name: string): void {
 /** A log line to the parent ({log: …}). */
 export function rpcLog(level: RpcLogLine['level'], msg: string, fields?: Record<string, unknown>): void {
   if (process.connected) process.send?.({ log: { level, msg, fields } });
+}
+
+/** A lease as it crosses the IPC channel (the subnet as text). */
+export interface WireLease {
+  subnet: string;
+  attrs: LeaseAttrs;
+}
+
+export function fromWireLease(w: WireLease): Lease {
+  return { subnet: parseCidr(w.subnet, true), attrs: w.attrs };
 }

@@ -6,10 +6,11 @@ import assert from 'node:assert/strict';
 import { NetBed, iperf3Tcp, ping, type BedHost } from '../../src/testbed/netbed';
 import { listNamespaces } from '../../src/testbed/cleanup';
 import type { BackendNetwork, ExternalInterface, Logger } from '../../src/backend/backend';
-import type { Lease, LeaseAttrs, NetworkConfig } from '../../src/subnet/types';
+import type { LeaseAttrs } from '../../src/subnet/types';
 import { parseCidr } from '../../src/net/ip';
 import { supportsRandomFully } from '../../src/host/ipmasq';
-import { RpcChild, rpcLog, serveRpc } from '../../src/testbed/rpc';
+import { fromWireLease, RpcChild, rpcLog, serveRpc, type WireLease } from '../../src/testbed/rpc';
+import { parseNetworkConfig } from '../../src/subnet/config';
 
 const HOST_ENV = 'VXNET_BACKENDS_TEST_HOST';
 const NETWORK = '10.244.0.0/16';
@@ -17,10 +18,6 @@ const NETWORK = '10.244.0.0/16';
 interface HostArgs {
   backend: Record<string, unknown>;
   iface: ExternalInterface;
-}
-interface WireLease {
-  subnet: string;
-  attrs: LeaseAttrs;
 }
 type Request =
   | { op: 'attrs' }
@@ -48,16 +45,10 @@ async function runHost(args: HostArgs): Promise<void> {
     warn: (msg, fields) => rpcLog('warn', msg, fields),
     error: (msg, fields) => rpcLog('error', msg, fields),
   };
-  const config: NetworkConfig = {
-    network: parseCidr(NETWORK),
-    subnetLen: 24,
-    subnetMin: parseCidr('10.244.1.0/24').ip,
-    subnetMax: parseCidr('10.244.255.0/24').ip,
-    backend: { type: String(args.backend.Type), raw: args.backend },
-  };
+  const config = parseNetworkConfig(JSON.stringify({ Network: NETWORK, SubnetLen: 24, Backend: args.backend }));
   const backend = createBackend({ config, iface: args.iface, log });
   let net: BackendNetwork | undefined;
-  const lease = (w: WireLease): Lease => ({ subnet: parseCidr(w.subnet, true), attrs: w.attrs });
+  const lease = fromWireLease;
   const handle = async (req: Request): Promise<unknown> => {
     switch (req.op) {
       case 'attrs':
