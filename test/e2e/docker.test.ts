@@ -41,12 +41,22 @@ async function assertPings(i: number, from: string, to: string): Promise<void> {
 }
 
 /** After a restart: traffic resumes, i.e. pings answer within `timeoutMs` (then every later ping must). */
-async function waitPings(i: number, from: string, to: string, timeoutMs = 15_000): Promise<void> {
+async function waitPings(i: number, from: string, to: string, timeoutMs = 40_000): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     const r = await d(i).exec(from, ['ping', '-c', '1', '-W', '1', to]);
     if (r.code === 0) return;
-    if (Date.now() > deadline) assert.fail(`h${i} ${from} -> ${to}: no answer within ${timeoutMs} ms of the restart: ${r.stdout}${r.stderr}`);
+    if (Date.now() > deadline) {
+      // What every host's vxnet knows of the Docker networks, and its last log lines: the failure explains itself.
+      const facts: string[] = [];
+      for (const host of dc.cluster.bed.hosts) {
+        const h = host.index;
+        const st = await dc.status(h).catch(() => undefined);
+        const nets = st?.docker?.networks.map((n) => ({ name: n.name, lease: n.lease, tun: n.tun, error: n.error, peers: n.peers, counters: n.counters, drops: Object.fromEntries(Object.entries(n.drops).filter(([, v]) => v > 0)) }));
+        facts.push(`h${h}: ${JSON.stringify(nets)}\n${dc.cluster.daemons.get(h)?.output().split('\n').slice(-15).join('\n') ?? ''}`);
+      }
+      assert.fail(`h${i} ${from} -> ${to}: no answer within ${timeoutMs} ms of the restart: ${r.stdout}${r.stderr}\n${facts.join('\n')}`);
+    }
   }
 }
 
