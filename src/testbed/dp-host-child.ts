@@ -11,7 +11,9 @@ interface HostArgs extends Omit<DatapathConfig, 'network' | 'localSubnet'> {
   localSubnet: string;
   portOnly?: boolean;
 }
-type WireRoute = Omit<PeerRoute, 'subnet'> & { subnet: string };
+/** A peer route as it crosses the IPC channel (the subnet as text). */
+export type WireRoute = Omit<PeerRoute, 'subnet'> & { subnet: string };
+/** A network to add (NetworkConfig with CIDRs as text). */
 export type WireNetwork = Omit<NetworkConfig, 'network' | 'localSubnet'> & { network: string; localSubnet: string };
 export type DpHostRequest =
   | { op: 'routes'; routes: WireRoute[] }

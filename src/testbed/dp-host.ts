@@ -5,7 +5,7 @@ import type { ChildProcess } from 'node:child_process';
 import type { NetBed, BedHost } from './netbed';
 import type { DatapathStats } from '../datapath';
 import { RpcChild, RpcError } from './rpc';
-import type { DpHostRequest } from './dp-host-child';
+import type { DpHostRequest, WireNetwork, WireRoute } from './dp-host-child';
 
 export interface DpHostConfig {
   encap: 'udp' | 'vxlan';
@@ -19,24 +19,9 @@ export interface DpHostConfig {
   queues?: number;
   busyPollUs?: number;
 }
-export interface WireRoute {
-  subnet: string;
-  publicIp: string;
-  vtepMac?: string;
-  port?: number;
-}
-
-/** A network to add (NetworkConfig with CIDRs as strings). */
-export interface DpNetworkConfig {
-  vni: number;
-  tunName: string;
-  netns?: string;
-  mtu: number;
-  network: string;
-  localSubnet: string;
-  vtepMac: string;
-  tunAddress?: string;
-}
+export type { WireRoute } from './dp-host-child';
+/** A network to add (the datapath's NetworkConfig with CIDRs as text). */
+export type DpNetworkConfig = WireNetwork;
 
 /** A request the host refused: the message and, for a DatapathConfigError, the field. */
 export const DpHostError = RpcError;
