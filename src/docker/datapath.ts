@@ -3,7 +3,7 @@
 // network, frames demultiplexed by VNI), with its own TUN inside the network's namespace, its own
 // route table and counters. The daemon wires the real datapath in (src/daemon/daemon.ts); tests use a fake.
 import type { Cidr } from '../net/ip';
-import type { DatapathStats, PeerRoute } from '../datapath';
+import type { DatapathStats, NetworkConfig, PeerRoute } from '../datapath';
 
 export interface DockerNetworkSpec {
   vni: number;
@@ -49,15 +49,7 @@ export interface DockerDatapath {
  * adapter below needs of it.
  */
 export interface MultiNetworkDatapath {
-  addNetwork(cfg: {
-    vni: number;
-    tunName: string;
-    netns?: string;
-    mtu: number;
-    network: Cidr;
-    localSubnet: Cidr;
-    vtepMac: string;
-  }): Promise<{
+  addNetwork(cfg: NetworkConfig): Promise<{
     readonly tunName: string;
     setPeers(routes: PeerRoute[]): void;
     stats(): DatapathStats;
