@@ -21,6 +21,22 @@
       "ldflags": ["-pthread"]
     },
     {
+      "target_name": "vxnet_testkit",
+      "sources": [
+        "native/testkit.cc",
+        "native/encap.cc",
+        "native/offload.cc",
+        "native/route_table.cc"
+      ],
+      "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
+      "defines": ["NAPI_VERSION=8", "NAPI_CPP_EXCEPTIONS"],
+      "cflags!": ["-fno-exceptions"],
+      "cflags_cc!": ["-fno-exceptions", "-fno-rtti"],
+      "cflags": ["-Wall", "-Wextra", "-Werror", "-O2", "-pthread"],
+      "cflags_cc": ["-std=c++17", "-fexceptions", "-Wall", "-Wextra", "-Werror", "-O2"],
+      "ldflags": ["-pthread"]
+    },
+    {
       "target_name": "pktgen",
       "type": "executable",
       "sources": ["native/tools/pktgen.cc"],

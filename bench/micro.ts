@@ -1,12 +1,13 @@
 // Microbenchmarks of the hot paths, with the `benchmark` package: encapsulation and decapsulation
 // (udp and VXLAN), route lookup at 2 and 10,000 peers, and lease parsing. The packet kernels run in
-// native loops (the addon's benchTx/benchRx/benchLookup), so each op is a batch and the reported
+// native loops (the test kit's benchTx/benchRx/benchLookup, vxnet_testkit.node), so each op is a batch and the reported
 // time is per packet, not per N-API call.
 //
 //   node dist/bench/micro.js [--quick] [--json FILE]      (npm run bench:micro)
 import Benchmark from 'benchmark';
 import { writeFileSync } from 'node:fs';
-import { Datapath, PeerRoute } from '../src/datapath';
+import { PeerRoute } from '../src/datapath';
+import { EncapEngine } from '../src/datapath/engine';
 import { parseCidr, parseIPv4, formatIPv4 } from '../src/net/ip';
 import { decodeLeaseValue, encodeLeaseValue } from '../src/subnet/lease';
 import { ipv4, vxlanFrame } from '../src/testbed/packets';
@@ -37,8 +38,8 @@ export function fakePeers(n: number): PeerRoute[] {
   }));
 }
 
-function engine(encap: 'udp' | 'vxlan', peers: number): Datapath {
-  const dp = Datapath.detached({
+function engine(encap: 'udp' | 'vxlan', peers: number): EncapEngine {
+  const dp = EncapEngine.create({
     encap,
     tunName: 'bench0',
     mtu: 1450,
@@ -94,17 +95,17 @@ function cases(): Case[] {
     const dp = engine(encap, 2);
     const peer = dp.peers[0];
     const tx = udpPacket('10.244.0.2', hostIn(peer, 2));
-    mustForward(`encap ${encap}`, dp.encapForTest(tx));
+    mustForward(`encap ${encap}`, dp.encap(tx));
     out.push({ name: `encap ${encap} (64-byte frame)`, perCall: BATCH, fn: () => dp.bench.encap(tx, BATCH) });
     const inner = udpPacket(hostIn(peer, 2), '10.244.0.2');
     const dgram = encap === 'udp' ? inner : vxlanFrame(1, OUR_MAC, PEER_MAC, inner);
-    mustForward(`decap ${encap}`, dp.decapForTest(peer.publicIp, dgram));
+    mustForward(`decap ${encap}`, dp.decap(peer.publicIp, dgram));
     out.push({ name: `decap ${encap} (64-byte frame)`, perCall: BATCH, fn: () => dp.bench.decap(peer.publicIp, dgram, BATCH) });
   }
   const big = engine('vxlan', 10_000);
   const far = big.peers[7777];
   const txFar = udpPacket('10.244.0.2', hostIn(far, 2));
-  mustForward('encap vxlan 10k', big.encapForTest(txFar));
+  mustForward('encap vxlan 10k', big.encap(txFar));
   out.push({ name: 'encap vxlan, 10,000 peers', perCall: BATCH, fn: () => big.bench.encap(txFar, BATCH) });
   for (const n of [2, 10_000]) {
     const dp = n === 10_000 ? big : engine('vxlan', n);

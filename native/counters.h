@@ -12,25 +12,46 @@
 
 namespace vxnet {
 
+// Counters: X(enumerator, counter name, meaning). The one owner of the counter list: the enum,
+// ctr_name(), the addon's `counterNames` and the generated TypeScript fields of DatapathStats
+// (src/datapath/contract.generated.ts, `npm run gen:contract`, camelCased) all come from it.
+#define VXNET_COUNTERS(X)                                                                                         \
+  X(TxPackets, "tx_packets", "Inner packets sent to peers.")                                                      \
+  X(TxBytes, "tx_bytes", "Inner bytes sent to peers.")                                                            \
+  X(RxPackets, "rx_packets", "Inner packets written into the TUN.")                                               \
+  X(RxBytes, "rx_bytes", "Inner bytes written into the TUN.")                                                     \
+  X(TxBatches, "tx_batches", "`sendmmsg` calls.")                                                                 \
+  X(RxBatches, "rx_batches", "`recvmmsg` calls that returned data.")                                              \
+  X(TunReads, "tun_reads", "Reads from the TUN that returned a packet.")                                          \
+  X(TunWrites, "tun_writes", "Writes into the TUN.")                                                              \
+  X(TunTsoReads, "tun_tso_reads", "TCP super-packets read from the TUN and segmented in the datapath (TSO).")    \
+  X(TunGroWrites, "tun_gro_writes", "Coalesced TCP super-packets written into the TUN (GRO).")                    \
+  X(IcmpSent, "icmp_unreachable_sent", "ICMP unreachable messages written back into the TUN.")                    \
+  X(IcmpSuppressed, "icmp_unreachable_suppressed",                                                                \
+    "No-route packets for which RFC 1122 or the rate limit forbade an ICMP reply.")                               \
+  X(RxCsumCompleted, "rx_csum_completed",                                                                         \
+    "Received TCP/UDP packets whose sender left the checksum to offload (the field held only the pseudo-header "  \
+    "sum, as a kernel peer on a veth underlay sends them); the datapath filled it in.")                          \
+  X(RxSuperPackets, "rx_super_packets",                                                                           \
+    "Received TCP super-packets (a peer's GSO packet delivered whole over a veth underlay), written as TSO.")      \
+  X(TunUsoReads, "tun_uso_reads",                                                                                 \
+    "UDP super-packets (GSO_UDP_L4, a local UDP_SEGMENT sender) read from the TUN and cut into datagrams.")
+
 enum class Ctr : uint8_t {
-  TxPackets = 0,  // inner packets sent to peers
-  TxBytes,        // inner bytes sent
-  RxPackets,      // inner packets written into the TUN
-  RxBytes,
-  TxBatches,      // sendmmsg calls
-  RxBatches,      // recvmmsg calls returning data
-  TunReads,
-  TunWrites,
-  TunTsoReads,    // TCP super-packets read from the TUN (segmented here)
-  TunGroWrites,   // coalesced TCP super-packets written into the TUN
-  IcmpSent,       // ICMP unreachable written back into the TUN
-  IcmpSuppressed, // no-route packets for which RFC 1122 or the rate limit forbade an ICMP reply
-  RxCsumCompleted,// received TCP/UDP packets whose sender had left the checksum to offload (filled in)
-  RxSuperPackets, // received TCP super-packets (a peer's GSO packet handed over whole), written as TSO
-  TunUsoReads,    // UDP super-packets read from the TUN (a local UDP_SEGMENT sender), cut here
+#define VXNET_X(e, name, doc) e,
+  VXNET_COUNTERS(VXNET_X)
+#undef VXNET_X
   Count
 };
-const char* ctr_name(Ctr c);
+inline const char* ctr_name(Ctr c) {
+  static const char* const kNames[] = {
+#define VXNET_X(e, name, doc) name,
+      VXNET_COUNTERS(VXNET_X)
+#undef VXNET_X
+  };
+  const size_t i = static_cast<size_t>(c);
+  return i < sizeof(kNames) / sizeof(kNames[0]) ? kNames[i] : "unknown";
+}
 
 constexpr size_t kNumCounters = static_cast<size_t>(Ctr::Count) + static_cast<size_t>(Drop::Count);
 constexpr size_t kMaxPeerSlots = 65536;

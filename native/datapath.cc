@@ -63,28 +63,6 @@ void name_thread(std::thread& t, const char* role, uint32_t i) {
 
 }  // namespace
 
-const char* ctr_name(Ctr c) {
-  switch (c) {
-    case Ctr::TxPackets: return "tx_packets";
-    case Ctr::TxBytes: return "tx_bytes";
-    case Ctr::RxPackets: return "rx_packets";
-    case Ctr::RxBytes: return "rx_bytes";
-    case Ctr::TxBatches: return "tx_batches";
-    case Ctr::RxBatches: return "rx_batches";
-    case Ctr::TunReads: return "tun_reads";
-    case Ctr::TunWrites: return "tun_writes";
-    case Ctr::TunTsoReads: return "tun_tso_reads";
-    case Ctr::TunGroWrites: return "tun_gro_writes";
-    case Ctr::IcmpSent: return "icmp_unreachable_sent";
-    case Ctr::IcmpSuppressed: return "icmp_unreachable_suppressed";
-    case Ctr::RxCsumCompleted: return "rx_csum_completed";
-    case Ctr::RxSuperPackets: return "rx_super_packets";
-    case Ctr::TunUsoReads: return "tun_uso_reads";
-    case Ctr::Count: break;
-  }
-  return "unknown";
-}
-
 struct Datapath::Worker {
   CounterBlock* base = nullptr;  // base_ctr_[queue]
   Snapshot<NetworkSet>::Reader* reader = nullptr;
@@ -421,7 +399,7 @@ const RouteTable* Datapath::routes_of(uint32_t id) const {
 
 void Datapath::totals(uint64_t* out) const {
   for (size_t i = 0; i < kNumCounters; ++i) {
-    uint64_t sum = test_counters_.get(i);
+    uint64_t sum = 0;
     for (const auto& b : base_ctr_) sum += b->get(i);
     out[i] = sum;
   }
@@ -432,7 +410,7 @@ void Datapath::peer_totals(uint32_t slot, uint64_t* out4) const {
   for (size_t k = 0; k < kPeerCounters; ++k) out4[k] = 0;
   if (slot >= kMaxPeerSlots) return;
   for (size_t k = 0; k < kPeerCounters; ++k) {
-    uint64_t sum = test_counters_.peer_get(slot * kPeerCounters + k);
+    uint64_t sum = 0;
     for (const auto& b : base_ctr_) sum += b->peer_get(slot * kPeerCounters + k);
     out4[k] = sum;
   }
@@ -441,38 +419,6 @@ void Datapath::peer_totals(uint32_t slot, uint64_t* out4) const {
 std::vector<uint64_t> Datapath::worker_packets() const {
   if (const Network* n = network(kDefaultNetwork)) return n->worker_packets();
   return std::vector<uint64_t>(2 * base_ctr_.size(), 0);
-}
-
-Drop Datapath::test_tx(uint8_t* pkt, size_t len, TxResult* out) {
-  const RouteTable* rt = current_table();
-  static const RouteTable kEmpty;
-  const Drop d = tx_encap(encap_, rt ? *rt : kEmpty, pkt, len, out);
-  if (d != Drop::Count) {
-    test_counters_.drop(d);
-  } else {
-    test_counters_.add(Ctr::TxPackets, 1);
-    test_counters_.add(Ctr::TxBytes, out->frame_len - encap_overhead(encap_.kind));
-    test_counters_.peer(out->peer->slot, 0, out->frame_len - encap_overhead(encap_.kind));
-  }
-  return d;
-}
-
-Drop Datapath::test_rx(uint32_t src_ip, uint8_t* dgram, size_t len, RxResult* out) {
-  const RouteTable* rt = current_table();
-  static const RouteTable kEmpty;
-  const Drop d = rx_decap(encap_, rt ? *rt : kEmpty, src_ip, dgram, len, out);
-  if (d != Drop::Count) {
-    test_counters_.drop(d);
-  } else {
-    test_counters_.add(Ctr::RxPackets, 1);
-    test_counters_.add(Ctr::RxBytes, out->inner_len);
-    test_counters_.peer(out->peer->slot, 2, out->inner_len);
-    // As the rx worker: `out->inner` points into the caller's writable `dgram`.
-    if (complete_offloaded_csum(const_cast<uint8_t*>(out->inner), out->inner_len) == L4Csum::Completed) {
-      test_counters_.add(Ctr::RxCsumCompleted, 1);
-    }
-  }
-  return d;
 }
 
 namespace {

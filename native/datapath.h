@@ -18,6 +18,7 @@
 
 #include "counters.h"
 #include "encap.h"
+#include "options.h"
 #include "route_table.h"
 #include "snapshot.h"
 
@@ -25,18 +26,18 @@ namespace vxnet {
 
 struct DatapathOptions {
   std::string tun_name;
-  uint32_t mtu = 1450;
+  uint32_t mtu = 0;      // required (opt::kMtu)
   EncapConfig encap;
   uint32_t bind_ip = 0;  // host order; 0 = any
   uint32_t tun_ip = 0;   // the TUN's own address (host order): source of our datagrams routed into it
-  uint16_t port = 8285;
-  uint32_t batch = 64;   // packets per sendmmsg/recvmmsg
+  uint16_t port = 0;     // required (opt::kPort)
+  uint32_t batch = opt::kBatch.def;  // packets per sendmmsg/recvmmsg
   uint32_t queues = 1;   // TUN queues = workers = UDP sockets (SO_REUSEPORT)
-  uint32_t sock_buf = 4 << 20;
-  uint32_t icmp_per_sec = 100;  // rate limit of generated ICMP errors, per tx worker
+  uint32_t sock_buf = opt::kSockBuf.def;
+  uint32_t icmp_per_sec = opt::kIcmpPerSec.def;  // rate limit of generated ICMP errors, per tx worker
   bool offload = true;          // TUN TSO + UDP GSO/GRO + receive coalescing, where the kernel has them
-  uint32_t busy_poll_us = 50;   // after work, poll without sleeping this long before blocking (0: never)
-  uint32_t slice_us = 100;      // workers' scheduler slice request (EEVDF, Linux >= 6.12); 0: the default
+  uint32_t busy_poll_us = opt::kBusyPollUs.def;  // after work, poll without sleeping this long before blocking (0: never)
+  uint32_t slice_us = opt::kSliceUs.def;  // workers' scheduler slice request (EEVDF, Linux >= 6.12); 0: the default
   // The network above (tun_name, mtu, encap's VNI/MAC/subnet, tun_ip) is network 0, opened with the
   // datapath. Without it (VXLAN only) the datapath serves only networks added later.
   bool default_network = true;
@@ -57,7 +58,7 @@ struct NetworkOptions {
   // A network namespace (a path: an nsfs bind mount such as /run/netns/NAME, or /proc/PID/ns/net)
   // in which the TUN is created; empty: the datapath's own. The queues' fds work from anywhere.
   std::string netns;
-  uint32_t mtu = 1450;
+  uint32_t mtu = 0;     // required (opt::kMtu)
   uint32_t tun_ip = 0;  // the TUN's own address (host order), as DatapathOptions::tun_ip
   EncapConfig encap;    // vni, local_mac, local_net/mask, icmp_src; kind is the datapath's
 };
@@ -178,11 +179,7 @@ class Datapath {
   // Inner packets sent and received by each worker ([tx, rx] per worker) for the default network.
   std::vector<uint64_t> worker_packets() const;
 
-  // Synchronous, single-packet paths for tests and microbenchmarks (no fds needed); they
-  // count into their own block. The default network's configuration and routes.
-  Drop test_tx(uint8_t* pkt, size_t len, TxResult* out);
-  // test_rx completes an offloaded inner checksum in place, as the rx worker does.
-  Drop test_rx(uint32_t src_ip, uint8_t* dgram, size_t len, RxResult* out);
+  // The default network's routes and encapsulation (nullptr / its config).
   const RouteTable* current_table() const { return routes_of(kDefaultNetwork); }
   const EncapConfig& encap() const { return encap_; }
 
@@ -219,7 +216,6 @@ class Datapath {
   std::vector<std::unique_ptr<Network>> released_;  // fds closed, counters kept until forgotten
   Snapshot<NetworkSet> nets_;
   std::vector<std::unique_ptr<Worker>> workers_;
-  CounterBlock test_counters_;
 };
 
 }  // namespace vxnet

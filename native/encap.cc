@@ -7,27 +7,13 @@
 namespace vxnet {
 
 const char* drop_name(Drop d) {
-  switch (d) {
-    case Drop::TxShort: return "tx_short";
-    case Drop::TxNotIPv4: return "tx_not_ipv4";
-    case Drop::TxBadIp: return "tx_bad_ip";
-    case Drop::TxNoRoute: return "tx_no_route";
-    case Drop::TxSendError: return "tx_send_error";
-    case Drop::TxTruncated: return "tx_truncated";
-    case Drop::TxLoop: return "tx_loop";
-    case Drop::RxShort: return "rx_short";
-    case Drop::RxUnknownPeer: return "rx_unknown_peer";
-    case Drop::RxVxlanFlags: return "rx_vxlan_flags";
-    case Drop::RxBadVni: return "rx_bad_vni";
-    case Drop::RxDstMac: return "rx_dst_mac";
-    case Drop::RxEtherType: return "rx_ethertype";
-    case Drop::RxBadIp: return "rx_bad_ip";
-    case Drop::RxSpoofedSrc: return "rx_spoofed_src";
-    case Drop::RxWrongDst: return "rx_wrong_dst";
-    case Drop::RxTunWriteError: return "rx_tun_write_error";
-    case Drop::Count: break;
-  }
-  return "unknown";
+  static const char* const kNames[] = {
+#define VXNET_X(e, name, doc) name,
+      VXNET_DROPS(VXNET_X)
+#undef VXNET_X
+  };
+  const size_t i = static_cast<size_t>(d);
+  return i < sizeof(kNames) / sizeof(kNames[0]) ? kNames[i] : "unknown";
 }
 
 bool ipv4_header_ok(const uint8_t* p, size_t avail, size_t* total) {

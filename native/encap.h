@@ -12,25 +12,40 @@ namespace vxnet {
 
 enum class EncapKind : uint8_t { Udp = 0, Vxlan = 1 };
 
-// Why a packet was dropped. Order is the wire order of the counters exposed to JS.
+// Why a packet was dropped: X(enumerator, counter name, meaning). This list is the one owner of
+// the drop reasons: the enum, drop_name(), the addon's `counterNames` and the generated TypeScript
+// (src/datapath/contract.generated.ts, `npm run gen:contract`) all come from it. Order is the
+// order of the counters exposed to JS (after the counters of VXNET_COUNTERS).
+#define VXNET_DROPS(X)                                                                                         \
+  X(TxShort, "tx_short", "read from the TUN: shorter than an IPv4 header (or than the `virtio_net_hdr`)")     \
+  X(TxNotIPv4, "tx_not_ipv4", "read from the TUN: not IPv4 (IPv6 is not routed by the overlay)")              \
+  X(TxBadIp, "tx_bad_ip",                                                                                     \
+    "read from the TUN: header or total length inconsistent, TSO packet that cannot be segmented, "           \
+    "unexpected GSO type")                                                                                    \
+  X(TxNoRoute, "tx_no_route",                                                                                 \
+    "no peer owns the destination; an ICMP net unreachable is written back (rate limited, RFC 1122 rules)")   \
+  X(TxSendError, "tx_send_error", "`sendmmsg` refused the datagram")                                          \
+  X(TxTruncated, "tx_truncated",                                                                              \
+    "read from the TUN: longer than the read buffer (so cut), or shorter than its `virtio_net_hdr`; never "   \
+    "forwarded")                                                                                              \
+  X(TxLoop, "tx_loop",                                                                                        \
+    "one of our own sending sockets' datagrams came back through the TUN (the underlay route to a peer "      \
+    "points into the overlay); never encapsulated again")                                                     \
+  X(RxShort, "rx_short", "datagram shorter than the encapsulation + IPv4 header, empty, or truncated")        \
+  X(RxUnknownPeer, "rx_unknown_peer", "outer source address is not a known peer")                             \
+  X(RxVxlanFlags, "rx_vxlan_flags", "VXLAN I flag not set")                                                   \
+  X(RxBadVni, "rx_bad_vni", "VNI is not ours (counted by the datapath, not by a network)")                    \
+  X(RxDstMac, "rx_dst_mac", "inner destination MAC is not our VTEP MAC")                                      \
+  X(RxEtherType, "rx_ethertype", "inner EtherType is not IPv4")                                               \
+  X(RxBadIp, "rx_bad_ip", "inner IPv4 header malformed: version, IHL, total length or header checksum")       \
+  X(RxSpoofedSrc, "rx_spoofed_src", "inner source address outside the sending peer's subnet")                 \
+  X(RxWrongDst, "rx_wrong_dst", "inner destination outside our own subnet")                                   \
+  X(RxTunWriteError, "rx_tun_write_error", "the kernel refused the write into the TUN")
+
 enum class Drop : uint8_t {
-  TxShort = 0,     // read from TUN: shorter than an IPv4 header
-  TxNotIPv4,       // read from TUN: version is not 4 (IPv6 is not routed by the overlay)
-  TxBadIp,         // read from TUN: header length or total length inconsistent
-  TxNoRoute,       // no peer owns the destination (ICMP unreachable written back)
-  TxSendError,     // sendmmsg refused the datagram
-  TxTruncated,     // read from TUN: longer than the read buffer (cut), or shorter than its virtio_net_hdr
-  TxLoop,          // our own encapsulated packet came back through the TUN (underlay routed into the overlay)
-  RxShort,         // datagram shorter than the encapsulation + IPv4 header
-  RxUnknownPeer,   // outer source address is not a known peer
-  RxVxlanFlags,    // VXLAN I flag not set
-  RxBadVni,        // VNI is not ours
-  RxDstMac,        // inner destination MAC is not our VTEP MAC
-  RxEtherType,     // inner EtherType is not IPv4
-  RxBadIp,         // inner IPv4 header malformed: version, IHL, total length or checksum
-  RxSpoofedSrc,    // inner source address outside the sending peer's subnet
-  RxWrongDst,      // inner destination address outside our own subnet
-  RxTunWriteError, // the kernel refused the write into the TUN
+#define VXNET_X(e, name, doc) e,
+  VXNET_DROPS(VXNET_X)
+#undef VXNET_X
   Count
 };
 const char* drop_name(Drop d);

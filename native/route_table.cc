@@ -25,6 +25,8 @@ uint32_t load_le32(const uint8_t* p) {
 
 }  // namespace
 
+static_assert(route_field::kMac.offset + route_field::kMac.size <= kRouteRecordSize, "route record fields fit");
+
 bool decode_route_records(const uint8_t* data, size_t len, std::vector<RouteSpec>* out, std::string* err) {
   if (len % kRouteRecordSize != 0) {
     *err = "route buffer length is not a multiple of " + std::to_string(kRouteRecordSize);
@@ -35,12 +37,13 @@ bool decode_route_records(const uint8_t* data, size_t len, std::vector<RouteSpec
   for (size_t off = 0; off < len; off += kRouteRecordSize) {
     const uint8_t* r = data + off;
     RouteSpec s{};
-    s.net = load_le32(r);
-    s.peer_ip = load_le32(r + 4);
-    s.slot = load_le32(r + 8);
-    s.port = static_cast<uint16_t>(r[12] | (r[13] << 8));
-    s.prefix_len = r[14];
-    std::memcpy(s.mac, r + 16, 6);
+    namespace f = route_field;
+    s.net = load_le32(r + f::kNet.offset);
+    s.peer_ip = load_le32(r + f::kPeerIp.offset);
+    s.slot = load_le32(r + f::kSlot.offset);
+    s.port = static_cast<uint16_t>(r[f::kPort.offset] | (r[f::kPort.offset + 1] << 8));
+    s.prefix_len = r[f::kPrefixLen.offset];
+    std::memcpy(s.mac, r + f::kMac.offset, f::kMac.size);
     out->push_back(s);
   }
   return true;

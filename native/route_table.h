@@ -25,7 +25,22 @@ struct Peer {
   sockaddr_in addr{};       // prebuilt destination for sendmmsg
 };
 
-// Wire layout of one route record handed over from JS (little endian, 24 bytes).
+// Wire layout of one route record handed over from JS (little endian): the one owner of it. The
+// addon exports these fields (`routeRecord`) and the TypeScript face writes records from them.
+struct RouteField {
+  const char* name;
+  uint8_t offset;
+  uint8_t size;
+};
+namespace route_field {
+constexpr RouteField kNet{"net", 0, 4};          // the peer's subnet, host order
+constexpr RouteField kPeerIp{"peerIp", 4, 4};    // its underlay address, host order
+constexpr RouteField kSlot{"slot", 8, 4};        // its counter slot, or kNoSlot
+constexpr RouteField kPort{"port", 12, 2};       // its UDP port
+constexpr RouteField kPrefixLen{"prefixLen", 14, 1};
+constexpr RouteField kMac{"mac", 16, 6};         // its VTEP MAC (VXLAN)
+constexpr const RouteField* kAll[] = {&kNet, &kPeerIp, &kSlot, &kPort, &kPrefixLen, &kMac};
+}  // namespace route_field
 constexpr size_t kRouteRecordSize = 24;
 struct RouteSpec {
   uint32_t net;

@@ -55,6 +55,48 @@ function indent(text: string): string {
     .join('\n');
 }
 
+/** What a demo scenario found: failed checks, and the commands worth trying when the cluster is kept. */
+interface Outcome {
+  failures: number;
+  hints: string[];
+}
+
+/**
+ * Runs a scenario on a built cluster, then either keeps the cluster up (--keep: prints the hints and
+ * waits for Ctrl-C) or tears it down, also when the scenario throws. Ctrl-C or SIGTERM at any point
+ * removes everything (the testbed's own handler has already removed namespaces and processes
+ * synchronously; this removes the temp dir). Returns the number of failed checks.
+ */
+async function hold(cluster: { dir: string }, keep: boolean, teardown: { say: string; destroy: () => Promise<void> }, scenario: () => Promise<Outcome>): Promise<number> {
+  const onSignal = () => {
+    rmSync(cluster.dir, { recursive: true, force: true });
+    process.stdout.write('\ninterrupted: namespaces and processes removed\n');
+    process.exit(130);
+  };
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
+  try {
+    const { failures, hints } = await scenario();
+    if (keep) {
+      say('--keep: the cluster stays up until Ctrl-C. Try, as root:');
+      process.stdout.write([...hints.map((h) => `    ${h}`), ''].join('\n'));
+      await new Promise<never>(() => undefined);
+    }
+    return failures;
+  } finally {
+    if (!keep) {
+      say(teardown.say);
+      await teardown.destroy();
+    }
+  }
+}
+
+/** The exit code for `failures`, said in words. */
+function verdict(failures: number, failed: string, passed: string): number {
+  say(failures > 0 ? `${failures} ${failed}` : passed);
+  return failures > 0 ? 1 : 0;
+}
+
 /**
  * `--docker`: hosts with a real dockerd each (Debian docker.io) and vxnet serving the Docker plugin;
  * net1 and net2 created on h1 appear on the other hosts (--docker-sync-networks); containers on
@@ -66,16 +108,10 @@ async function dockerDemo(args: DemoArgs): Promise<number> {
   say(`building ${hosts} hosts in network namespaces, each with its own dockerd and vxnet daemon (--docker-plugin --docker-sync-networks)`);
   const dc = await DockerCluster.create({ hosts, tag: 'demod' });
   const c = dc.cluster;
-  let failures = 0;
-  const onSignal = () => {
-    rmSync(c.dir, { recursive: true, force: true });
-    process.stdout.write('\ninterrupted: namespaces and processes removed\n');
-    process.exit(130);
-  };
-  process.on('SIGINT', onSignal);
-  process.on('SIGTERM', onSignal);
   const hostIdx = c.bed.hosts.map((h) => h.index);
-  try {
+  const teardown = { say: 'tearing down: containers, dockerd, vxnet daemons, etcd, namespaces', destroy: () => dc.destroy() };
+  const failures = await hold(c, args.keep, teardown, async () => {
+    let failures = 0;
     const h1 = dc.dockerOf(1);
     for (const [net, range] of [['net1', '10.250.0.0/16'], ['net2', '10.251.0.0/16']]) {
       say(`h1: docker network create -d vxnet --ipam-driver vxnet --subnet ${range} ${net}`);
@@ -110,32 +146,16 @@ async function dockerDemo(args: DemoArgs): Promise<number> {
     say('vxnet status on h1 (Docker part):');
     const table = await c.statusTable(c.host(1));
     process.stdout.write(indent(table.slice(table.indexOf('docker    plugin'))) + '\n');
-    if (args.keep) {
-      say('--keep: the cluster stays up until Ctrl-C. Try, as root:');
-      process.stdout.write(
-        [
-          `    DOCKER_HOST=unix://${h1.sock} docker ps`,
-          `    DOCKER_HOST=unix://${h1.sock} docker exec a1 ping ${ips.get('a2')?.ip ?? ''}`,
-          `    ip netns exec ${c.host(1).ns} ${process.execPath} ${CLI_JS} status --subnet-file=${c.subnetFile(c.host(1))}`,
-          `    nsenter -t ${h1.pid} -m -n -- nsenter --net=${(await dc.network(1, 'net1'))?.namespace ?? ''} ip route   # net1's routing table on h1`,
-          `    ip netns exec ${c.bed.switchNs} etcdctl --endpoints=${c.endpoint} get --prefix /coreos.com/network/docker/`,
-          '',
-        ].join('\n'),
-      );
-      await new Promise<never>(() => undefined);
-    }
-  } finally {
-    if (!args.keep) {
-      say('tearing down: containers, dockerd, vxnet daemons, etcd, namespaces');
-      await dc.destroy();
-    }
-  }
-  if (failures > 0) {
-    say(`${failures} check(s) failed`);
-    return 1;
-  }
-  say('done: each network reaches across hosts, neither reaches the other');
-  return 0;
+    const hints = [
+      `DOCKER_HOST=unix://${h1.sock} docker ps`,
+      `DOCKER_HOST=unix://${h1.sock} docker exec a1 ping ${ips.get('a2')?.ip ?? ''}`,
+      `ip netns exec ${c.host(1).ns} ${process.execPath} ${CLI_JS} status --subnet-file=${c.subnetFile(c.host(1))}`,
+      `nsenter -t ${h1.pid} -m -n -- nsenter --net=${(await dc.network(1, 'net1'))?.namespace ?? ''} ip route   # net1's routing table on h1`,
+      `ip netns exec ${c.bed.switchNs} etcdctl --endpoints=${c.endpoint} get --prefix /coreos.com/network/docker/`,
+    ];
+    return { failures, hints };
+  });
+  return verdict(failures, 'check(s) failed', 'done: each network reaches across hosts, neither reaches the other');
 }
 
 async function main(): Promise<number> {
@@ -151,16 +171,9 @@ async function main(): Promise<number> {
   const netConf = { Network: '10.244.0.0/16', SubnetLen: 24, Backend: { ...descriptorOf(args.backend).section } };
   say(`building ${args.hosts} hosts in network namespaces (underlay 198.18.0.0/24, etcd on the switch at 198.18.0.254)`);
   const c = await Cluster.create({ hosts: args.hosts, tag: 'demo' });
-  let failures = 0;
-  const onSignal = () => {
-    // The testbed's own handler has already removed namespaces and processes synchronously.
-    rmSync(c.dir, { recursive: true, force: true });
-    process.stdout.write('\ninterrupted: namespaces and processes removed\n');
-    process.exit(130);
-  };
-  process.on('SIGINT', onSignal);
-  process.on('SIGTERM', onSignal);
-  try {
+  const teardown = { say: 'tearing down: SIGTERM to the daemons, etcd stopped, namespaces deleted', destroy: () => c.destroy() };
+  const failures = await hold(c, args.keep, teardown, async () => {
+    let failures = 0;
     say(`etcd ${c.endpoint} running (data in a temp dir); namespaces ${c.bed.namespaceNames().join(' ')}`);
     const netConfFile = c.writeFile('net-conf.json', JSON.stringify(netConf, null, 2));
     say(`starting vxnet daemons with --net-config ${JSON.stringify(netConf)}`);
@@ -199,31 +212,15 @@ async function main(): Promise<number> {
     say(`vxnet status on ${h1.name}:`);
     process.stdout.write(indent(await c.statusTable(h1)) + '\n');
 
-    if (args.keep) {
-      say('--keep: the cluster stays up until Ctrl-C. Try, as root:');
-      process.stdout.write(
-        [
-          `    ip netns exec ${h1.ns} ${process.execPath} ${CLI_JS} status --subnet-file=${c.subnetFile(h1)}`,
-          `    ip netns exec ${h1.containerNs} ping ${h2.containerIp}`,
-          `    ip netns exec ${c.bed.switchNs} etcdctl --endpoints=${c.endpoint} get --prefix /coreos.com/network/`,
-          `    daemon logs: ${c.dir}/h*.log`,
-          '',
-        ].join('\n'),
-      );
-      await new Promise<never>(() => undefined);
-    }
-  } finally {
-    if (!args.keep) {
-      say('tearing down: SIGTERM to the daemons, etcd stopped, namespaces deleted');
-      await c.destroy();
-    }
-  }
-  if (failures > 0) {
-    say(`${failures} traffic check(s) failed`);
-    return 1;
-  }
-  say('done: all cross-host traffic checks passed');
-  return 0;
+    const hints = [
+      `ip netns exec ${h1.ns} ${process.execPath} ${CLI_JS} status --subnet-file=${c.subnetFile(h1)}`,
+      `ip netns exec ${h1.containerNs} ping ${h2.containerIp}`,
+      `ip netns exec ${c.bed.switchNs} etcdctl --endpoints=${c.endpoint} get --prefix /coreos.com/network/`,
+      `daemon logs: ${c.dir}/h*.log`,
+    ];
+    return { failures, hints };
+  });
+  return verdict(failures, 'traffic check(s) failed', 'done: all cross-host traffic checks passed');
 }
 
 main().then(

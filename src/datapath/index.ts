@@ -1,14 +1,15 @@
 // The typed face of the native datapath: validates configuration, configures the TUN with
 // iproute2, and turns peer lists into route snapshots. Packets never come through here.
-import { addon, NativeDatapath, type DatapathOffloads } from './native';
-import { Cidr, cidrContains, cidrCovers, cidrOverlaps, formatCidr, formatIPv4, maskOf, parseIPv4, parseMac } from '../net/ip';
-import { statSync, writeFileSync } from 'node:fs';
-import os from 'node:os';
+import { addon, NativeDatapath } from './native';
+import { checkNetworkConfig, DatapathConfigError, nativeOptions, validateDatapathConfig, type DatapathConfig, type NetworkConfig, type PortConfig } from './config';
+import { PeerSlots, RouteState, type PeerRoute } from './routes';
+import { buildStats, type DatapathStats } from './stats';
+import { Cidr, cidrOverlaps, formatCidr, formatIPv4, parseIPv4, parseMac } from '../net/ip';
+import { writeFileSync } from 'node:fs';
 import { ipIn, sysctlIn } from '../net/iproute';
-import { DEFAULT_PORT, ENCAP_OVERHEAD, MAX_VNI } from '../net/wire';
+import { DEFAULT_PORT } from '../net/wire';
 
 export type { Encap as EncapKind } from '../net/wire';
-import type { Encap as EncapKind } from '../net/wire';
 
 /**
  * The overlay is IPv4: without this the kernel sends router solicitations and MLD reports into the
@@ -43,396 +44,13 @@ async function configureTun(netns: string | undefined, name: string, mtu: number
 
 /** Underlay bytes each encapsulation adds: outer IPv4 + UDP (+ VXLAN + inner Ethernet). */
 export { DEFAULT_PORT, ENCAP_OVERHEAD } from '../net/wire';
-
-export interface DatapathConfig {
-  encap: EncapKind;
-  /** TUN device name (at most 15 characters). */
-  tunName: string;
-  /** MTU of the TUN (the overlay MTU). */
-  mtu: number;
-  /** The whole overlay network: routed into the TUN. */
-  network: Cidr;
-  /** Our own lease: inner destinations of received packets must fall inside it. */
-  localSubnet: Cidr;
-  port?: number;
-  /** Underlay address to bind the UDP socket to (default: any). */
-  bindAddress?: string;
-  vni?: number;
-  /** Our VTEP MAC (vxlan). */
-  vtepMac?: string;
-  /** Worker threads, each with its own TUN queue and UDP sockets, serving both directions (default: one per core, at most 16). */
-  queues?: number;
-  batch?: number;
-  /**
-   * Microseconds a worker keeps polling without sleeping after its last packet (default 50, 0 =
-   * never): a reply arriving within it is handled without a thread wake-up. Bounded CPU per burst.
-   */
-  busyPollUs?: number;
-  /**
-   * Scheduler slice the workers request, in µs (EEVDF, Linux >= 6.12; default 100, 0 = the
-   * kernel's): a worker woken by a packet preempts a CPU-bound task at once instead of after its slice.
-   */
-  sliceUs?: number;
-  icmpPerSec?: number;
-}
-
-/**
- * A datapath with no network of its own: the UDP port, sockets and workers only (VXLAN), serving
- * the networks added with Datapath.addNetwork(). Fields as in DatapathConfig.
- */
-export interface PortConfig {
-  encap?: 'vxlan';
-  port?: number;
-  bindAddress?: string;
-  queues?: number;
-  batch?: number;
-  busyPollUs?: number;
-  sliceUs?: number;
-  icmpPerSec?: number;
-}
-
-/**
- * One network of several on a datapath's UDP port (VXLAN): received frames are demultiplexed by
- * VNI onto it, validated against its own peers only, and written into its own TUN; what its TUN
- * hands over is encapsulated with its VNI towards its own peers.
- */
-export interface NetworkConfig {
-  /** VXLAN network identifier, 0..16777215; unique among the datapath's networks. */
-  vni: number;
-  /** TUN device name (1-15 characters of [A-Za-z0-9_.-]); must not exist yet in its namespace. */
-  tunName: string;
-  /**
-   * The network namespace the TUN is created and configured in, as a path (an nsfs bind mount
-   * such as /run/netns/NAME or /run/vxnet/netns/NAME, or /proc/PID/ns/net). Default: the
-   * datapath's own namespace. The namespace must outlive the network.
-   */
-  netns?: string;
-  /** MTU of the TUN (576..65485). */
-  mtu: number;
-  /** The network's whole range: routed into the TUN (in its namespace). */
-  network: Cidr;
-  /** This host's lease of it: inner destinations of received packets must fall inside. */
-  localSubnet: Cidr;
-  /** Our VTEP MAC on this network: peers address their frames to it. */
-  vtepMac: string;
-  /**
-   * The TUN's own address, given with the network's prefix length (default: localSubnet's
-   * network address, as flannel does). Must lie inside localSubnet.
-   */
-  tunAddress?: string;
-}
-
-export interface PeerRoute {
-  subnet: Cidr;
-  publicIp: string;
-  port?: number;
-  /** The peer's VTEP MAC (vxlan). */
-  vtepMac?: string;
-}
-
-export interface PeerStats {
-  subnet: string;
-  publicIp: string;
-  txPackets: number;
-  txBytes: number;
-  rxPackets: number;
-  rxBytes: number;
-}
-
-export interface DatapathStats {
-  txPackets: number;
-  txBytes: number;
-  rxPackets: number;
-  rxBytes: number;
-  txBatches: number;
-  rxBatches: number;
-  tunReads: number;
-  tunWrites: number;
-  /** TCP super-packets read from the TUN and segmented in the datapath (TSO). */
-  tunTsoReads: number;
-  /** Coalesced TCP super-packets written into the TUN (GRO). */
-  tunGroWrites: number;
-  icmpUnreachableSent: number;
-  icmpUnreachableSuppressed: number;
-  /**
-   * Received TCP/UDP packets whose sender left the checksum to offload (the field held only the
-   * pseudo-header sum, as a kernel peer on a veth underlay sends them); the datapath filled it in.
-   */
-  rxCsumCompleted: number;
-  /** Received TCP super-packets (a peer's GSO packet delivered whole over a veth underlay), written as TSO. */
-  rxSuperPackets: number;
-  /** UDP super-packets (GSO_UDP_L4, a local UDP_SEGMENT sender) read from the TUN and cut into datagrams. */
-  tunUsoReads: number;
-  /** Dropped packets by reason (every reason present, zero or not). */
-  drops: Record<string, number>;
-  peers: PeerStats[];
-  /** Inner packets each worker thread sent and received (is the load spread over the cores?). */
-  workers: Array<{ txPackets: number; rxPackets: number }>;
-  /** Which offloads the kernel accepted. */
-  offload: DatapathOffloads;
-}
-
-export class DatapathConfigError extends Error {
-  constructor(
-    readonly field: string,
-    message: string,
-  ) {
-    super(`${field}: ${message}`);
-  }
-}
-
-const COUNTER_FIELDS: Record<string, keyof Omit<DatapathStats, 'drops' | 'peers'>> = {
-  tx_packets: 'txPackets',
-  tx_bytes: 'txBytes',
-  rx_packets: 'rxPackets',
-  rx_bytes: 'rxBytes',
-  tx_batches: 'txBatches',
-  rx_batches: 'rxBatches',
-  tun_reads: 'tunReads',
-  tun_writes: 'tunWrites',
-  tun_tso_reads: 'tunTsoReads',
-  tun_gro_writes: 'tunGroWrites',
-  icmp_unreachable_sent: 'icmpUnreachableSent',
-  icmp_unreachable_suppressed: 'icmpUnreachableSuppressed',
-  rx_csum_completed: 'rxCsumCompleted',
-  rx_super_packets: 'rxSuperPackets',
-  tun_uso_reads: 'tunUsoReads',
-};
-
-/** Every drop reason the datapath counts, in its own order. */
-export const DROP_REASONS: readonly string[] = addon.counterNames.filter((n) => !(n in COUNTER_FIELDS));
-
-export function validateDatapathConfig(cfg: DatapathConfig): void {
-  if (cfg.encap !== 'udp' && cfg.encap !== 'vxlan') {
-    throw new DatapathConfigError('encap', `must be "udp" or "vxlan", got ${JSON.stringify(cfg.encap)}`);
-  }
-  if (!/^[A-Za-z0-9_.-]{1,15}$/.test(cfg.tunName)) {
-    throw new DatapathConfigError('tunName', `must be 1-15 characters of [A-Za-z0-9_.-], got ${JSON.stringify(cfg.tunName)}`);
-  }
-  if (!Number.isInteger(cfg.mtu) || cfg.mtu < 576 || cfg.mtu > 65535 - ENCAP_OVERHEAD[cfg.encap]) {
-    throw new DatapathConfigError('mtu', `must be an integer in 576..${65535 - ENCAP_OVERHEAD[cfg.encap]}, got ${cfg.mtu}`);
-  }
-  if (!cidrCovers(cfg.network, cfg.localSubnet)) {
-    throw new DatapathConfigError('localSubnet', `${formatCidr(cfg.localSubnet)} is not inside ${formatCidr(cfg.network)}`);
-  }
-  if (cfg.port !== undefined && (!Number.isInteger(cfg.port) || cfg.port < 1 || cfg.port > 65535)) {
-    throw new DatapathConfigError('port', `must be in 1..65535, got ${cfg.port}`);
-  }
-  if (cfg.busyPollUs !== undefined && (!Number.isInteger(cfg.busyPollUs) || cfg.busyPollUs < 0 || cfg.busyPollUs > 10000)) {
-    throw new DatapathConfigError('busyPollUs', `must be an integer in 0..10000, got ${cfg.busyPollUs}`);
-  }
-  if (cfg.sliceUs !== undefined && (!Number.isInteger(cfg.sliceUs) || cfg.sliceUs < 0 || cfg.sliceUs > 100000)) {
-    throw new DatapathConfigError('sliceUs', `must be an integer in 0..100000, got ${cfg.sliceUs}`);
-  }
-  if (cfg.queues !== undefined && (!Number.isInteger(cfg.queues) || cfg.queues < 1 || cfg.queues > 16)) {
-    throw new DatapathConfigError('queues', `must be an integer in 1..16, got ${cfg.queues}`);
-  }
-  if (cfg.vni !== undefined && (!Number.isInteger(cfg.vni) || cfg.vni < 0 || cfg.vni > MAX_VNI)) {
-    throw new DatapathConfigError('vni', `must fit in 24 bits (0..16777215), got ${cfg.vni}`);
-  }
-  if (cfg.encap === 'vxlan' && !cfg.vtepMac) throw new DatapathConfigError('vtepMac', 'required for vxlan');
-  if (cfg.vtepMac) {
-    try {
-      parseMac(cfg.vtepMac);
-    } catch (e) {
-      throw new DatapathConfigError('vtepMac', (e as Error).message);
-    }
-  }
-  if (cfg.bindAddress !== undefined) {
-    try {
-      parseIPv4(cfg.bindAddress);
-    } catch (e) {
-      throw new DatapathConfigError('bindAddress', (e as Error).message);
-    }
-  }
-}
-
-/** One worker per core the process may run on (at most 16 TUN queues). */
-export function defaultQueues(): number {
-  return Math.max(1, Math.min(16, os.availableParallelism()));
-}
-
-function nativeOptions(cfg: DatapathConfig) {
-  return {
-    tunName: cfg.tunName,
-    encap: cfg.encap,
-    mtu: cfg.mtu,
-    vni: cfg.vni ?? 1,
-    port: cfg.port ?? DEFAULT_PORT[cfg.encap],
-    bindIp: cfg.bindAddress ? parseIPv4(cfg.bindAddress) : 0,
-    batch: cfg.batch,
-    queues: cfg.queues ?? defaultQueues(),
-    busyPollUs: cfg.busyPollUs,
-    sliceUs: cfg.sliceUs,
-    icmpPerSec: cfg.icmpPerSec,
-    localNet: cfg.localSubnet.ip,
-    localPrefixLen: cfg.localSubnet.prefixLen,
-    // ICMP errors come from the unreachable destination: a local source would be dropped as a martian.
-    icmpSrc: 0,
-    // The TUN's own address: a datagram of ours from it that comes back through the TUN is a loop.
-    tunIp: cfg.localSubnet.ip,
-    localMac: cfg.vtepMac ? parseMac(cfg.vtepMac) : undefined,
-  };
-}
-
-/** Stable per-peer counter slots, shared by every network of a datapath (its slots are one space); a reused slot starts from a baseline so counts never leak. */
-class PeerSlots {
-  private readonly byKey = new Map<string, number>();
-  private readonly baseline = new Map<number, Float64Array>();
-  private free: number[] = [];
-  private next = 0;
-
-  constructor(private readonly native: NativeDatapath) {}
-
-  /** Slots for `keys` of network `scope`; that network's other keys give theirs up. */
-  assign(scope: number, keys: string[]): number[] {
-    const prefix = `${scope}|`;
-    const keep = new Set(keys.map((k) => prefix + k));
-    for (const [k, slot] of this.byKey) {
-      if (k.startsWith(prefix) && !keep.has(k)) {
-        this.byKey.delete(k);
-        this.free.push(slot);
-      }
-    }
-    return keys.map((key) => {
-      const k = prefix + key;
-      let slot = this.byKey.get(k);
-      if (slot === undefined) {
-        slot = this.next < addon.maxPeerSlots ? this.next++ : (this.free.shift() ?? 0xffffffff);
-        if (slot !== 0xffffffff) {
-          this.baseline.set(slot, this.native.peerCounters(Uint32Array.of(slot)));
-          this.byKey.set(k, slot);
-        }
-      }
-      return slot;
-    });
-  }
-
-  /** Gives up every slot of network `scope`. */
-  release(scope: number): void {
-    this.assign(scope, []);
-  }
-
-  read(slot: number, into: Float64Array, at: number): number[] {
-    const base = this.baseline.get(slot);
-    return [0, 1, 2, 3].map((k) => into[at + k] - (base ? base[k] : 0));
-  }
-}
-
-/** The native route records of `routes` (24 bytes each), with their counter slots. */
-function routeRecords(routes: PeerRoute[], slots: number[], port: number, needMac: boolean, what: string): Buffer {
-  const size = addon.routeRecordSize;
-  const buf = Buffer.alloc(routes.length * size);
-  routes.forEach((r, i) => {
-    const at = i * size;
-    if ((r.subnet.ip & maskOf(r.subnet.prefixLen)) >>> 0 !== r.subnet.ip) {
-      throw new Error(`${what}: host bits set in ${formatCidr(r.subnet)}`);
-    }
-    buf.writeUInt32LE(r.subnet.ip, at);
-    buf.writeUInt32LE(parseIPv4(r.publicIp), at + 4);
-    buf.writeUInt32LE(slots[i], at + 8);
-    buf.writeUInt16LE(r.port ?? port, at + 12);
-    buf.writeUInt8(r.subnet.prefixLen, at + 14);
-    if (r.vtepMac) parseMac(r.vtepMac).copy(buf, at + 16);
-    else if (needMac) throw new Error(`${what}: peer ${formatCidr(r.subnet)} has no VTEP MAC`);
-  });
-  return buf;
-}
-
-/** Routes of one network with their slots: the part of setRoutes/setPeers shared by both. */
-class RouteState {
-  routes: PeerRoute[] = [];
-  slots: number[] = [];
-
-  constructor(
-    private readonly native: NativeDatapath,
-    private readonly peerSlots: PeerSlots,
-    private readonly scope: number,
-    private readonly port: number,
-    private readonly needMac: boolean,
-    private readonly what: string,
-  ) {}
-
-  set(routes: PeerRoute[]): void {
-    const keys = routes.map((r) => formatCidr(r.subnet));
-    if (new Set(keys).size !== keys.length) throw new Error(`${this.what}: duplicate subnet in route list`);
-    // Validate before any slot changes hands.
-    routeRecords(routes, routes.map(() => 0xffffffff), this.port, this.needMac, this.what);
-    const slots = this.peerSlots.assign(this.scope, keys);
-    const buf = routeRecords(routes, slots, this.port, this.needMac, this.what);
-    this.native.setRoutes(buf, this.scope);
-    this.routes = routes.slice();
-    this.slots = slots;
-  }
-
-  peerStats(): PeerStats[] {
-    const pc = this.native.peerCounters(Uint32Array.from(this.slots));
-    return this.routes.map((r, i) => {
-      const [txPackets, txBytes, rxPackets, rxBytes] = this.peerSlots.read(this.slots[i], pc, i * 4);
-      return { subnet: formatCidr(r.subnet), publicIp: r.publicIp, txPackets, txBytes, rxPackets, rxBytes };
-    });
-  }
-}
-
-/** DatapathStats from the native counter arrays. */
-function buildStats(vals: Float64Array, peers: PeerStats[], wc: Float64Array, offload: DatapathOffloads): DatapathStats {
-  const out = { drops: {} as Record<string, number>, peers, workers: [] } as unknown as DatapathStats;
-  addon.counterNames.forEach((name, i) => {
-    const field = COUNTER_FIELDS[name];
-    if (field) (out as unknown as Record<string, number>)[field] = vals[i];
-    else out.drops[name] = vals[i];
-  });
-  for (let i = 0; i + 1 < wc.length; i += 2) out.workers.push({ txPackets: wc[i], rxPackets: wc[i + 1] });
-  out.offload = offload;
-  return out;
-}
+export { checkNetworkConfig, DatapathConfigError, defaultQueues, validateDatapathConfig, type DatapathConfig, type NetworkConfig, type PortConfig } from './config';
+export type { PeerRoute, PeerStats } from './routes';
+export type { DatapathStats } from './stats';
+export { COUNTER_NAMES, DROP_REASONS, type CounterName, type DropReason, type DatapathCounters } from './contract.generated';
 
 /** The id of the network a datapath opens with (DatapathConfig's), in the native face. */
 const DEFAULT_NETWORK = 0;
-
-function checkNetworkConfig(cfg: NetworkConfig): void {
-  if (!Number.isInteger(cfg.vni) || cfg.vni < 0 || cfg.vni > MAX_VNI) {
-    throw new DatapathConfigError('vni', `must fit in 24 bits (0..16777215), got ${cfg.vni}`);
-  }
-  if (typeof cfg.tunName !== 'string' || !/^[A-Za-z0-9_.-]{1,15}$/.test(cfg.tunName)) {
-    throw new DatapathConfigError('tunName', `must be 1-15 characters of [A-Za-z0-9_.-], got ${JSON.stringify(cfg.tunName)}`);
-  }
-  if (cfg.netns !== undefined) {
-    if (typeof cfg.netns !== 'string' || !cfg.netns.startsWith('/')) {
-      throw new DatapathConfigError('netns', `must be an absolute path to a network namespace, got ${JSON.stringify(cfg.netns)}`);
-    }
-    try {
-      statSync(cfg.netns);
-    } catch (e) {
-      throw new DatapathConfigError('netns', `${cfg.netns}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
-    }
-  }
-  const maxMtu = 65535 - ENCAP_OVERHEAD.vxlan;
-  if (!Number.isInteger(cfg.mtu) || cfg.mtu < 576 || cfg.mtu > maxMtu) {
-    throw new DatapathConfigError('mtu', `must be an integer in 576..${maxMtu}, got ${cfg.mtu}`);
-  }
-  if (!cfg.network || !Number.isInteger(cfg.network.prefixLen)) throw new DatapathConfigError('network', 'must be a CIDR prefix');
-  if (!cfg.localSubnet || !cidrCovers(cfg.network, cfg.localSubnet)) {
-    throw new DatapathConfigError('localSubnet', `${cfg.localSubnet ? formatCidr(cfg.localSubnet) : String(cfg.localSubnet)} is not inside ${formatCidr(cfg.network)}`);
-  }
-  if (!cfg.vtepMac) throw new DatapathConfigError('vtepMac', 'required for vxlan');
-  try {
-    parseMac(cfg.vtepMac);
-  } catch (e) {
-    throw new DatapathConfigError('vtepMac', (e as Error).message);
-  }
-  if (cfg.tunAddress !== undefined) {
-    let a: number;
-    try {
-      a = parseIPv4(cfg.tunAddress);
-    } catch (e) {
-      throw new DatapathConfigError('tunAddress', (e as Error).message);
-    }
-    if (!cidrContains(cfg.localSubnet, a)) {
-      throw new DatapathConfigError('tunAddress', `${cfg.tunAddress} is not inside localSubnet ${formatCidr(cfg.localSubnet)}`);
-    }
-  }
-}
 
 export class Datapath {
   private readonly peerSlots: PeerSlots;
@@ -450,12 +68,6 @@ export class Datapath {
     if (hasDefaultNetwork) {
       this.own = new RouteState(native, this.peerSlots, DEFAULT_NETWORK, config.port ?? DEFAULT_PORT[config.encap], config.encap === 'vxlan', 'setRoutes');
     }
-  }
-
-  /** An engine without TUN or sockets: for byte-vector tests and microbenchmarks. */
-  static detached(cfg: DatapathConfig): Datapath {
-    validateDatapathConfig(cfg);
-    return new Datapath(cfg, new addon.Datapath(nativeOptions(cfg)));
   }
 
   /**
@@ -547,7 +159,7 @@ export class Datapath {
       vni: n.config.vni, tunName: n.tunName, netns: n.config.netns, network: n.config.network, what: `network ${n.config.vni}`,
     }));
     if (this.hasDefaultNetwork) {
-      others.push({ vni: this.config.vni ?? 1, tunName: this.tunName, network: this.config.network, what: 'the default network' });
+      others.push({ vni: this.config.vni ?? addon.options.datapath.vni.default!, tunName: this.tunName, network: this.config.network, what: 'the default network' });
     }
     for (const o of others) {
       if (o.vni === cfg.vni) throw new DatapathConfigError('vni', `${cfg.vni} is already served by ${o.what}`);
@@ -593,26 +205,6 @@ export class Datapath {
   /** The networks added with addNetwork() and not closed yet. */
   get addedNetworks(): readonly DatapathNetwork[] {
     return [...this.networks.values()];
-  }
-
-  /** Pure encapsulation of one packet against the current routes (tests, microbenchmarks). */
-  encapForTest(packet: Buffer) {
-    return this.native.testTx(packet);
-  }
-
-  /** Pure validation + decapsulation of one datagram from `srcIp` (tests, microbenchmarks). */
-  decapForTest(srcIp: string, datagram: Buffer) {
-    return this.native.testRx(parseIPv4(srcIp), datagram);
-  }
-
-  /** Native microbenchmark kernels: elapsed ns for `iterations` runs of the hot-path function. */
-  get bench() {
-    const n = this.native;
-    return {
-      encap: (packet: Buffer, iterations: number) => n.benchTx(packet, iterations),
-      decap: (srcIp: string, dgram: Buffer, iterations: number) => n.benchRx(parseIPv4(srcIp), dgram, iterations),
-      lookup: (dsts: Uint32Array, rounds: number) => n.benchLookup(dsts, rounds),
-    };
   }
 
   /**

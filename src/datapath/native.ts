@@ -1,15 +1,19 @@
 // Loads the compiled addon (lazily) and declares its exact shape; nothing here adapts behaviour.
 import path from 'node:path';
 
+/**
+ * Options of `new addon.Datapath()`. The numeric ones are checked by the addon against its specs
+ * (`NativeAddon.options.datapath`: limits, defaults, which are required); see native/options.h.
+ */
 export interface NativeDatapathOptions {
   tunName: string;
   encap: 'udp' | 'vxlan';
-  mtu?: number;
+  mtu: number;
   vni?: number;
   bindIp?: number;
-  port?: number;
+  port: number;
   batch?: number;
-  queues?: number;
+  queues: number;
   tunIp?: number;
   busyPollUs?: number;
   sliceUs?: number;
@@ -44,10 +48,6 @@ export interface NativeNetworkInfo {
   routeCount: number;
 }
 
-export type NativeTxResult =
-  | { drop: string; icmp?: Buffer }
-  | { peerIp: number; port: number; slot: number; frame: Buffer };
-export type NativeRxResult = { drop: string } | { slot: number; inner: Buffer };
 
 export interface NativeDatapath {
   open(): string;
@@ -68,45 +68,99 @@ export interface NativeDatapath {
   forgetNetwork(network: number): void;
   networkInfo(network?: number): NativeNetworkInfo;
   readonly offload: DatapathOffloads;
-  testTx(packet: Buffer): NativeTxResult;
-  testRx(srcIp: number, datagram: Buffer): NativeRxResult;
-  benchTx(packet: Buffer, iterations: number): number;
-  benchRx(srcIp: number, datagram: Buffer, iterations: number): number;
-  benchLookup(dsts: Uint32Array, rounds: number): number;
   readonly tunName: string;
   readonly running: boolean;
   readonly routeCount: number;
 }
 
+/** One numeric option's spec, as the addon exports it (native/options.h). */
+export interface NativeOptionSpec {
+  min: number;
+  max: number;
+  /** Absent for required options. */
+  default?: number;
+  required: boolean;
+}
+
+/** A field of the route record: byte offset and width (little endian). */
+export interface NativeRouteField {
+  offset: number;
+  size: number;
+}
+
 export interface NativeAddon {
   Datapath: new (opts: NativeDatapathOptions) => NativeDatapath;
+  /** Every counter then every drop reason, in the order counters() returns them. */
   counterNames: string[];
-  routeRecordSize: number;
+  /** The numeric options of a datapath and of an added network. */
+  options: {
+    datapath: Record<'mtu' | 'vni' | 'port' | 'bindIp' | 'batch' | 'queues' | 'busyPollUs' | 'sliceUs' | 'sockBuf' | 'icmpPerSec' | 'localNet' | 'localPrefixLen' | 'icmpSrc' | 'tunIp', NativeOptionSpec>;
+    network: Record<'mtu' | 'vni' | 'localNet' | 'localPrefixLen' | 'icmpSrc' | 'tunIp', NativeOptionSpec>;
+  };
+  /** The largest overlay MTU per encapsulation (the outer datagram fits in 65535 bytes). */
+  maxMtu: { udp: number; vxlan: number };
+  /** The route record setRoutes() takes, one per peer. */
+  routeRecord: { size: number; net: NativeRouteField; peerIp: NativeRouteField; slot: NativeRouteField; port: NativeRouteField; prefixLen: NativeRouteField; mac: NativeRouteField };
   maxPeerSlots: number;
+  /** The slot of a peer without counters. */
+  noSlot: number;
   headroom: number;
 }
 
-function load(): NativeAddon {
+export type NativeTxResult =
+  | { drop: string; icmp?: Buffer }
+  | { peerIp: number; port: number; slot: number; frame: Buffer };
+export type NativeRxResult = { drop: string } | { slot: number; inner: Buffer };
+
+/**
+ * The test kit's engine (vxnet_testkit.node, its own node-gyp target): the datapath's pure
+ * per-packet functions over one route snapshot and counter block, no fds. Options as the datapath's.
+ */
+export interface NativeEngine {
+  setRoutes(records: Buffer): void;
+  counters(): Float64Array;
+  peerCounters(slots: Uint32Array): Float64Array;
+  tx(packet: Buffer): NativeTxResult;
+  rx(srcIp: number, datagram: Buffer): NativeRxResult;
+  benchTx(packet: Buffer, iterations: number): number;
+  benchRx(srcIp: number, datagram: Buffer, iterations: number): number;
+  benchLookup(dsts: Uint32Array, rounds: number): number;
+  readonly routeCount: number;
+}
+
+export interface NativeTestkit {
+  Engine: new (opts: NativeDatapathOptions) => NativeEngine;
+}
+
+/** The first of `candidates` that loads (an env override, then the build output). */
+function load<T>(file: string, override: string | undefined): T {
   // dist/src/datapath -> repository root
   const root = path.resolve(__dirname, '..', '..', '..');
-  const candidates = [process.env.VXNET_ADDON, path.join(root, 'build', 'Release', 'vxnet_datapath.node')];
+  const candidates = [override, path.join(root, 'build', 'Release', file)];
   let lastErr: unknown;
   for (const c of candidates) {
     if (!c) continue;
     try {
-      return require(c) as NativeAddon;
+      return require(c) as T;
     } catch (e) {
       lastErr = e;
     }
   }
-  throw new Error(`vxnet native addon not built (run \`npm install\`): ${(lastErr as Error)?.message}`);
+  throw new Error(`vxnet native addon ${file} not built (run \`npm install\`): ${(lastErr as Error)?.message}`);
 }
 
 let loaded: NativeAddon | undefined;
 
 /** The addon, loaded on first call (a load failure throws, and is retried at the next call). */
 export function loadAddon(): NativeAddon {
-  return (loaded ??= load());
+  return (loaded ??= load<NativeAddon>('vxnet_datapath.node', process.env.VXNET_ADDON));
+}
+
+let testkit: NativeTestkit | undefined;
+
+/** The test kit addon (tests and microbenchmarks only), loaded on first call. */
+export function loadTestkit(): NativeTestkit {
+  return (testkit ??= load<NativeTestkit>('vxnet_testkit.node', process.env.VXNET_TESTKIT));
 }
 
 /** The addon, loaded on first property access, so importing this module never needs it built. */

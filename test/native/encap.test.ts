@@ -1,7 +1,8 @@
 // Byte vectors against the native encapsulation, decapsulation and route table (no fds needed).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { Datapath, DROP_REASONS, PeerRoute } from '../../src/datapath';
+import { DROP_REASONS, PeerRoute } from '../../src/datapath';
+import { EncapEngine } from '../../src/datapath/engine';
 import { parseCidr, formatIPv4 } from '../../src/net/ip';
 import { ipv4, ipChecksum, vxlanFrame, vxlanHeader, ethernet } from '../../src/testbed/packets';
 
@@ -9,8 +10,8 @@ const OUR_MAC = '02:aa:00:00:00:01';
 const PEER_MAC = '02:bb:00:00:00:02';
 const PEER: PeerRoute = { subnet: parseCidr('10.244.2.0/24'), publicIp: '198.18.0.2', vtepMac: PEER_MAC };
 
-function engine(encap: 'udp' | 'vxlan', vni = 1): Datapath {
-  const dp = Datapath.detached({
+function engine(encap: 'udp' | 'vxlan', vni = 1): EncapEngine {
+  const dp = EncapEngine.create({
     encap,
     tunName: 'unused0',
     mtu: 1450,
@@ -33,7 +34,7 @@ function dropOf(r: object): string | undefined {
 test('udp encapsulation: the inner packet is the whole UDP payload, to the peer on 8285', () => {
   const dp = engine('udp');
   const pkt = toPeer();
-  const r = dp.encapForTest(pkt) as { frame: Buffer; peerIp: number; port: number };
+  const r = dp.encap(pkt) as { frame: Buffer; peerIp: number; port: number };
   assert.deepEqual(r.frame, pkt);
   assert.equal(formatIPv4(r.peerIp), '198.18.0.2');
   assert.equal(r.port, 8285);
@@ -42,7 +43,7 @@ test('udp encapsulation: the inner packet is the whole UDP payload, to the peer 
 test('vxlan encapsulation: RFC 7348 header, VNI, inner Ethernet with the VTEP MACs', () => {
   const dp = engine('vxlan', 0x0a0b0c);
   const pkt = toPeer();
-  const r = dp.encapForTest(pkt) as { frame: Buffer; port: number };
+  const r = dp.encap(pkt) as { frame: Buffer; port: number };
   const expected = Buffer.concat([
     Buffer.from('08000000' + '0a0b0c00', 'hex'), // flags I, reserved, VNI, reserved
     Buffer.from('02bb00000002' + '02aa00000001' + '0800', 'hex'), // dst = peer VTEP, src = ours, IPv4
@@ -55,15 +56,15 @@ test('vxlan encapsulation: RFC 7348 header, VNI, inner Ethernet with the VTEP MA
 test('decapsulation accepts well-formed frames and trims to the IP total length', () => {
   const udp = engine('udp');
   const inner = fromPeer();
-  const ru = udp.decapForTest('198.18.0.2', Buffer.concat([inner, Buffer.alloc(6)])) as { inner: Buffer };
+  const ru = udp.decap('198.18.0.2', Buffer.concat([inner, Buffer.alloc(6)])) as { inner: Buffer };
   assert.deepEqual(ru.inner, inner);
   const vx = engine('vxlan', 7);
-  const rv = vx.decapForTest('198.18.0.2', vxlanFrame(7, OUR_MAC, PEER_MAC, inner)) as { inner: Buffer };
+  const rv = vx.decap('198.18.0.2', vxlanFrame(7, OUR_MAC, PEER_MAC, inner)) as { inner: Buffer };
   assert.deepEqual(rv.inner, inner);
   // Reserved bits are ignored on receipt (RFC 7348 section 5).
   const reserved = Buffer.concat([vxlanHeader(7, 0xff), ethernet(OUR_MAC, PEER_MAC), inner]);
   reserved[1] = 0xff;
-  assert.deepEqual((vx.decapForTest('198.18.0.2', reserved) as { inner: Buffer }).inner, inner);
+  assert.deepEqual((vx.decap('198.18.0.2', reserved) as { inner: Buffer }).inner, inner);
 });
 
 test('every transmit drop reason is detected and counted', () => {
@@ -75,7 +76,7 @@ test('every transmit drop reason is detected and counted', () => {
     ['tx_bad_ip', (() => { const p = toPeer(); p[0] = 0x44; return p; })()],
     ['tx_no_route', ipv4({ src: '10.244.1.2', dst: '10.244.9.9' })],
   ];
-  for (const [reason, pkt] of cases) assert.equal(dropOf(dp.encapForTest(pkt)), reason, reason);
+  for (const [reason, pkt] of cases) assert.equal(dropOf(dp.encap(pkt)), reason, reason);
   const drops = dp.stats().drops;
   assert.equal(drops.tx_short, 1);
   assert.equal(drops.tx_not_ipv4, 1);
@@ -86,7 +87,7 @@ test('every transmit drop reason is detected and counted', () => {
 test('no route: ICMP net unreachable quoting the offender, from the unreachable address, valid checksums', () => {
   const dp = engine('udp');
   const offender = ipv4({ src: '10.244.1.2', dst: '10.244.9.9', payload: Buffer.from('0800f7ff0000000041424344', 'hex') });
-  const r = dp.encapForTest(offender) as { drop: string; icmp?: Buffer };
+  const r = dp.encap(offender) as { drop: string; icmp?: Buffer };
   assert.ok(r.icmp, 'an ICMP reply is built');
   const icmp = r.icmp!;
   assert.equal(icmp[9], 1);
@@ -99,12 +100,12 @@ test('no route: ICMP net unreachable quoting the offender, from the unreachable 
   assert.deepEqual(icmp.subarray(28), offender.subarray(0, 28)); // header + 8 bytes
   // Never an ICMP error about an ICMP error (RFC 1122 3.2.2).
   const err = ipv4({ src: '10.244.1.2', dst: '10.244.9.9', payload: Buffer.from('0300fcff00000000', 'hex') });
-  assert.equal((dp.encapForTest(err) as { icmp?: Buffer }).icmp, undefined);
+  assert.equal((dp.encap(err) as { icmp?: Buffer }).icmp, undefined);
 });
 
 test('no ICMP unreachable about multicast/broadcast destinations or towards non-host sources (RFC 1122 3.2.2)', () => {
   const dp = engine('udp');
-  const icmpFor = (src: string, dst: string) => (dp.encapForTest(ipv4({ src, dst })) as { icmp?: Buffer }).icmp;
+  const icmpFor = (src: string, dst: string) => (dp.encap(ipv4({ src, dst })) as { icmp?: Buffer }).icmp;
   assert.ok(icmpFor('10.244.1.2', '10.244.9.9'), 'the unicast case gets a reply');
   for (const dst of ['224.0.0.251', '239.255.255.250', '255.255.255.255', '0.0.0.0', '0.1.2.3', '240.0.0.1', '127.0.0.1']) {
     assert.equal(icmpFor('10.244.1.2', dst), undefined, `no reply about a packet to ${dst}`);
@@ -137,15 +138,15 @@ test('every receive drop reason is detected and counted', () => {
     ['rx_spoofed_src', '198.18.0.2', frame({ inner: fromPeer({ src: '10.244.3.3' }) })],
     ['rx_wrong_dst', '198.18.0.2', frame({ inner: fromPeer({ dst: '10.244.3.3' }) })],
   ];
-  for (const [reason, src, dgram] of cases) assert.equal(dropOf(vx.decapForTest(src, dgram)), reason, reason);
+  for (const [reason, src, dgram] of cases) assert.equal(dropOf(vx.decap(src, dgram)), reason, reason);
   const s = vx.stats();
   for (const [reason] of cases) assert.ok(s.drops[reason] >= 1, `${reason} counted`);
   assert.equal(s.drops.rx_bad_ip, 2);
   assert.equal(s.rxPackets, 0, 'nothing was accepted');
   const udp = engine('udp');
-  assert.equal(dropOf(udp.decapForTest('198.18.0.2', Buffer.alloc(19))), 'rx_short');
-  assert.equal(dropOf(udp.decapForTest('198.18.0.9', good)), 'rx_unknown_peer');
-  assert.equal(dropOf(udp.decapForTest('198.18.0.2', fromPeer({ src: '10.244.7.1' }))), 'rx_spoofed_src');
+  assert.equal(dropOf(udp.decap('198.18.0.2', Buffer.alloc(19))), 'rx_short');
+  assert.equal(dropOf(udp.decap('198.18.0.9', good)), 'rx_unknown_peer');
+  assert.equal(dropOf(udp.decap('198.18.0.2', fromPeer({ src: '10.244.7.1' }))), 'rx_spoofed_src');
 });
 
 test('drop reasons exported from the addon are exactly the documented set', () => {
@@ -158,8 +159,8 @@ test('drop reasons exported from the addon are exactly the documented set', () =
 
 test('per-peer counters follow the peer, not the slot', () => {
   const dp = engine('udp');
-  dp.encapForTest(toPeer());
-  dp.decapForTest('198.18.0.2', fromPeer());
+  dp.encap(toPeer());
+  dp.decap('198.18.0.2', fromPeer());
   let p = dp.stats().peers[0];
   assert.equal(p.txPackets, 1);
   assert.equal(p.rxPackets, 1);
@@ -177,12 +178,12 @@ test('route table: longest prefix wins, replace and remove take effect, bad inpu
     { subnet: parseCidr('10.244.0.0/16'), publicIp: '198.18.0.9' },
     { subnet: parseCidr('10.244.2.0/24'), publicIp: '198.18.0.2' },
   ]);
-  const peerOf = (dst: string) => formatIPv4((dp.encapForTest(ipv4({ src: '10.244.1.2', dst })) as { peerIp: number }).peerIp);
+  const peerOf = (dst: string) => formatIPv4((dp.encap(ipv4({ src: '10.244.1.2', dst })) as { peerIp: number }).peerIp);
   assert.equal(peerOf('10.244.2.9'), '198.18.0.2');
   assert.equal(peerOf('10.244.77.1'), '198.18.0.9');
   dp.setRoutes([{ subnet: parseCidr('10.244.2.0/24'), publicIp: '198.18.0.3' }]);
   assert.equal(peerOf('10.244.2.9'), '198.18.0.3');
-  assert.equal(dropOf(dp.encapForTest(ipv4({ src: '10.244.1.2', dst: '10.244.77.1' }))), 'tx_no_route');
+  assert.equal(dropOf(dp.encap(ipv4({ src: '10.244.1.2', dst: '10.244.77.1' }))), 'tx_no_route');
   assert.throws(() => dp.setRoutes([PEER, PEER]), /duplicate/);
   assert.throws(() => dp.setRoutes([{ subnet: { ip: 0x0af40201, prefixLen: 24 }, publicIp: '198.18.0.2' }]), /host bits/);
   assert.equal(dp.routeCount, 1, 'a refused snapshot leaves the previous one in place');
@@ -198,13 +199,13 @@ test('10,000 peers: every subnet resolves to its own peer, and anti-spoofing hol
   assert.equal(dp.routeCount, 10000);
   for (const i of [0, 1, 4999, 9999]) {
     const dst = formatIPv4((routes[i].subnet.ip + 9) >>> 0);
-    const r = dp.encapForTest(ipv4({ src: '10.244.1.2', dst })) as { peerIp: number };
+    const r = dp.encap(ipv4({ src: '10.244.1.2', dst })) as { peerIp: number };
     assert.equal(formatIPv4(r.peerIp), routes[i].publicIp);
   }
   // Datagrams from peer 42 may only carry sources from peer 42's subnet.
   const mk = (src: string) => ipv4({ src, dst: '10.244.1.2' });
-  assert.equal(dropOf(dp.decapForTest(routes[42].publicIp, mk(formatIPv4(routes[42].subnet.ip + 5)))), undefined);
-  assert.equal(dropOf(dp.decapForTest(routes[42].publicIp, mk(formatIPv4(routes[43].subnet.ip + 5)))), 'rx_spoofed_src');
+  assert.equal(dropOf(dp.decap(routes[42].publicIp, mk(formatIPv4(routes[42].subnet.ip + 5)))), undefined);
+  assert.equal(dropOf(dp.decap(routes[42].publicIp, mk(formatIPv4(routes[43].subnet.ip + 5)))), 'rx_spoofed_src');
 });
 
 /** An IPv4 TCP (proto 6) or UDP (17) packet from the peer with a correct L4 checksum, and its pseudo-header sum. */
@@ -235,7 +236,7 @@ function l4FromPeer(proto: 6 | 17, payload: Buffer): { pkt: Buffer; field: numbe
 
 test('inner TCP/UDP checksums: an offloaded one (pseudo-header sum only) is completed, any other left for the stack', () => {
   const vx = engine('vxlan');
-  const rx = (inner: Buffer) => (vx.decapForTest('198.18.0.2', vxlanFrame(1, OUR_MAC, PEER_MAC, inner)) as { inner: Buffer }).inner;
+  const rx = (inner: Buffer) => (vx.decap('198.18.0.2', vxlanFrame(1, OUR_MAC, PEER_MAC, inner)) as { inner: Buffer }).inner;
   for (const proto of [6, 17] as const) {
     for (const size of [0, 1, 333, 1380]) {
       const { pkt, field, pseudoSum } = l4FromPeer(proto, Buffer.alloc(size, size & 0xff));
@@ -255,8 +256,8 @@ test('inner TCP/UDP checksums: an offloaded one (pseudo-header sum only) is comp
 
 test('worker options are validated: busyPollUs 0..10000, queues 1..16', () => {
   const base = { encap: 'udp' as const, tunName: 'unused0', mtu: 1450, network: parseCidr('10.244.0.0/16'), localSubnet: parseCidr('10.244.1.0/24') };
-  for (const busyPollUs of [0, 50, 10000]) Datapath.detached({ ...base, busyPollUs });
-  for (const busyPollUs of [-1, 1.5, 10001]) assert.throws(() => Datapath.detached({ ...base, busyPollUs }), /busyPollUs/);
-  for (const queues of [1, 16]) Datapath.detached({ ...base, queues });
-  for (const queues of [0, 17, 2.5]) assert.throws(() => Datapath.detached({ ...base, queues }), /queues/);
+  for (const busyPollUs of [0, 50, 10000]) EncapEngine.create({ ...base, busyPollUs });
+  for (const busyPollUs of [-1, 1.5, 10001]) assert.throws(() => EncapEngine.create({ ...base, busyPollUs }), /busyPollUs/);
+  for (const queues of [1, 16]) EncapEngine.create({ ...base, queues });
+  for (const queues of [0, 17, 2.5]) assert.throws(() => EncapEngine.create({ ...base, queues }), /queues/);
 });
