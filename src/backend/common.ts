@@ -11,9 +11,6 @@ import { DEFAULT_PORT, MAX_VNI } from '../net/wire';
 export { DEFAULT_PORT as FLANNEL_DEFAULT_PORT, ENCAP_OVERHEAD as FLANNEL_ENCAP_OVERHEAD } from '../net/wire';
 
 /** An optional integer field of the Backend section; errors name `Backend.<field>`. */
-/** Most datapath worker threads (TUN queues) a userspace backend may ask for (Backend.Workers). */
-export const MAX_WORKERS = 16;
-
 export function backendInt(config: NetworkConfig, field: string, fallback: number, min: number, max: number): number {
   const v = config.backend.raw[field];
   if (v === undefined || v === null) return fallback;

@@ -5,7 +5,8 @@ import type { Logger } from '../log';
 import type { Lease, LeaseAttrs, NetworkConfig } from '../subnet/types';
 import { formatCidr } from '../net/ip';
 import type { Datapath, DatapathConfig, EncapKind, PeerRoute } from '../datapath';
-import { backendInt, checkPeer, FLANNEL_DEFAULT_PORT, FLANNEL_ENCAP_OVERHEAD, MAX_WORKERS, PeerFilter, Serial } from './common';
+import { addon } from '../datapath/native';
+import { backendInt, checkPeer, FLANNEL_DEFAULT_PORT, FLANNEL_ENCAP_OVERHEAD, PeerFilter, Serial } from './common';
 
 /** TUN name of the userspace backends (flanneld's udp backend uses flannel0). */
 export const USERSPACE_TUN = 'vxnet0';
@@ -105,9 +106,9 @@ function udpPort(config: NetworkConfig): number {
   return backendInt(config, 'Port', FLANNEL_DEFAULT_PORT.udp, 1, 65535);
 }
 
-/** vxnet's own key of the userspace backends: worker threads (TUN queues); absent = one per core. */
+/** vxnet's own key of the userspace backends: worker threads (TUN queues, at most the addon's limit); absent = one per core. */
 export function userspaceWorkers(config: NetworkConfig): number {
-  return backendInt(config, 'Workers', 0, 1, MAX_WORKERS);
+  return backendInt(config, 'Workers', 0, 1, addon.options.datapath.queues.max);
 }
 
 export class UdpBackend implements Backend {

@@ -33,9 +33,11 @@ import { PluginServer } from '../docker/server';
 import { EtcdNetworkStore } from '../docker/store';
 import { parseCidr } from '../net/ip';
 import type { Datapath } from '../datapath';
+import { DEFAULT_PORT } from '../net/wire';
 
 /** UDP port of the Docker networks when the daemon's backend is not userspace vxlan (flannel's vxlan default). */
-const DOCKER_VXLAN_PORT = 8472;
+/** The Docker networks' userspace VXLAN port: flannel's (the kernel's) VXLAN port. */
+const DOCKER_VXLAN_PORT = DEFAULT_PORT.vxlan;
 /** Outer IPv4 + UDP + VXLAN + inner Ethernet. */
 const DOCKER_VXLAN_OVERHEAD = 50;
 import path from 'node:path';
