@@ -43,6 +43,14 @@
       "cflags": ["-Wall", "-Wextra", "-Werror", "-O2", "-pthread"],
       "cflags_cc": ["-std=c++17", "-Wall", "-Wextra", "-Werror", "-O2"],
       "ldflags": ["-pthread"]
+    },
+    {
+      "target_name": "wakeup",
+      "type": "executable",
+      "sources": ["native/tools/wakeup.cc"],
+      "cflags": ["-Wall", "-Wextra", "-Werror", "-O2", "-pthread"],
+      "cflags_cc": ["-std=c++17", "-Wall", "-Wextra", "-Werror", "-O2"],
+      "ldflags": ["-pthread"]
     }
   ]
 }

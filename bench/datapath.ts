@@ -91,6 +91,8 @@ interface RttStats {
   medianUs: number;
   p99Us: number;
   minUs: number;
+  /** ping's sleeps per echo sent (see measureRtt). */
+  sleepsPerEcho?: number;
 }
 interface Round {
   tcpGbps: number;
@@ -101,9 +103,12 @@ interface Round {
 }
 
 async function measureRtt(bed: NetBed, from: BedHost, to: BedHost, count: number, intervalS: number): Promise<RttStats> {
-  const r = await ping(bed, from.containerNs, to.containerIp!, { count, intervalS, timeoutS: 1 });
+  const r = await ping(bed, from.containerNs, to.containerIp!, { count, intervalS, timeoutS: 1, countSleeps: true });
   const us = r.rttMs.map((ms) => ms * 1000);
-  return { intervalS, sent: r.transmitted, received: r.received, medianUs: median(us), p99Us: percentile(us, 99), minUs: Math.min(...us) };
+  // Sleeps per echo: 1 when each reply is there by the time ping reads (it only sleeps out the
+  // interval), 2 when ping must also wait for it (a thread wake-up in every round trip).
+  const sleepsPerEcho = r.sleeps !== undefined && r.transmitted > 0 ? r.sleeps / r.transmitted : undefined;
+  return { intervalS, sent: r.transmitted, received: r.received, medianUs: median(us), p99Us: percentile(us, 99), minUs: Math.min(...us), sleepsPerEcho };
 }
 
 /** A flannel-style kernel vxlan device on `h` towards `peer` (what flannel's vxlan backend programs). */
@@ -204,7 +209,7 @@ async function main(): Promise<void> {
         const res = await runRound(bed, mode, o, r + 1);
         rounds[mode].push(res);
         console.log(
-          `  round ${r + 1} ${pad(LABEL[mode], 12)}  TCP ${lpad(fmt(res.tcpGbps), 6)} Gbit/s  RTT median ${lpad(fmt(res.rtt.medianUs, 0), 4)} µs p99 ${lpad(fmt(res.rtt.p99Us, 0), 4)} µs` +
+          `  round ${r + 1} ${pad(LABEL[mode], 12)}  TCP ${lpad(fmt(res.tcpGbps), 6)} Gbit/s  RTT median ${lpad(fmt(res.rtt.medianUs, 0), 4)} µs p99 ${lpad(fmt(res.rtt.p99Us, 0), 4)} µs, ${fmt(res.rtt.sleepsPerEcho)} ping sleeps/echo` +
             (res.rttSlow ? `  (200 ms: median ${fmt(res.rttSlow.medianUs, 0)} µs)` : ''),
         );
       }

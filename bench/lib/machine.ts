@@ -1,6 +1,7 @@
 // Facts about the machine a bench result was measured on, and the command line as typed.
 import { execFileSync } from 'node:child_process';
 import * as os from 'node:os';
+import path from 'node:path';
 import { PKTGEN } from './bedtools';
 import type { BenchOptions } from './options';
 import { DEFAULT_LOSS_LIMIT } from './search';
@@ -18,6 +19,24 @@ function tryRun(cmd: string, args: string[]): string | undefined {
 function cpuModel(): string | undefined {
   const line = tryRun('lscpu', [])?.split('\n').find((l) => /^Model name:/.test(l));
   return line?.replace(/^Model name:\s*/, '').trim() || os.cpus()[0]?.model?.trim();
+}
+
+/** The wake-up tool (node-gyp target `wakeup`, native/tools/wakeup.cc). */
+export const WAKEUP = path.resolve(__dirname, '..', '..', '..', 'build', 'Release', 'wakeup');
+
+/**
+ * What one thread wake-up costs here (µs percentiles, `samples` at 10 ms apart, so the woken CPU is
+ * idle as a worker's is between pings): across CPUs and on the waker's own CPU. A vxnet round trip
+ * needs three worker wake-ups the kernel path does not (docs/datapath.md "Latency").
+ */
+export function wakeupCost(samples: number): Record<string, unknown> | undefined {
+  const run = (extra: string[]) => {
+    const out = tryRun(WAKEUP, ['--count', String(samples), ...extra]);
+    return out ? (JSON.parse(out) as Record<string, unknown>) : undefined;
+  };
+  const cross = run([]);
+  const same = run(['--same-cpu']);
+  return cross && same ? { crossCpu: cross, sameCpu: same } : undefined;
 }
 
 export function machineInfo(opts: BenchOptions): Record<string, unknown> {
@@ -39,6 +58,7 @@ export function machineInfo(opts: BenchOptions): Record<string, unknown> {
     mode: opts.direct ? 'direct (backends without daemon)' : 'daemon',
     addon: process.env.VXNET_ADDON || 'build/Release/vxnet_datapath.node',
     generator: PKTGEN,
+    wakeupUs: wakeupCost(300),
   };
 }
 

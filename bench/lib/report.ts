@@ -120,6 +120,15 @@ export function renderMarkdown(result: BenchResult, o: MarkdownOptions): string 
       '',
     );
   }
+  const w = m.wakeupUs as { crossCpu?: { p50Us?: number; p99Us?: number }; sameCpu?: { p50Us?: number } } | undefined;
+  if (w && finite(w.crossCpu?.p50Us) && finite(w.sameCpu?.p50Us)) {
+    out.push(
+      `**Wake-up cost** (\`build/Release/wakeup\`, eventfd wake-ups 10 ms apart, at the start): a thread asleep on the other, idle CPU ` +
+        `ran ${w.crossCpu!.p50Us} µs (p50; p99 ${w.crossCpu!.p99Us ?? '?'}) after it was woken, one on the waker's own CPU ${w.sameCpu!.p50Us} µs. ` +
+        'A vxnet round trip needs three worker wake-ups that the kernel path does not (docs/datapath.md "Latency").',
+      '',
+    );
+  }
   const pc = g?.pacedLowRate as Record<string, number> | undefined;
   if (pc && finite(pc.requestedPps)) {
     out.push(
@@ -144,7 +153,8 @@ export function renderMarkdown(result: BenchResult, o: MarkdownOptions): string 
   }
   out.push('## Machine', '');
   out.push('| | |', '|---|---|');
-  for (const [k, v] of Object.entries(m)) out.push(`| ${k} | ${Array.isArray(v) ? v.join(', ') : String(v)} |`);
+  const fact = (v: unknown) => (Array.isArray(v) ? v.join(', ') : v !== null && typeof v === 'object' ? `\`${JSON.stringify(v)}\`` : String(v));
+  for (const [k, v] of Object.entries(m)) out.push(`| ${k} | ${fact(v)} |`);
   out.push('');
   const sc = result.scaling;
   if (sc && Object.keys(sc.backends).length) {

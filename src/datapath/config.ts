@@ -145,9 +145,9 @@ export function validateDatapathConfig(cfg: DatapathConfig): void {
   }
 }
 
-/** One worker per core the process may run on (at most 16 TUN queues). */
+/** One worker per core the process may run on (at most the addon's limit of TUN queues). */
 export function defaultQueues(): number {
-  return Math.max(1, Math.min(16, os.availableParallelism()));
+  return Math.max(1, Math.min(addon.options.datapath.queues.max, os.availableParallelism()));
 }
 
 /** The addon's options for `cfg` (validated): absent tuning options take the addon's defaults. */

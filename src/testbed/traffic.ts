@@ -12,12 +12,20 @@ export interface PingOptions {
   size?: number;
   /** Set DF and never fragment locally (ping -M do), to probe path MTU. */
   dontFragment?: boolean;
+  /**
+   * Count the times ping went to sleep (its voluntary context switches, from GNU time's `%w`):
+   * one per interval when every reply is already there when ping looks for it, two when ping
+   * must also wait for the reply.
+   */
+  countSleeps?: boolean;
 }
 
 export interface PingResult {
   transmitted: number;
   received: number;
   rttMs: number[];
+  /** With countSleeps: ping's voluntary context switches over the whole run. */
+  sleeps?: number;
 }
 
 /** Parses iputils ping output; undefined when there is no statistics line. */
@@ -48,9 +56,17 @@ export async function ping(bed: NetBed, fromNs: string, toIp: string, opts: Ping
   if (opts.size !== undefined) argv.push('-s', String(opts.size));
   if (opts.dontFragment) argv.push('-M', 'do');
   argv.push(toIp);
-  const r = await bed.exec(fromNs, argv, { timeoutMs: (deadlineS + 10) * 1000 });
+  // GNU time writes its line last on stderr, after whatever ping wrote there.
+  const SLEEPS = 'vxnet-ping-sleeps';
+  const full = opts.countSleeps ? ['/usr/bin/time', '-f', `${SLEEPS} %w`, ...argv] : argv;
+  const r = await bed.exec(fromNs, full, { timeoutMs: (deadlineS + 10) * 1000 });
   const parsed = parsePing(r.stdout);
-  if (!parsed) throw new Error(`ping produced no statistics (exit ${r.code}): ip netns exec ${fromNs} ${describeArgv(argv)}: ${r.stderr.trim() || r.stdout.trim()}`);
+  if (!parsed) throw new Error(`ping produced no statistics (exit ${r.code}): ip netns exec ${fromNs} ${describeArgv(full)}: ${r.stderr.trim() || r.stdout.trim()}`);
+  if (opts.countSleeps) {
+    const m = new RegExp(`^${SLEEPS} (\\d+)$`, 'm').exec(r.stderr);
+    if (!m) throw new Error(`ping: /usr/bin/time reported no context switches: ${r.stderr.trim()}`);
+    parsed.sleeps = Number(m[1]);
+  }
   return parsed;
 }
 

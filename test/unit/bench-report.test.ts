@@ -151,3 +151,11 @@ test('a multi-run result renders medians with spreads, per-run ratios, CPU model
   assert.ok(!/NaN|undefined/.test(svg));
   assert.deepEqual(validateResult(s), []);
 });
+
+test('the markdown report states the measured wake-up cost when the machine facts carry it, and nothing when not', () => {
+  const s = sample();
+  assert.doesNotMatch(renderMarkdown(s, { chart: 'c.svg', json: 'r.json' }), /Wake-up cost/);
+  s.machine.wakeupUs = { crossCpu: { p50Us: 61.5, p99Us: 380 }, sameCpu: { p50Us: 22.1 } };
+  const md = renderMarkdown(s, { chart: 'c.svg', json: 'r.json' });
+  assert.match(md, /\*\*Wake-up cost\*\*.* ran 61\.5 µs \(p50; p99 380\) .* own CPU 22\.1 µs/);
+});
