@@ -79,21 +79,12 @@ class TxPass {
   }
 
   // Returns true when the TUN queue was drained, false when a full batch was read.
-  // `handled` grows by the packets' weight for the light-burst test of the worker's busy poll:
-  // a GSO (TSO/USO) read counts the segments it carries, so a bulk flow's 64 KiB reads are never a
-  // light burst (counted as one packet each, a sender woken for one or two of them spun after
-  // almost every wake-up).
   bool run(const RouteTable& table, size_t* handled) {
     bool drained = false;
     const size_t n = tun_.read(env_.batch, pkts_.get(), &drained);
-    size_t weight = 0;
-    for (size_t i = 0; i < n; ++i) {
-      const TunPacket& p = pkts_[i];
-      weight += (p.vh.gso_type != kVnetGsoNone && p.vh.gso_size) ? (p.len + p.vh.gso_size - 1) / p.vh.gso_size : 1;
-      handle(table, pkts_[i]);
-    }
+    for (size_t i = 0; i < n; ++i) handle(table, pkts_[i]);
     send_all();
-    *handled += weight;
+    *handled += n;
     return drained;
   }
 
