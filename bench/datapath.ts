@@ -8,6 +8,11 @@
 //
 //   node dist/bench/datapath.js [--quick] [--rounds N] [--seconds S] [--modes kernel,vxlan,udp]
 //                               [--pings N] [--slow-pings N] [--json FILE] [--tag TAG]
+//                               [--streams N] [--perf FILE] [--dp JSON]
+//
+// --perf FILE: `perf record -a -g` over the first S-2 s of each round's TCP transfer, to
+// FILE.<mode>.<round>; the round line then prints the GB the iperf3 server received while perf
+// recorded, the figure for `node dist/bench/profile.js FILE.<mode>.<round> --gbytes N`.
 //
 // Every namespace it creates is deleted on every exit path (normal end, error, Ctrl-C).
 import { execFileSync, spawn } from 'node:child_process';
@@ -17,6 +22,7 @@ import path from 'node:path';
 import { NetBed, iperf3Tcp, ping, type BedHost } from '../src/testbed/netbed';
 import { DpHost } from '../src/testbed/dp-host';
 import { median, percentile } from './lib/stats';
+import { processCpuSeconds } from './lib/proc';
 
 type Mode = 'kernel' | 'vxlan' | 'udp';
 const MODES: readonly Mode[] = ['kernel', 'vxlan', 'udp'];
@@ -96,6 +102,14 @@ interface RttStats {
 }
 interface Round {
   tcpGbps: number;
+  /** Bytes iperf3 moved over the whole transfer. */
+  tcpBytes?: number;
+  /** With --perf: payload bytes the iperf3 server received while perf recorded (for profile.js --gbytes). */
+  perfBytes?: number;
+  /** vxnet modes: CPU seconds of both datapath processes over the whole transfer (/proc, tick accounting) per GB. */
+  daemonCpuSecPerGB?: number;
+  /** 1-minute load average when the round started. */
+  load1?: number;
   tcpRetransmits?: number;
   rtt: RttStats;
   rttSlow?: RttStats;
@@ -131,6 +145,7 @@ async function bringUp(bed: NetBed, mode: Mode, h1: BedHost, h2: BedHost, dp: Re
     await kernelVxlan(bed, h1, h2);
     await kernelVxlan(bed, h2, h1);
     return {
+      pids: [] as number[],
       stats: async () => undefined,
       down: async () => {
         for (const h of [h1, h2]) await bed.execOk(h.ns, ['ip', 'link', 'del', 'flannel.1']);
@@ -149,6 +164,7 @@ async function bringUp(bed: NetBed, mode: Mode, h1: BedHost, h2: BedHost, dp: Re
     throw e;
   }
   return {
+    pids: dps.map((d) => d.child.pid).filter((p): p is number => p !== undefined),
     stats: async () => {
       const [a, b] = await Promise.all(dps.map((d) => d.stats()));
       const pick = (s: typeof a) => ({ txPackets: s.txPackets, rxPackets: s.rxPackets, txBatches: s.txBatches, rxBatches: s.rxBatches, tunTsoReads: s.tunTsoReads, tunGroWrites: s.tunGroWrites });
@@ -161,6 +177,15 @@ async function bringUp(bed: NetBed, mode: Mode, h1: BedHost, h2: BedHost, dp: Re
   };
 }
 
+/** Received payload bytes between the `@start` and `@end` `ss -ti` listings (sum of bytes_received). */
+function perfWindowBytes(out: string): number | undefined {
+  const start = out.indexOf('@start');
+  const end = out.indexOf('@end');
+  if (start < 0 || end < start) return undefined;
+  const sum = (text: string) => [...text.matchAll(/bytes_received:(\d+)/g)].reduce((n, m) => n + Number(m[1]), 0);
+  return sum(out.slice(end)) - sum(out.slice(start, end));
+}
+
 async function runRound(bed: NetBed, mode: Mode, o: Options, round: number): Promise<Round> {
   const [h1, h2] = bed.hosts;
   const up = await bringUp(bed, mode, h1, h2, o.dp);
@@ -170,13 +195,25 @@ async function runRound(bed: NetBed, mode: Mode, o: Options, round: number): Pro
     const rtt = await measureRtt(bed, h1, h2, o.pings, 0.01);
     const rttSlow = o.slowPings ? await measureRtt(bed, h1, h2, o.slowPings, 0.2) : undefined;
     // The profile covers the middle of the transfer: whole machine, call graphs (where the cycles go).
+    // The recorded command reads the iperf3 server's received payload bytes (tcp_info
+    // bytes_received of its sockets on port 5201, `ss -ti`) at the start and at the end of the
+    // recording, so the profile's CPU seconds divide by exactly the bytes moved while it ran.
+    const perfSeconds = Math.max(1, o.seconds - 2);
+    const ssCmd = `ss -Htin state established '( sport = :5201 )'`;
+    let perfOut = '';
     const perf = o.perf
-      ? spawn('perf', ['record', '-a', '-g', '-q', '-o', `${o.perf}.${mode}.${round}`, '--', 'sleep', String(Math.max(1, o.seconds - 2))], { stdio: 'ignore' })
+      ? spawn('perf', ['record', '-a', '-g', '-q', '-o', `${o.perf}.${mode}.${round}`, '--', 'ip', 'netns', 'exec', h2.containerNs, 'sh', '-c', `echo @start; ${ssCmd}; sleep ${perfSeconds}; echo @end; ${ssCmd}`], { stdio: ['ignore', 'pipe', 'ignore'] })
       : undefined;
+    perf?.stdout!.on('data', (b: Buffer) => (perfOut += b.toString('utf8')));
+    const perfExit = perf ? new Promise((r) => (perf.exitCode !== null ? r(undefined) : perf.once('exit', r))) : undefined;
+    const cpu0 = up.pids.map((p) => processCpuSeconds(p) ?? 0);
     const t = await iperf3Tcp(bed, h2.containerNs, h2.containerIp!, h1.containerNs, { seconds: o.seconds, streams: o.streams });
-    if (perf && perf.exitCode === null) await new Promise((r) => perf.once('exit', r));
+    const daemonCpu = up.pids.reduce((n, p, i) => n + Math.max(0, (processCpuSeconds(p) ?? cpu0[i]) - cpu0[i]), 0);
+    if (perfExit) await perfExit;
     const datapath = await up.stats();
-    return { tcpGbps: t.bitsPerSecond / 1e9, tcpRetransmits: t.retransmits, rtt, rttSlow, ...(datapath ? { datapath } : {}) };
+    const perfBytes = perf ? perfWindowBytes(perfOut) : undefined;
+    const daemonCpuSecPerGB = up.pids.length && t.bytes > 0 ? daemonCpu / (t.bytes / 1e9) : undefined;
+    return { tcpGbps: t.bitsPerSecond / 1e9, tcpBytes: t.bytes, ...(perfBytes !== undefined ? { perfBytes } : {}), ...(daemonCpuSecPerGB !== undefined ? { daemonCpuSecPerGB } : {}), tcpRetransmits: t.retransmits, rtt, rttSlow, ...(datapath ? { datapath } : {}) };
   } finally {
     await up.down();
   }
@@ -201,16 +238,23 @@ async function main(): Promise<void> {
   const o = parseArgs(process.argv.slice(2));
   const command = `node dist/bench/datapath.js ${process.argv.slice(2).join(' ')}`.trim();
   console.log(`bench:datapath: ${o.modes.map((m) => LABEL[m]).join(', ')}; ${o.rounds} round(s); iperf3 1 stream ${o.seconds} s; ping ${o.pings} x 10 ms${o.slowPings ? ` + ${o.slowPings} x 200 ms` : ''}`);
+  console.log(`  machine: ${os.cpus()[0]?.model ?? '?'} x ${os.cpus().length}, load average ${os.loadavg().map((v) => v.toFixed(2)).join(' ')}`);
   const bed = await NetBed.create({ hosts: 2, tag: o.tag });
   const rounds: Record<Mode, Round[]> = { kernel: [], vxlan: [], udp: [] };
   try {
     for (let r = 0; r < o.rounds; r++) {
       for (const mode of o.modes) {
+        const load1 = os.loadavg()[0];
         const res = await runRound(bed, mode, o, r + 1);
+        res.load1 = load1;
         rounds[mode].push(res);
         console.log(
           `  round ${r + 1} ${pad(LABEL[mode], 12)}  TCP ${lpad(fmt(res.tcpGbps), 6)} Gbit/s  RTT median ${lpad(fmt(res.rtt.medianUs, 0), 4)} µs p99 ${lpad(fmt(res.rtt.p99Us, 0), 4)} µs, ${fmt(res.rtt.sleepsPerEcho)} ping sleeps/echo` +
-            (res.rttSlow ? `  (200 ms: median ${fmt(res.rttSlow.medianUs, 0)} µs)` : ''),
+            (res.rttSlow ? `  (200 ms: median ${fmt(res.rttSlow.medianUs, 0)} µs)` : '') +
+            `  ${fmt((res.tcpBytes ?? 0) / 1e9, 2)} GB moved` +
+            (res.perfBytes !== undefined ? `, ${fmt(res.perfBytes / 1e9, 3)} GB while perf recorded (profile.js --gbytes)` : '') +
+            (res.daemonCpuSecPerGB !== undefined ? `  daemons ${fmt(res.daemonCpuSecPerGB, 3)} CPU s/GB (/proc)` : '') +
+            `  load ${fmt(load1)}`,
         );
       }
     }
