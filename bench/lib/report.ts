@@ -48,13 +48,16 @@ export function renderRuns(result: BenchResult): string {
   const keys = ['tcp1Gbps', 'tcp4Gbps', 'pps64', 'pps64NoLoss'] as const;
   // Only the backends some run measured.
   const names = BACKENDS.filter((b) => b !== REFERENCE && runs.some((r) => METRIC_KEYS.some((k) => finite(r.backends?.[b]?.[k]))));
-  const head = ['run', 'started', 'took (s)', 'load at start', ...keys.map((k) => `${METRICS[k].label} (× ${REFERENCE}: ${names.join(' / ')})`)];
+  const wake = (r: (typeof runs)[number]) => (r.machine?.wakeupUs as { crossCpu?: { p50Us?: number } } | undefined)?.crossCpu?.p50Us;
+  const withWake = runs.some((r) => finite(wake(r)));
+  const head = ['run', 'started', 'took (s)', 'load at start', ...(withWake ? ['wake-up p50 (µs, other CPU)'] : []), ...keys.map((k) => `${METRICS[k].label} (× ${REFERENCE}: ${names.join(' / ')})`)];
   const lines = [`| ${head.join(' | ')} |`, `|${head.map(() => '---').join('|')}|`];
   runs.forEach((r, i) => {
     const ratios = r.ratios ?? computeRatios(r.backends);
     const load = Array.isArray(r.machine?.loadAvgAtStart) ? String(r.machine.loadAvgAtStart[0]) : '?';
     const rs = keys.map((k) => names.map((b) => (finite(ratios[b]?.[k]) ? ratios[b][k]!.toFixed(2) : '–')).join(' / '));
-    lines.push(`| ${i + 1} | ${r.startedAt ?? '?'} | ${r.durationSeconds ?? '?'} | ${load} | ${rs.join(' | ')} |`);
+    const w = withWake ? [finite(wake(r)) ? String(wake(r)) : '?'] : [];
+    lines.push(`| ${[i + 1, r.startedAt ?? '?', r.durationSeconds ?? '?', load, ...w, ...rs].join(' | ')} |`);
   });
   return lines.join('\n');
 }
@@ -123,7 +126,7 @@ export function renderMarkdown(result: BenchResult, o: MarkdownOptions): string 
   const w = m.wakeupUs as { crossCpu?: { p50Us?: number; p99Us?: number }; sameCpu?: { p50Us?: number } } | undefined;
   if (w && finite(w.crossCpu?.p50Us) && finite(w.sameCpu?.p50Us)) {
     out.push(
-      `**Wake-up cost** (\`build/Release/wakeup\`, eventfd wake-ups 10 ms apart, at the start): a thread asleep on the other, idle CPU ` +
+      `**Wake-up cost** (\`build/Release/wakeup\`, eventfd wake-ups 10 ms apart, at the start${runs > 1 ? ' of run 1; every run\'s in the per-run table' : ''}): a thread asleep on the other, idle CPU ` +
         `ran ${w.crossCpu!.p50Us} µs (p50; p99 ${w.crossCpu!.p99Us ?? '?'}) after it was woken, one on the waker's own CPU ${w.sameCpu!.p50Us} µs. ` +
         'A vxnet round trip needs three worker wake-ups that the kernel path does not (docs/datapath.md "Latency").',
       '',

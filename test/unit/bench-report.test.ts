@@ -159,3 +159,16 @@ test('the markdown report states the measured wake-up cost when the machine fact
   const md = renderMarkdown(s, { chart: 'c.svg', json: 'r.json' });
   assert.match(md, /\*\*Wake-up cost\*\*.* ran 61\.5 µs \(p50; p99 380\) .* own CPU 22\.1 µs/);
 });
+
+test('a multi-run result lists each run\'s measured wake-up cost in the per-run table', () => {
+  const runs = [55, 72, 115].map((p50) => {
+    const r = sample();
+    r.machine.wakeupUs = { crossCpu: { p50Us: p50, p99Us: 2 * p50 }, sameCpu: { p50Us: 20 } };
+    r.ratios = computeRatios(r.backends);
+    return r;
+  });
+  const md = renderMarkdown(summarizeRuns(runs), { chart: 'c.svg', json: 'r.json' });
+  assert.match(md, /\| run \| started \| took \(s\) \| load at start \| wake-up p50 \(µs, other CPU\) \|/);
+  for (const [i, p50] of [55, 72, 115].entries()) assert.match(md, new RegExp(`\\| ${i + 1} \\| [^|]+ \\| [^|]+ \\| [^|]+ \\| ${p50} \\|`));
+  assert.match(md, /at the start of run 1; every run's in the per-run table/);
+});
