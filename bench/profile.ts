@@ -62,6 +62,8 @@ export interface StackClass {
 const SOFTIRQ_ENTRY = /^(handle_softirqs|__do_softirq|do_softirq(\.part\.\d+)?|do_softirq_own_stack|run_ksoftirqd|napi_threaded_poll|napi_threaded_poll_loop|net_rx_action)$/;
 /** Frames that hand a packet to a receive path in process context (the TUN write's netif_receive_skb). */
 const RX_ENTRY = /^(netif_receive_skb|netif_receive_skb_list_internal|netif_receive_skb_list|__netif_receive_skb|__netif_receive_skb_one_core|__netif_receive_skb_core(\.constprop\.\d+)?|__netif_receive_skb_list_core|process_backlog|__napi_poll|napi_gro_receive|napi_gro_frags|gro_receive_skb|tun_rx_batched)$/;
+/** Softirq entries that are a kthread of their own (ksoftirqd, threaded NAPI). */
+const KTHREAD_SOFTIRQ = /^(run_ksoftirqd|napi_threaded_poll|napi_threaded_poll_loop)$/;
 /** Hard interrupt entry (the handler, and softirq run at its exit). */
 const IRQ_ENTRY = /^(asm_sysvec_\w+|asm_common_interrupt|asm_exc_\w+_interrupt|sysvec_\w+|common_interrupt|__irq_exit_rcu|irq_exit_rcu)$/;
 /** Context markers, nearest outward from the boundary wins. */
@@ -112,20 +114,15 @@ export function classifyStack(frames: readonly string[]): StackClass {
       if (CONTEXTS.some(([, re]) => re.test(frames[j]))) break;
     }
   }
-  // The interrupt handler's own softirq (run at its exit) is softirq at interrupt exit.
+  // A hard interrupt hosts in interrupt context; softirq run by its own kthread, in that kthread;
+  // otherwise the nearest context marker outside the boundary says where the work was hosted.
   let context: HostContext = 'other';
-  if (via === 'softirq' && SOFTIRQ_ENTRY.test(frames[b]) && /^(run_ksoftirqd|napi_threaded_poll|napi_threaded_poll_loop)$/.test(frames[b])) context = 'kthread';
-  else {
-    outer: for (let j = b + 1; j < frames.length; j++) {
-      for (const [ctx, re] of CONTEXTS) {
-        if (re.test(frames[j])) {
-          context = ctx;
-          break outer;
-        }
-      }
-    }
-  }
   if (via === 'hardirq') context = 'interrupt';
+  else if (KTHREAD_SOFTIRQ.test(frames[b])) context = 'kthread';
+  else {
+    const at = frames.slice(b + 1).find((f) => CONTEXTS.some(([, re]) => re.test(f)));
+    if (at !== undefined) context = CONTEXTS.find(([, re]) => re.test(at))![0];
+  }
   const how = via === 'rx' ? 'receive path in process context' : via === 'hardirq' ? 'hard interrupt' : 'softirq';
   return { hosted: true, context, via, label: `hosted: ${how} in ${context}` };
 }

@@ -1,6 +1,6 @@
 // N-API face of the datapath: adapts types and errors, nothing else.
 #include <napi.h>
-#include <cstring>
+
 #include <memory>
 #include <string>
 #include <vector>

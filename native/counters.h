@@ -49,8 +49,7 @@ inline const char* ctr_name(Ctr c) {
       VXNET_COUNTERS(VXNET_X)
 #undef VXNET_X
   };
-  const size_t i = static_cast<size_t>(c);
-  return i < sizeof(kNames) / sizeof(kNames[0]) ? kNames[i] : "unknown";
+  return name_at(kNames, static_cast<size_t>(c));
 }
 
 constexpr size_t kNumCounters = static_cast<size_t>(Ctr::Count) + static_cast<size_t>(Drop::Count);

@@ -121,7 +121,7 @@ const std::shared_ptr<const RouteTable>& empty_table() {
 
 }  // namespace
 
-Datapath::Datapath(const DatapathOptions& opts) : opts_(opts), encap_(opts.encap) {
+Datapath::Datapath(const DatapathOptions& opts) : opts_(opts) {
   if (opts_.batch == 0) opts_.batch = 1;
   if (opts_.batch > 1024) opts_.batch = 1024;
   if (opts_.queues == 0) opts_.queues = 1;

@@ -179,9 +179,8 @@ class Datapath {
   // Inner packets sent and received by each worker ([tx, rx] per worker) for the default network.
   std::vector<uint64_t> worker_packets() const;
 
-  // The default network's routes and encapsulation (nullptr / its config).
+  // The default network's routes (nullptr without one).
   const RouteTable* current_table() const { return routes_of(kDefaultNetwork); }
-  const EncapConfig& encap() const { return encap_; }
 
  private:
   struct Worker;
@@ -196,7 +195,6 @@ class Datapath {
 
   DatapathOptions opts_;
   OffloadState offload_;
-  const EncapConfig encap_;  // the default network's; immutable once built
   std::string tun_name_;
   std::vector<std::unique_ptr<UdpSocket>> rx_socks_;  // one per queue, bound to the port
   std::vector<std::unique_ptr<UdpSocket>> tx_socks_;  // kTxPorts per queue

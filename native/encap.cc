@@ -12,8 +12,7 @@ const char* drop_name(Drop d) {
       VXNET_DROPS(VXNET_X)
 #undef VXNET_X
   };
-  const size_t i = static_cast<size_t>(d);
-  return i < sizeof(kNames) / sizeof(kNames[0]) ? kNames[i] : "unknown";
+  return name_at(kNames, static_cast<size_t>(d));
 }
 
 bool ipv4_header_ok(const uint8_t* p, size_t avail, size_t* total) {

@@ -61,7 +61,7 @@ struct EncapConfig {
 
 // Bytes the encapsulation puts in front of the inner IPv4 packet (UDP payload only; the
 // kernel adds the outer IPv4 + UDP headers).
-inline size_t encap_overhead(EncapKind k) { return k == EncapKind::Vxlan ? kVxlanHeader + kEthHeader : 0; }
+constexpr size_t encap_overhead(EncapKind k) { return k == EncapKind::Vxlan ? kVxlanHeader + kEthHeader : 0; }
 
 struct TxResult {
   const Peer* peer = nullptr;  // set when the packet is to be sent

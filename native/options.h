@@ -47,7 +47,7 @@ constexpr const OptionSpec* kNetwork[] = {&kMtu, &kNetworkVni, &kLocalNet, &kLoc
 
 // The largest overlay MTU with encapsulation `k`: the outer datagram must fit in 65535 bytes.
 constexpr uint32_t max_mtu(EncapKind k) {
-  return opt::kMtu.max - opt::kOuterHeaders - static_cast<uint32_t>(k == EncapKind::Vxlan ? kVxlanHeader + kEthHeader : 0);
+  return opt::kMtu.max - opt::kOuterHeaders - static_cast<uint32_t>(encap_overhead(k));
 }
 
 }  // namespace vxnet

@@ -7,6 +7,12 @@
 
 namespace vxnet {
 
+// names[i] of a name table generated from an X-list, or "unknown" past its end.
+template <size_t N>
+const char* name_at(const char* const (&names)[N], size_t i) {
+  return i < N ? names[i] : "unknown";
+}
+
 inline uint16_t load_be16(const uint8_t* p) { return static_cast<uint16_t>((p[0] << 8) | p[1]); }
 inline uint32_t load_be32(const uint8_t* p) {
   return (static_cast<uint32_t>(p[0]) << 24) | (static_cast<uint32_t>(p[1]) << 16) |

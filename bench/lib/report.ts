@@ -41,6 +41,13 @@ export function renderTable(result: BenchResult): string {
   return lines.join('\n');
 }
 
+/** The wake-up cost a run measured at its start (bench/lib/machine.ts wakeupCost), if it did. */
+interface WakeupFacts {
+  crossCpu?: { p50Us?: number; p99Us?: number };
+  sameCpu?: { p50Us?: number };
+}
+const wakeupOf = (machine: Record<string, unknown> | undefined) => machine?.wakeupUs as WakeupFacts | undefined;
+
 /** One line per run of a multi-run result: when, how long, load, and its headline ratios. */
 export function renderRuns(result: BenchResult): string {
   const runs = result.runs ?? [];
@@ -48,7 +55,7 @@ export function renderRuns(result: BenchResult): string {
   const keys = ['tcp1Gbps', 'tcp4Gbps', 'pps64', 'pps64NoLoss'] as const;
   // Only the backends some run measured.
   const names = BACKENDS.filter((b) => b !== REFERENCE && runs.some((r) => METRIC_KEYS.some((k) => finite(r.backends?.[b]?.[k]))));
-  const wake = (r: (typeof runs)[number]) => (r.machine?.wakeupUs as { crossCpu?: { p50Us?: number } } | undefined)?.crossCpu?.p50Us;
+  const wake = (r: (typeof runs)[number]) => wakeupOf(r.machine)?.crossCpu?.p50Us;
   const withWake = runs.some((r) => finite(wake(r)));
   const head = ['run', 'started', 'took (s)', 'load at start', ...(withWake ? ['wake-up p50 (µs, other CPU)'] : []), ...keys.map((k) => `${METRICS[k].label} (× ${REFERENCE}: ${names.join(' / ')})`)];
   const lines = [`| ${head.join(' | ')} |`, `|${head.map(() => '---').join('|')}|`];
@@ -123,7 +130,7 @@ export function renderMarkdown(result: BenchResult, o: MarkdownOptions): string 
       '',
     );
   }
-  const w = m.wakeupUs as { crossCpu?: { p50Us?: number; p99Us?: number }; sameCpu?: { p50Us?: number } } | undefined;
+  const w = wakeupOf(m);
   if (w && finite(w.crossCpu?.p50Us) && finite(w.sameCpu?.p50Us)) {
     out.push(
       `**Wake-up cost** (\`build/Release/wakeup\`, eventfd wake-ups 10 ms apart, at the start${runs > 1 ? ' of run 1; every run\'s in the per-run table' : ''}): a thread asleep on the other, idle CPU ` +

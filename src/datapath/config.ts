@@ -121,7 +121,7 @@ export function validateDatapathConfig(cfg: DatapathConfig): void {
   if (!cidrCovers(cfg.network, cfg.localSubnet)) {
     throw new DatapathConfigError('localSubnet', `${formatCidr(cfg.localSubnet)} is not inside ${formatCidr(cfg.network)}`);
   }
-  checkOption(o.port, 'port', cfg.port ?? DEFAULT_PORT[cfg.encap]);
+  checkOption(o.port, 'port', portOf(cfg));
   checkOption(o.vni, 'vni', cfg.vni);
   checkOption(o.queues, 'queues', cfg.queues ?? defaultQueues());
   checkOption(o.batch, 'batch', cfg.batch);
@@ -145,6 +145,11 @@ export function validateDatapathConfig(cfg: DatapathConfig): void {
   }
 }
 
+/** The UDP port of `cfg`: its own, or flannel's default for its encapsulation. */
+export function portOf(cfg: Pick<DatapathConfig, 'encap' | 'port'>): number {
+  return cfg.port ?? DEFAULT_PORT[cfg.encap];
+}
+
 /** One worker per core the process may run on (at most the addon's limit of TUN queues). */
 export function defaultQueues(): number {
   return Math.max(1, Math.min(addon.options.datapath.queues.max, os.availableParallelism()));
@@ -157,7 +162,7 @@ export function nativeOptions(cfg: DatapathConfig): NativeDatapathOptions {
     encap: cfg.encap,
     mtu: cfg.mtu,
     vni: cfg.vni,
-    port: cfg.port ?? DEFAULT_PORT[cfg.encap],
+    port: portOf(cfg),
     bindIp: cfg.bindAddress ? parseIPv4(cfg.bindAddress) : 0,
     batch: cfg.batch,
     queues: cfg.queues ?? defaultQueues(),

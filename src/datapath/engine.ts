@@ -3,11 +3,10 @@
 // counted exactly as a Datapath is. For byte-vector tests and microbenchmarks; the product never
 // loads it.
 import { loadTestkit, type NativeEngine, type NativeRxResult, type NativeTxResult } from './native';
-import { nativeOptions, validateDatapathConfig, type DatapathConfig } from './config';
+import { nativeOptions, portOf, validateDatapathConfig, type DatapathConfig } from './config';
 import { PeerSlots, RouteState, type PeerRoute } from './routes';
 import { buildStats, type DatapathStats } from './stats';
 import { parseIPv4 } from '../net/ip';
-import { DEFAULT_PORT } from '../net/wire';
 
 export class EncapEngine {
   private readonly routes: RouteState;
@@ -16,8 +15,7 @@ export class EncapEngine {
     readonly config: DatapathConfig,
     private readonly native: NativeEngine,
   ) {
-    const port = config.port ?? DEFAULT_PORT[config.encap];
-    this.routes = new RouteState(native, new PeerSlots(native), 0, port, config.encap === 'vxlan', 'setRoutes');
+    this.routes = new RouteState(native, new PeerSlots(native), 0, portOf(config), config.encap === 'vxlan', 'setRoutes');
   }
 
   /** An engine for `cfg` (checked as Datapath.create checks it; DatapathConfigError naming the field). */

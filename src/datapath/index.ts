@@ -1,13 +1,12 @@
 // The typed face of the native datapath: validates configuration, configures the TUN with
 // iproute2, and turns peer lists into route snapshots. Packets never come through here.
 import { addon, NativeDatapath } from './native';
-import { checkNetworkConfig, DatapathConfigError, nativeOptions, validateDatapathConfig, type DatapathConfig, type NetworkConfig, type PortConfig } from './config';
+import { checkNetworkConfig, DatapathConfigError, nativeOptions, portOf, validateDatapathConfig, type DatapathConfig, type NetworkConfig, type PortConfig } from './config';
 import { PeerSlots, RouteState, type PeerRoute } from './routes';
 import { buildStats, type DatapathStats } from './stats';
 import { Cidr, cidrOverlaps, formatCidr, formatIPv4, parseIPv4, parseMac } from '../net/ip';
 import { writeFileSync } from 'node:fs';
 import { ipIn, sysctlIn } from '../net/iproute';
-import { DEFAULT_PORT } from '../net/wire';
 
 export type { Encap as EncapKind } from '../net/wire';
 
@@ -66,7 +65,7 @@ export class Datapath {
   ) {
     this.peerSlots = new PeerSlots(native);
     if (hasDefaultNetwork) {
-      this.own = new RouteState(native, this.peerSlots, DEFAULT_NETWORK, config.port ?? DEFAULT_PORT[config.encap], config.encap === 'vxlan', 'setRoutes');
+      this.own = new RouteState(native, this.peerSlots, DEFAULT_NETWORK, portOf(config), config.encap === 'vxlan', 'setRoutes');
     }
   }
 
@@ -190,7 +189,7 @@ export class Datapath {
       if (/netns|setns/.test(msg)) throw new DatapathConfigError('netns', msg);
       throw e;
     }
-    const port = this.config.port ?? DEFAULT_PORT.vxlan;
+    const port = portOf(this.config);
     const net = new DatapathNetwork(cfg, id, this.native, new RouteState(this.native, this.peerSlots, id, port, true, 'setPeers'), this.peerSlots, () => this.networks.delete(id));
     this.networks.set(id, net);
     try {
