@@ -5,6 +5,7 @@
       "sources": [
         "native/addon.cc",
         "native/datapath.cc",
+        "native/cpu_steering.cc",
         "native/encap.cc",
         "native/offload.cc",
         "native/route_table.cc",

@@ -1,5 +1,7 @@
 // Re-renders the chart and docs/benchmarks.md from a stored bench result, without measuring:
-//   node dist/bench/report.js RESULT.json [--svg FILE] [--docs]
+//   node dist/bench/report.js RESULT.json [--svg FILE] [--docs] [--md FILE]
+// --md FILE: the same page for this result alone, at FILE, linking the --svg chart and the result
+// by their paths relative to FILE (e.g. a run with another configuration beside docs/benchmarks.md).
 import { existsSync, readFileSync, writeFileSync, mkdirSync } from 'node:fs';
 import * as path from 'node:path';
 import { renderChart } from './lib/svg';
@@ -11,7 +13,7 @@ const ROOT = path.resolve(__dirname, '..', '..');
 function main(argv: string[]): number {
   const file = argv.find((a) => !a.startsWith('--'));
   if (!file) {
-    process.stderr.write('usage: report RESULT.json [--svg FILE] [--docs]\n');
+    process.stderr.write('usage: report RESULT.json [--svg FILE] [--docs] [--md FILE]\n');
     return 2;
   }
   const result = JSON.parse(readFileSync(file, 'utf8')) as BenchResult;
@@ -22,6 +24,17 @@ function main(argv: string[]): number {
   }
   const svgAt = argv.indexOf('--svg');
   if (svgAt >= 0 && argv[svgAt + 1]) writeFileSync(argv[svgAt + 1], renderChart(result));
+  const mdAt = argv.indexOf('--md');
+  if (mdAt >= 0) {
+    const md = argv[mdAt + 1];
+    if (!md || md.startsWith('--')) {
+      process.stderr.write('report: --md needs a file\n');
+      return 2;
+    }
+    const rel = (f: string) => path.relative(path.dirname(path.resolve(md)), path.resolve(f));
+    const svg = svgAt >= 0 ? argv[svgAt + 1] : undefined;
+    writeFileSync(md, renderMarkdown(result, { chart: svg ? rel(svg) : undefined, json: rel(file) }));
+  }
   if (argv.includes('--docs')) {
     mkdirSync(path.join(ROOT, 'docs', 'bench'), { recursive: true });
     writeFileSync(path.join(ROOT, 'docs', 'bench', 'latest.svg'), renderChart(result));

@@ -70,6 +70,7 @@ class Runner {
       machine: machineInfo(opts),
       backends: {} as BenchResult['backends'],
       command: commandLine(argv),
+      ...(Object.keys(opts.userspaceOptions).length ? { userspaceOptions: opts.userspaceOptions } : {}),
       quick: opts.quick,
       startedAt: new Date().toISOString(),
     };
@@ -172,9 +173,9 @@ class Runner {
     res.errors = [];
     this.result.backends[b] = res;
     const [h1, h2] = [bed.host(1), bed.host(2)];
-    this.log(`${b}: starting ${this.opts.direct ? 'backends' : 'daemons'} on ${h1.name}, ${h2.name} (${JSON.stringify(backendSection(b))})`);
+    this.log(`${b}: starting ${this.opts.direct ? 'backends' : 'daemons'} on ${h1.name}, ${h2.name} (${JSON.stringify(backendSection(b, this.opts.userspaceOptions))})`);
     try {
-      await overlay.start([h1, h2], { Network: NETWORK, SubnetLen: 24, Backend: backendSection(b) });
+      await overlay.start([h1, h2], { Network: NETWORK, SubnetLen: 24, Backend: backendSection(b, this.opts.userspaceOptions) });
     } catch (e) {
       res.errors.push(this.fail(`${b}: start`, e));
       await overlay.stop().catch(() => undefined);

@@ -48,7 +48,7 @@ async function scaleBackend(ctx: ScalingContext, b: BackendName, sc: NonNullable
   const bed = ctx.bed;
   const overlay = ctx.overlay;
   const [h1, h2, h3] = [bed.host(1), bed.host(2), bed.host(3)];
-  const conf: NetConf = { Network: NETWORK, SubnetLen: 30, Backend: backendSection(b) };
+  const conf: NetConf = { Network: NETWORK, SubnetLen: 30, Backend: backendSection(b, ctx.opts.userspaceOptions) };
   const cfg = parseNetworkConfig(JSON.stringify(conf));
   ctx.log(`scaling ${b}: /30 leases, fake peers behind ${h3.name} (${h3.underlayIp}, a counting sink without daemon)`);
   await overlay.start([h1, h2], conf);

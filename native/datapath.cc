@@ -19,6 +19,7 @@
 #include <cerrno>
 #include <cstring>
 
+#include "cpu_steering.h"
 #include "offload.h"
 #include "packet.h"
 #include "tun.h"
@@ -53,6 +54,25 @@ void request_slice(uint32_t us) {
   attr.policy = SCHED_OTHER;
   attr.runtime = static_cast<uint64_t>(us) * 1000;
   syscall(SYS_sched_setattr, 0, &attr, 0);
+}
+
+// The CPUs this process may run on, in ascending order.
+std::vector<int> allowed_cpus() {
+  std::vector<int> out;
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  if (sched_getaffinity(0, sizeof set, &set) != 0) return out;
+  for (int c = 0; c < CPU_SETSIZE; ++c) {
+    if (CPU_ISSET(c, &set)) out.push_back(c);
+  }
+  return out;
+}
+
+void pin_to(int cpu) {
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  CPU_SET(cpu, &set);
+  pthread_setaffinity_np(pthread_self(), sizeof set, &set);
 }
 
 void name_thread(std::thread& t, const char* role, uint32_t i) {
@@ -180,10 +200,26 @@ bool Datapath::open(std::string* err) {
     stop();
     return false;
   }
+  cpus_.clear();
+  steer_cpus_.clear();
+  if (opts_.cpu_local && opts_.queues > 1) {  // one worker: left to the scheduler, nothing to steer
+    cpus_ = allowed_cpus();
+    if (cpus_.empty()) {
+      *err = std::string("sched_getaffinity: ") + std::strerror(errno);
+      stop();
+      return false;
+    }
+    steer_cpus_.assign(cpus_.begin(), cpus_.begin() + std::min<size_t>(cpus_.size(), opts_.queues));
+    steer_prog_ = load_tun_cpu_steering(steer_cpus_, err);
+    if (steer_prog_ < 0) {
+      stop();
+      return false;
+    }
+  }
   if (opts_.default_network) {
     Network& n = *networks_.front();
     n.bind(opts_, own_ports_, stop_fd_, stopping_);
-    if (!n.open_tun(opts_.queues, opts_.offload, false, err)) {
+    if (!n.open_tun(opts_.queues, opts_.offload, false, err) || !steer(n, err)) {
       stop();
       return false;
     }
@@ -219,6 +255,11 @@ bool Datapath::open(std::string* err) {
       offload_.udp_gso = offload_.udp_gso && tx_socks_.back()->gso();
       own_ports_.push_back(tx_socks_.back()->port());
     }
+  }
+  // Worker q runs on cpus_[q % n]; the first min(queues, n) workers each own one CPU's datagrams.
+  if (!steer_cpus_.empty() && !rx_socks_.front()->steer_by_cpu(steer_cpus_, err)) {
+    stop();
+    return false;
   }
   return true;
 }
@@ -266,7 +307,13 @@ void Datapath::stop() {
   stop_fd_ = -1;
   for (int fd : wake_fds_) ::close(fd);
   wake_fds_.clear();
+  if (steer_prog_ >= 0) ::close(steer_prog_);
+  steer_prog_ = -1;
   reclaim();
+}
+
+bool Datapath::steer(Network& n, std::string* err) const {
+  return steer_prog_ < 0 || attach_tun_steering(n.tun_fd(0), steer_prog_, err);
 }
 
 void Datapath::reclaim() {
@@ -317,6 +364,10 @@ uint32_t Datapath::add_network(const NetworkOptions& o, std::string* err) {
   std::unique_ptr<Network> net(new Network(id, opts, base_ctr_));
   net->bind(opts_, own_ports_, stop_fd_, stopping_);
   if (!net->open_tun(opts_.queues, opts_.offload, true, err)) return kNoNetwork;
+  if (!steer(*net, err)) {
+    net->close_fds();
+    return kNoNetwork;
+  }
   NetworkSet next = current_set();
   next.entries.push_back(NetworkSet::Entry{net.get(), empty_table()});
   networks_.push_back(std::move(net));
@@ -440,6 +491,7 @@ char kSockTag, kWakeTag;
 // destroyed and its fd taken out of epoll) before any pass, then announces the version it now serves
 // (`seen`): a removed network's fds are closed only once every worker has announced a later one.
 void Datapath::worker_loop(Worker* w, uint32_t q) {
+  if (!cpus_.empty()) pin_to(cpus_[q % cpus_.size()]);
   request_slice(opts_.slice_us);
   // What this worker keeps per network it serves.
   struct Local {

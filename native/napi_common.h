@@ -73,6 +73,7 @@ inline DatapathOptions parse_datapath_options(const Napi::Object& o) {
   opts.queues = vxnet::get_option(o, what, opt::kQueues);
   opts.busy_poll_us = vxnet::get_option(o, what, opt::kBusyPollUs);
   opts.slice_us = vxnet::get_option(o, what, opt::kSliceUs);
+  opts.cpu_local = vxnet::get_option(o, what, opt::kCpuLocal) != 0;
   opts.sock_buf = vxnet::get_option(o, what, opt::kSockBuf);
   opts.icmp_per_sec = vxnet::get_option(o, what, opt::kIcmpPerSec);
   opts.tun_ip = vxnet::get_option(o, what, opt::kTunIp);

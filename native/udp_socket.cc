@@ -1,5 +1,7 @@
 #include "udp_socket.h"
 
+#include <linux/filter.h>
+
 #include <arpa/inet.h>
 #include <netinet/udp.h>
 #include <poll.h>
@@ -43,8 +45,6 @@ bool UdpSocket::open(const UdpSocketOptions& o, std::string* err) {
   gso_ = o.gso && setsockopt(fd_, SOL_UDP, UDP_SEGMENT, &zero, sizeof zero) == 0;
   if (o.rcvbuf) set_buf(fd_, SO_RCVBUFFORCE, SO_RCVBUF, o.rcvbuf);
   if (o.sndbuf) set_buf(fd_, SO_SNDBUFFORCE, SO_SNDBUF, o.sndbuf);
-  // Best effort: without it the reuseport group picks by flow hash, which is correct too.
-  if (o.incoming_cpu >= 0) setsockopt(fd_, SOL_SOCKET, SO_INCOMING_CPU, &o.incoming_cpu, sizeof o.incoming_cpu);
   sockaddr_in sa{};
   sa.sin_family = AF_INET;
   sa.sin_port = htons(o.port);
@@ -58,6 +58,25 @@ bool UdpSocket::open(const UdpSocketOptions& o, std::string* err) {
   }
   socklen_t sl = sizeof sa;
   if (::getsockname(fd_, reinterpret_cast<sockaddr*>(&sa), &sl) == 0) port_ = ntohs(sa.sin_port);
+  return true;
+}
+
+bool UdpSocket::steer_by_cpu(const std::vector<int>& cpus, std::string* err) {
+  // Classic BPF run by the reuseport group for every datagram: A = the receiving CPU, then one
+  // compare per CPU returning its socket's index; an index past the group's end (the last return)
+  // makes the kernel fall back to its flow hash.
+  std::vector<sock_filter> prog;
+  prog.push_back(sock_filter{BPF_LD | BPF_W | BPF_ABS, 0, 0, static_cast<uint32_t>(SKF_AD_OFF + SKF_AD_CPU)});
+  for (size_t i = 0; i < cpus.size(); ++i) {
+    prog.push_back(sock_filter{BPF_JMP | BPF_JEQ | BPF_K, 0, 1, static_cast<uint32_t>(cpus[i])});
+    prog.push_back(sock_filter{BPF_RET | BPF_K, 0, 0, static_cast<uint32_t>(i)});
+  }
+  prog.push_back(sock_filter{BPF_RET | BPF_K, 0, 0, 0xffffffffu});
+  sock_fprog fp{static_cast<unsigned short>(prog.size()), prog.data()};
+  if (setsockopt(fd_, SOL_SOCKET, SO_ATTACH_REUSEPORT_CBPF, &fp, sizeof fp) < 0) {
+    *err = std::string("SO_ATTACH_REUSEPORT_CBPF: ") + std::strerror(errno);
+    return false;
+  }
   return true;
 }
 

@@ -30,7 +30,6 @@ struct UdpSocketOptions {
   bool gso = false;      // probe UDP_SEGMENT (send trains)
   uint32_t rcvbuf = 0;   // 0 = leave the kernel's default
   uint32_t sndbuf = 0;
-  int incoming_cpu = -1; // SO_INCOMING_CPU: the reuseport group prefers this socket on that CPU
 };
 
 class UdpSocket {
@@ -52,6 +51,10 @@ class UdpSocket {
   uint16_t port() const { return port_; }  // the bound port (the kernel's choice for port 0)
   bool gso() const { return gso_; }
   bool gro() const { return gro_; }
+  // For the reuseport group this socket belongs to: a datagram received on cpus[i] goes to the
+  // group's i-th socket (the order of binding); on any other CPU the group picks by flow hash.
+  // False with *err when the kernel refuses the program.
+  bool steer_by_cpu(const std::vector<int>& cpus, std::string* err);
 
  private:
   int fd_ = -1;

@@ -27,6 +27,8 @@ export interface BenchOptions {
   noLoss: boolean;
   noLossTrials: number;
   trialSeconds: number;
+  /** --backend-option KEY=VALUE: extra net-conf Backend keys for the userspace backends (udp, vxlan). */
+  userspaceOptions: Record<string, unknown>;
 }
 
 export const BENCH_USAGE = `usage: vxnet bench [options]      (also: npm run bench -- [options])
@@ -44,6 +46,8 @@ export const BENCH_USAGE = `usage: vxnet bench [options]      (also: npm run ben
   --trials N               paced trials of the 64-byte zero-loss search per backend (default 7, quick 5)
   --trial-seconds N        seconds per zero-loss trial (default 4, quick 2; at most --seconds)
   --no-zero-loss           skip the 64-byte zero-loss search
+  --backend-option K=V     add Backend key K (a JSON value, e.g. CpuLocal=true) to the userspace
+                           backends' net-conf; repeatable
   --direct                 drive backends without the daemon and etcd (development aid)
   --tag TAG                namespace tag, [a-z0-9]{1,8} (default bench)`;
 
@@ -64,8 +68,26 @@ function number(v: string | undefined, what: string, min: number): number | unde
   return n;
 }
 
+/** `KEY=VALUE` pairs: KEY a net-conf Backend key (not Type or Datapath), VALUE JSON (a bare word is a string). */
+function parseBackendOptions(pairs: string[]): Record<string, unknown> {
+  const out: Record<string, unknown> = {};
+  for (const pair of pairs) {
+    const m = /^([A-Z][A-Za-z0-9]*)=(.*)$/.exec(pair);
+    if (!m) throw new UsageError(`--backend-option: expected KEY=VALUE with a Backend key such as CpuLocal=true, got ${JSON.stringify(pair)}`);
+    if (m[1] === 'Type' || m[1] === 'Datapath') throw new UsageError(`--backend-option: ${m[1]} is chosen by --backends`);
+    let v: unknown;
+    try {
+      v = JSON.parse(m[2]);
+    } catch {
+      v = m[2];
+    }
+    out[m[1]] = v;
+  }
+  return out;
+}
+
 export function parseBenchArgs(argv: string[]): BenchOptions | 'help' {
-  let values: Record<string, string | boolean | undefined>;
+  let values: Record<string, string | boolean | string[] | undefined>;
   try {
     ({ values } = parseArgv({
       args: argv,
@@ -89,6 +111,7 @@ export function parseBenchArgs(argv: string[]): BenchOptions | 'help' {
         trials: { type: 'string' },
         'trial-seconds': { type: 'string' },
         'no-zero-loss': { type: 'boolean' },
+        'backend-option': { type: 'string', multiple: true },
       },
     }));
   } catch (err) {
@@ -135,5 +158,6 @@ export function parseBenchArgs(argv: string[]): BenchOptions | 'help' {
     noLoss: values['no-zero-loss'] !== true,
     noLossTrials: trials !== undefined ? Math.floor(trials) : quick ? 5 : 7,
     trialSeconds: trialSeconds ?? Math.min(seconds, quick ? 2 : 4),
+    userspaceOptions: parseBackendOptions((values['backend-option'] as string[] | undefined) ?? []),
   };
 }

@@ -61,8 +61,10 @@ export interface NetConf {
 }
 
 /** The net-conf.json Backend section that selects backend `b` (its descriptor's). */
-export function backendSection(b: BackendName): Record<string, unknown> {
-  return { ...descriptorOf(b).section };
+/** The net-conf Backend section of `b`; `userspace` keys are added for the userspace backends. */
+export function backendSection(b: BackendName, userspace: Record<string, unknown> = {}): Record<string, unknown> {
+  const d = descriptorOf(b);
+  return { ...d.section, ...(d.datapath === 'userspace' ? userspace : {}) };
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));

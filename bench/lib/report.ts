@@ -70,8 +70,8 @@ export function renderRuns(result: BenchResult): string {
 }
 
 export interface MarkdownOptions {
-  /** Chart path relative to docs/. */
-  chart: string;
+  /** Chart path relative to the page; absent: no chart. */
+  chart?: string;
   json: string;
   /** Hand-written analysis of the floors (docs/bench/notes.md), placed under the generated floors table. */
   notes?: string;
@@ -81,7 +81,7 @@ export function renderMarkdown(result: BenchResult, o: MarkdownOptions): string 
   const m = result.machine ?? {};
   const runs = result.runCount ?? 1;
   const out: string[] = [];
-  out.push('# Benchmarks', '');
+  out.push(result.userspaceOptions ? `# Benchmarks, userspace backends with \`${JSON.stringify(result.userspaceOptions)}\`` : '# Benchmarks', '');
   out.push(
     '`vxnet bench` (also `npm run bench`) builds its own namespaced bed — an underlay switch, hosts with a docker0 bridge and one',
     'container each, a local etcd in the switch namespace — runs the real daemon per host and measures every backend in one run.',
@@ -92,6 +92,9 @@ export function renderMarkdown(result: BenchResult, o: MarkdownOptions): string 
   );
   out.push(runs > 1 ? `## Latest runs (${runs})` : '## Latest run', '');
   out.push('```sh', result.command ?? 'vxnet bench', '```', '');
+  if (result.userspaceOptions) {
+    out.push(`The userspace backends (udp, vxlan) ran with the net-conf Backend keys \`${JSON.stringify(result.userspaceOptions)}\` added (\`--backend-option\`).`, '');
+  }
   if (m.cpuModel) out.push(`Machine: **${String(m.cpuModel)}**, ${m.cpus ?? '?'} CPUs, Linux ${m.kernel ?? '?'} (details below).`, '');
   if (typeof m.addon === 'string' && m.addon !== 'build/Release/vxnet_datapath.node') {
     out.push(`\`VXNET_ADDON\` pointed the daemons at \`${m.addon}\`, a copy of the build's addon taken before the run so that a concurrent rebuild of \`build/\` could not swap it mid-run (likewise \`VXNET_PKTGEN\`).`, '');
@@ -120,7 +123,7 @@ export function renderMarkdown(result: BenchResult, o: MarkdownOptions): string 
   out.push(`Ratios in parentheses are value / ${REFERENCE}. Raw result: [${o.json}](${o.json})${runs > 1 ? ' (the summary, with every run under `runs`)' : ''}.`, '');
   const perRun = renderRuns(result);
   if (perRun) out.push('Per run (ratios to ' + REFERENCE + ' of that run):', '', perRun, '');
-  out.push(`![bench chart](${o.chart})`, '');
+  if (o.chart) out.push(`![bench chart](${o.chart})`, '');
   const g = result.generator as Record<string, number | null | boolean> | undefined;
   if (g && g.headroom !== null && g.headroom !== undefined) {
     out.push(

@@ -101,6 +101,8 @@ export interface BenchResult {
   machine: Record<string, unknown>;
   backends: Record<BackendName, BackendResult>;
   command?: string;
+  /** Backend keys added to the userspace backends' net-conf (--backend-option), when any. */
+  userspaceOptions?: Record<string, unknown>;
   quick?: boolean;
   startedAt?: string;
   durationSeconds?: number;

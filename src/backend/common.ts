@@ -20,6 +20,13 @@ export function backendInt(config: NetworkConfig, field: string, fallback: numbe
   return v;
 }
 
+export function backendBool(config: NetworkConfig, field: string, fallback: boolean): boolean {
+  const v = config.backend.raw[field];
+  if (v === undefined || v === null) return fallback;
+  if (typeof v !== 'boolean') throw new Error(`Backend.${field}: must be true or false, got ${JSON.stringify(v)}`);
+  return v;
+}
+
 /** Backend.Port for the vxlan kinds: flannel treats 0 (and absence) as the kernel default 8472. */
 export function vxlanPort(config: NetworkConfig, fallback: number): number {
   const port = backendInt(config, 'Port', 0, 0, 65535);

@@ -6,7 +6,7 @@ import type { Lease, LeaseAttrs, NetworkConfig } from '../subnet/types';
 import { formatCidr } from '../net/ip';
 import type { Datapath, DatapathConfig, EncapKind, PeerRoute } from '../datapath';
 import { addon } from '../datapath/native';
-import { backendInt, checkPeer, FLANNEL_DEFAULT_PORT, FLANNEL_ENCAP_OVERHEAD, PeerFilter, Serial } from './common';
+import { backendBool, backendInt, checkPeer, FLANNEL_DEFAULT_PORT, FLANNEL_ENCAP_OVERHEAD, PeerFilter, Serial } from './common';
 
 /** TUN name of the userspace backends (flanneld's udp backend uses flannel0). */
 export const USERSPACE_TUN = 'vxnet0';
@@ -77,6 +77,7 @@ export function userspaceConfig(encap: EncapKind, ctx: BackendContext, lease: Le
   const workers = userspaceWorkers(ctx.config);
   return {
     ...(workers ? { queues: workers } : {}),
+    ...(userspaceCpuLocal(ctx.config) !== undefined ? { cpuLocal: userspaceCpuLocal(ctx.config) } : {}),
     encap,
     tunName: USERSPACE_TUN,
     mtu: ctx.iface.mtu - FLANNEL_ENCAP_OVERHEAD[encap],
@@ -111,6 +112,12 @@ export function userspaceWorkers(config: NetworkConfig): number {
   return backendInt(config, 'Workers', 0, 1, addon.options.datapath.queues.max);
 }
 
+/** vxnet's own key of the userspace backends: keep each flow on one CPU (DatapathConfig.cpuLocal); absent = the datapath's default. */
+export function userspaceCpuLocal(config: NetworkConfig): boolean | undefined {
+  const v = config.backend.raw.CpuLocal;
+  return v === undefined || v === null ? undefined : backendBool(config, 'CpuLocal', true);
+}
+
 export class UdpBackend implements Backend {
   readonly type = 'udp';
   readonly port: number;
@@ -141,6 +148,7 @@ export const udpBackend: BackendDescriptor<'udp'> = {
   validate(config) {
     udpPort(config);
     userspaceWorkers(config);
+    userspaceCpuLocal(config);
   },
   create: (ctx) => new UdpBackend(ctx),
 };

@@ -5,7 +5,7 @@ import type { Lease } from '../subnet/types';
 import type { PeerRoute } from '../datapath';
 import { PeerFilter, VxlanBackendBase, vxlanPeerMac, vxlanPort, vxlanVni } from './common';
 import { DEFAULT_PORT } from '../net/wire';
-import { startUserspace, userspaceConfig, userspaceWorkers } from './udp';
+import { startUserspace, userspaceConfig, userspaceCpuLocal, userspaceWorkers } from './udp';
 
 export class VxlanBackend extends VxlanBackendBase {
   async start(lease: Lease): Promise<BackendNetwork> {
@@ -29,6 +29,7 @@ export const vxlanBackend: BackendDescriptor<'vxlan'> = {
     vxlanVni(config);
     vxlanPort(config, DEFAULT_PORT.vxlan);
     userspaceWorkers(config);
+    userspaceCpuLocal(config);
   },
   create: (ctx) => new VxlanBackend(ctx),
 };

@@ -36,6 +36,17 @@ export interface DatapathConfig {
    * kernel's): a worker woken by a packet preempts a CPU-bound task at once instead of after its slice.
    */
   sliceUs?: number;
+  /**
+   * Keep each flow on one CPU (default true; with one worker it does nothing): worker q runs only
+   * on the q-th CPU the process may use, a received datagram goes to the worker of the CPU that
+   * received it, and a new flow from the TUN to the worker of the CPU that sent its first packet,
+   * where it stays while active. A round trip then wakes no thread on another CPU. The spread over
+   * workers comes from where senders run and from the underlay's receive spread (NIC RSS or RPS by
+   * the outer ports, which still carry the flow hash); on a single-queue NIC without RPS every
+   * datagram lands on one worker, as in the kernel's own vxlan path. False: workers float, flows
+   * spread by their hash (one peer's flows over all workers at both ends).
+   */
+  cpuLocal?: boolean;
   icmpPerSec?: number;
 }
 
@@ -51,6 +62,7 @@ export interface PortConfig {
   batch?: number;
   busyPollUs?: number;
   sliceUs?: number;
+  cpuLocal?: boolean;
   icmpPerSec?: number;
 }
 
@@ -127,6 +139,9 @@ export function validateDatapathConfig(cfg: DatapathConfig): void {
   checkOption(o.batch, 'batch', cfg.batch);
   checkOption(o.busyPollUs, 'busyPollUs', cfg.busyPollUs);
   checkOption(o.sliceUs, 'sliceUs', cfg.sliceUs);
+  if (cfg.cpuLocal !== undefined && typeof cfg.cpuLocal !== 'boolean') {
+    throw new DatapathConfigError('cpuLocal', `must be true or false, got ${JSON.stringify(cfg.cpuLocal)}`);
+  }
   checkOption(o.icmpPerSec, 'icmpPerSec', cfg.icmpPerSec);
   if (cfg.encap === 'vxlan' && !cfg.vtepMac) throw new DatapathConfigError('vtepMac', 'required for vxlan');
   if (cfg.vtepMac) {
@@ -168,6 +183,7 @@ export function nativeOptions(cfg: DatapathConfig): NativeDatapathOptions {
     queues: cfg.queues ?? defaultQueues(),
     busyPollUs: cfg.busyPollUs,
     sliceUs: cfg.sliceUs,
+    cpuLocal: cfg.cpuLocal === undefined ? undefined : Number(cfg.cpuLocal),
     icmpPerSec: cfg.icmpPerSec,
     localNet: cfg.localSubnet.ip,
     localPrefixLen: cfg.localSubnet.prefixLen,

@@ -18,6 +18,7 @@ export interface DpHostConfig {
   vni?: number;
   queues?: number;
   busyPollUs?: number;
+  cpuLocal?: boolean;
 }
 export type { WireRoute } from './dp-host-child';
 /** A network to add (the datapath's NetworkConfig with CIDRs as text). */

@@ -76,6 +76,9 @@ export interface IperfOptions {
   /** Server sends, client receives (iperf3 -R). */
   reverse?: boolean;
   port?: number;
+  /** Run the server / the client on this CPU only (taskset). */
+  serverCpu?: number;
+  clientCpu?: number;
 }
 
 export interface IperfResult {
@@ -117,13 +120,14 @@ export function parseIperfJson(text: string): IperfResult {
 export async function iperf3Tcp(bed: NetBed, serverNs: string, serverIp: string, clientNs: string, opts: IperfOptions = {}): Promise<IperfResult> {
   const seconds = opts.seconds ?? 3;
   const port = opts.port ?? 5201;
-  const serverArgv = ['iperf3', '-s', '-1', '-B', serverIp, '-p', String(port)];
+  const pin = (cpu: number | undefined) => (cpu === undefined ? [] : ['taskset', '-c', String(cpu)]);
+  const serverArgv = [...pin(opts.serverCpu), 'iperf3', '-s', '-1', '-B', serverIp, '-p', String(port)];
   const server = bed.spawn(serverNs, serverArgv, { stdio: ['ignore', 'ignore', 'pipe'] });
   let serverErr = '';
   server.stderr!.on('data', (b: Buffer) => (serverErr += b.toString('utf8')));
   try {
     await waitListening(bed, serverNs, port, () => (server.exitCode !== null || server.signalCode !== null ? `iperf3 server exited early: ${serverErr.trim()}` : undefined));
-    const argv = ['iperf3', '-c', serverIp, '-p', String(port), '-t', String(seconds), '-P', String(opts.streams ?? 1), '-J', '--connect-timeout', '3000'];
+    const argv = [...pin(opts.clientCpu), 'iperf3', '-c', serverIp, '-p', String(port), '-t', String(seconds), '-P', String(opts.streams ?? 1), '-J', '--connect-timeout', '3000'];
     if (opts.reverse) argv.push('-R');
     const r = await bed.exec(clientNs, argv, { timeoutMs: (seconds + 20) * 1000 });
     try {

@@ -23,7 +23,7 @@ async function withBed(hosts: number, fn: (bed: NetBed) => Promise<void>): Promi
 }
 
 /** Brings up vxnet on each host (containers readdressed) and a full mesh of static routes. */
-async function mesh(bed: NetBed, encap: 'udp' | 'vxlan', hosts: BedHost[], extra: { queues?: number; busyPollUs?: number } = {}): Promise<DpHost[]> {
+async function mesh(bed: NetBed, encap: 'udp' | 'vxlan', hosts: BedHost[], extra: { queues?: number; busyPollUs?: number; cpuLocal?: boolean } = {}): Promise<DpHost[]> {
   const mtu = encap === 'vxlan' ? 1450 : 1472;
   const dps: DpHost[] = [];
   for (const h of hosts) {
@@ -76,10 +76,10 @@ for (const encap of ['udp', 'vxlan'] as const) {
   });
 }
 
-test('two workers per host (multi-queue TUN, SO_REUSEPORT sockets): one peer\'s flows spread over both ends\' workers, parallel TCP both ways; busy polling off', { timeout: 150000 }, async () => {
+test('two workers per host, cpuLocal off (multi-queue TUN, SO_REUSEPORT sockets): one peer\'s flows spread by their hash over both ends\' workers, parallel TCP both ways; busy polling off', { timeout: 150000 }, async () => {
   await withBed(2, async (bed) => {
     const [h1, h2] = bed.hosts;
-    const dps = await mesh(bed, 'vxlan', [h1, h2], { queues: 2, busyPollUs: 0 });
+    const dps = await mesh(bed, 'vxlan', [h1, h2], { queues: 2, busyPollUs: 0, cpuLocal: false });
     const link = (await bed.execOk(h1.ns, ['ip', '-d', 'link', 'show', 'vxnet0'])).replace(/\s+/g, ' ');
     assert.match(link, /multi_queue/, `a multi-queue TUN: ${link}`);
     assert.match(link, /numqueues 2/, `two queues attached: ${link}`);
@@ -94,6 +94,78 @@ test('two workers per host (multi-queue TUN, SO_REUSEPORT sockets): one peer\'s 
     assert.ok(s2.workers.every((w) => w.rxPackets > 100), `every receiving worker got flows: ${JSON.stringify(s2.workers)}`);
     const back = await iperf3Tcp(bed, h2.containerNs, h2.containerIp!, h1.containerNs, { seconds: 3, streams: 4, reverse: true });
     assert.ok(out.bytes > 10 * 1024 * 1024 && back.bytes > 10 * 1024 * 1024, `TCP moved ${out.bytes} and ${back.bytes} bytes`);
+    for (const d of dps) {
+      const s = await d.stats();
+      for (const [reason, n] of Object.entries(s.drops)) if (reason.startsWith('rx_')) assert.equal(n, 0, `no ${reason}`);
+    }
+    for (const d of dps) await d.close();
+  });
+});
+
+/** CPU numbers of a Cpus_allowed_list such as "0-3,6". */
+function cpuList(list: string): number[] {
+  return list.trim().split(',').flatMap((r) => {
+    const [a, b] = r.split('-').map(Number);
+    return Array.from({ length: (b ?? a) - a + 1 }, (_, i) => a + i);
+  });
+}
+
+/** The CPUs each `vxnet-wkN` thread of `pid` may run on, by N. */
+function workerCpus(pid: number): Map<number, number[]> {
+  const out = new Map<number, number[]>();
+  for (const tid of execFileSync('ls', [`/proc/${pid}/task`], { encoding: 'utf8' }).split('\n').filter(Boolean)) {
+    const m = /^vxnet-wk(\d+)$/.exec(readFileSync(`/proc/${pid}/task/${tid}/comm`, 'utf8').trim());
+    if (!m) continue;
+    const list = /Cpus_allowed_list:\s*(\S+)/.exec(readFileSync(`/proc/${pid}/task/${tid}/status`, 'utf8'))![1];
+    out.set(Number(m[1]), cpuList(list));
+  }
+  return out;
+}
+
+test('cpuLocal (the default with two workers): each worker pinned to its own CPU; a new flow is placed on the CPU its sender runs on, at both hosts and both ways, and stays on that queue wherever its packets are sent from', { timeout: 150000 }, async (t) => {
+  const allowed = cpuList(/Cpus_allowed_list:\s*(\S+)/.exec(readFileSync('/proc/self/status', 'utf8'))![1]);
+  if (allowed.length < 2) {
+    t.skip(`needs two CPUs, this process may use ${allowed.length}`);
+    return;
+  }
+  await withBed(2, async (bed) => {
+    const [h1, h2] = bed.hosts;
+    const dps = await mesh(bed, 'vxlan', [h1, h2], { queues: 2 });
+    for (const d of dps) {
+      const pinned = workerCpus(d.child.pid!);
+      assert.deepEqual([...pinned.keys()].sort(), [0, 1], 'two workers');
+      assert.deepEqual(pinned.get(0), [allowed[0]], 'worker 0 on the first CPU');
+      assert.deepEqual(pinned.get(1), [allowed[1]], 'worker 1 on the second CPU');
+    }
+    // A ping pinned to CPU c: its requests enter h1's TUN on c (steering program: queue of the CPU),
+    // reach h2 on c (veth delivers on the sender's CPU; reuseport program: socket of the CPU), the
+    // replies enter h2's TUN on c and come back to h1 on c. Every packet of it on worker k, none on
+    // the other worker.
+    for (const [k, cpu] of allowed.slice(0, 2).entries()) {
+      const before = await Promise.all(dps.map((d) => d.stats()));
+      const p = await bed.exec(h1.containerNs, ['taskset', '-c', String(cpu), 'ping', '-c', '20', '-i', '0.02', '-W', '2', h2.containerIp!]);
+      assert.match(p.stdout, / 20 received/, p.stdout);
+      const after = await Promise.all(dps.map((d) => d.stats()));
+      const moved = (h: number, w: number, dir: 'txPackets' | 'rxPackets') => after[h].workers[w][dir] - before[h].workers[w][dir];
+      for (const [h, dir] of [[0, 'txPackets'], [1, 'rxPackets'], [1, 'txPackets'], [0, 'rxPackets']] as const) {
+        assert.ok(moved(h, k, dir) >= 20, `host ${h + 1} worker ${k} (CPU ${cpu}) ${dir} +${moved(h, k, dir)}`);
+        assert.equal(moved(h, 1 - k, dir), 0, `host ${h + 1} worker ${1 - k} ${dir}: nothing of a flow sent from CPU ${cpu}`);
+      }
+    }
+    // TCP with the client on the first CPU and the server on the second: the server's ACKs are sent
+    // from its CPU and the client's data partly from the CPU its ACKs are processed on, but the
+    // flows were placed by their first packets (the SYN on the client's CPU, the SYN-ACK on the
+    // worker's) and keep their queues: every packet on worker 0 at both hosts, none reordered by
+    // taking the other worker. (A flow idle for 50 ms may be placed again: not here, it never pauses.)
+    const before = await Promise.all(dps.map((d) => d.stats()));
+    const out = await iperf3Tcp(bed, h2.containerNs, h2.containerIp!, h1.containerNs, { seconds: 2, streams: 4, clientCpu: allowed[0], serverCpu: allowed[1] });
+    assert.ok(out.bytes > 10 * 1024 * 1024, `TCP moved ${out.bytes} bytes`);
+    const after = await Promise.all(dps.map((d) => d.stats()));
+    for (const h of [0, 1]) {
+      const on = (w: number) => after[h].workers[w].txPackets - before[h].workers[w].txPackets;
+      assert.ok(on(0) > 1000, `host ${h + 1} worker 0 carried the flows: +${on(0)}`);
+      assert.ok(on(1) <= on(0) / 100, `host ${h + 1} worker 1 sent ${on(1)} packets of flows placed on worker 0 (worker 0: ${on(0)})`);
+    }
     for (const d of dps) {
       const s = await d.stats();
       for (const [reason, n] of Object.entries(s.drops)) if (reason.startsWith('rx_')) assert.equal(n, 0, `no ${reason}`);

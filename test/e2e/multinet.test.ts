@@ -69,6 +69,22 @@ async function inEchos(bed: NetBed, ns: string): Promise<number> {
 }
 
 /** Does `dev` exist in `ns`? */
+/**
+ * Counters once the traffic before has ended: the last packets of a closed connection (its FIN
+ * exchange, a delayed ACK) may still be crossing when its client exits. Reads until two reads
+ * 200 ms apart agree on the packet counts (at most 5 s).
+ */
+async function settled(read: () => Promise<DatapathStats>): Promise<DatapathStats> {
+  let last = await read();
+  for (let i = 0; i < 25; i++) {
+    await new Promise((r) => setTimeout(r, 200));
+    const now = await read();
+    if (now.rxPackets === last.rxPackets && now.txPackets === last.txPackets && now.tunReads === last.tunReads) return now;
+    last = now;
+  }
+  return last;
+}
+
 async function linkExists(bed: NetBed, ns: string, dev: string): Promise<boolean> {
   return (await bed.exec(ns, ['ip', 'link', 'show', 'dev', dev])).code === 0;
 }
@@ -101,7 +117,7 @@ test('two VXLAN networks on one port: VNI demux to each network\'s TUN (one in a
       // Network A both ways: ping and TCP between the containers.
       assert.equal((await ping(bed, h1.containerNs, h2.containerIp!, { count: 4, intervalS: 0.2 })).received, 4, 'A: h1 -> h2');
       assert.equal((await ping(bed, h2.containerNs, h1.containerIp!, { count: 4, intervalS: 0.2 })).received, 4, 'A: h2 -> h1');
-      const b0 = await dp.networkStats(b);
+      const b0 = await settled(() => dp.networkStats(b));
       const ta = await iperf3Tcp(bed, h2.containerNs, h2.containerIp!, h1.containerNs, { seconds: 2 });
       const tar = await iperf3Tcp(bed, h2.containerNs, h2.containerIp!, h1.containerNs, { seconds: 2, reverse: true });
       assert.ok(ta.bytes > 5e6 && tar.bytes > 5e6, `A: TCP moved ${ta.bytes} and ${tar.bytes} bytes`);
@@ -111,7 +127,7 @@ test('two VXLAN networks on one port: VNI demux to each network\'s TUN (one in a
       assert.equal(b1.tunReads - b0.tunReads, 0, 'B\'s TUN read nothing meanwhile');
 
       // Network B both ways: h1's side is its namespace (the TUN's address), h2's side its vxlan device.
-      const a0 = await dp.stats();
+      const a0 = await settled(() => dp.stats());
       assert.equal((await ping(bed, nsB, leaseIp(B, 2), { count: 4, intervalS: 0.2 })).received, 4, 'B: h1 -> h2');
       assert.equal((await ping(bed, h2.ns, leaseIp(B, 1), { count: 4, intervalS: 0.2 })).received, 4, 'B: h2 -> h1');
       const tb = await iperf3Tcp(bed, nsB, leaseIp(B, 1), h2.ns, { seconds: 2 });

@@ -71,6 +71,21 @@ test('validation takes each numeric limit from the addon, and the addon refuses 
   }
 });
 
+test('cpuLocal is a boolean: validation names the field, the addon takes 0 or 1 and refuses anything else', () => {
+  for (const bad of [1, 'true', null]) {
+    const cfg = { ...BASE, cpuLocal: bad } as unknown as DatapathConfig;
+    assert.throws(() => validateDatapathConfig(cfg), (e: unknown) => e instanceof DatapathConfigError && e.field === 'cpuLocal', `cpuLocal=${JSON.stringify(bad)}`);
+  }
+  validateDatapathConfig({ ...BASE, cpuLocal: true });
+  assert.equal(nativeOptions({ ...BASE, cpuLocal: true }).cpuLocal, 1);
+  assert.equal(nativeOptions({ ...BASE, cpuLocal: false }).cpuLocal, 0);
+  assert.equal(nativeOptions(BASE).cpuLocal, undefined);
+  assert.equal(addon.options.datapath.cpuLocal.default, 1, 'on unless turned off');
+  for (const bad of [2, -1, 0.5]) {
+    assert.throws(() => new (loadTestkit().Engine)({ ...nativeOptions(BASE), cpuLocal: bad }), /option cpuLocal: must be an integer in 0\.\.1/);
+  }
+});
+
 test('absent tuning options take the addon\'s defaults; the port and queues defaults are the TypeScript face\'s', () => {
   const o = nativeOptions(BASE);
   assert.equal(o.port, DEFAULT_PORT.vxlan);

@@ -3,7 +3,8 @@ import assert from 'node:assert/strict';
 import type { BackendContext, Logger } from '../../src/backend/backend';
 import type { NetworkConfig } from '../../src/subnet/types';
 import { parseCidr, MAC_RE } from '../../src/net/ip';
-import { backendKind, createBackend } from '../../src/backend/registry';
+import { backendKind, checkBackendConfig, createBackend } from '../../src/backend/registry';
+import { userspaceConfig } from '../../src/backend/udp';
 import { UdpBackend } from '../../src/backend/udp';
 import { VxlanBackend } from '../../src/backend/vxlan';
 import { KernelVxlanBackend } from '../../src/backend/kernel-vxlan';
@@ -68,6 +69,21 @@ test('invalid Port and VNI name the field', () => {
   assert.throws(() => createBackend(ctx({ Type: 'vxlan', VNI: 2 ** 24 })), /^Error: Backend\.VNI/);
   // flannel.<VNI> must fit IFNAMSIZ.
   assert.throws(() => createBackend(ctx({ Type: 'vxlan', Datapath: 'kernel', VNI: 10_000_000 })), /^Error: Backend\.VNI: device name flannel\.10000000/);
+});
+
+test('the userspace backends\' own keys: Workers an integer in range, CpuLocal a boolean', () => {
+  for (const Type of ['udp', 'vxlan']) {
+    assert.throws(() => checkBackendConfig(config({ Type, Workers: 0 })), /^Error: Backend\.Workers: must be an integer in 1\.\./);
+    assert.throws(() => checkBackendConfig(config({ Type, CpuLocal: 'yes' })), /^Error: Backend\.CpuLocal: must be true or false, got "yes"/);
+    assert.throws(() => checkBackendConfig(config({ Type, CpuLocal: 1 })), /^Error: Backend\.CpuLocal/);
+    checkBackendConfig(config({ Type, CpuLocal: true, Workers: 2 }));
+  }
+  const lease = { subnet: parseCidr('10.244.3.0/24') } as Parameters<typeof userspaceConfig>[2];
+  const on = userspaceConfig('vxlan', ctx({ Type: 'vxlan', CpuLocal: true, Workers: 2 }), lease, 8472);
+  assert.deepEqual([on.cpuLocal, on.queues], [true, 2]);
+  assert.equal(userspaceConfig('vxlan', ctx({ Type: 'vxlan', CpuLocal: false }), lease, 8472).cpuLocal, false);
+  const off = userspaceConfig('udp', ctx({ Type: 'udp' }), lease, 8285);
+  assert.deepEqual([off.cpuLocal, off.queues], [undefined, undefined], 'absent: the datapath\'s defaults');
 });
 
 test('defaults follow flanneld: udp 8285, vxlan VNI 1 on 8472 (Port 0 = default)', () => {

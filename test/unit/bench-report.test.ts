@@ -6,6 +6,7 @@ import { renderChart } from '../../bench/lib/svg';
 import { renderMarkdown, renderTable } from '../../bench/lib/report';
 import { parseBenchArgs as parseArgs } from '../../bench/lib/options';
 import { summarizeRuns } from '../../bench/lib/summary';
+import { backendSection } from '../../bench/lib/overlay';
 
 function sample(): BenchResult {
   const fig = (k: number) => ({ tcp1Gbps: 3 * k, tcp4Gbps: 4 * k, rttP50Us: 50 / k, rttP99Us: 90 / k, pps64: 60000 * k, pps64NoLoss: 40000 * k, loss64: 0.1 / k, cpuSecPerGB: 1 / k, rssMB: 60 });
@@ -120,6 +121,24 @@ test('bench arguments: quick shortens, lists are checked, unknown flags are usag
   assert.deepEqual(m.backends, ['vxlan', 'kernel-vxlan']);
   assert.throws(() => parseArgs(['--runs', '0']), /≥ 1/);
   assert.throws(() => parseArgs(['--trials', '1']), /≥ 2/);
+});
+
+test('--backend-option adds net-conf keys to the userspace backends only, and is recorded in the report', () => {
+  const o = parseArgs(['--backend-option', 'CpuLocal=true', '--backend-option', 'Workers=2']);
+  if (o === 'help') throw new Error('help');
+  assert.deepEqual(o.userspaceOptions, { CpuLocal: true, Workers: 2 });
+  const none = parseArgs([]);
+  if (none === 'help') throw new Error('help');
+  assert.deepEqual(none.userspaceOptions, {});
+  assert.throws(() => parseArgs(['--backend-option', 'CpuLocal']), /--backend-option: expected KEY=VALUE/);
+  assert.throws(() => parseArgs(['--backend-option', 'Type=udp']), /--backend-option: Type is chosen by --backends/);
+  assert.deepEqual(backendSection('vxlan', o.userspaceOptions), { Type: 'vxlan', Datapath: 'userspace', CpuLocal: true, Workers: 2 });
+  assert.deepEqual(backendSection('udp', o.userspaceOptions), { Type: 'udp', CpuLocal: true, Workers: 2 });
+  assert.deepEqual(backendSection('kernel-vxlan', o.userspaceOptions), { Type: 'vxlan', Datapath: 'kernel' });
+  assert.deepEqual(backendSection('host-gw', o.userspaceOptions), { Type: 'host-gw' });
+  const r = { ...sample(), userspaceOptions: { CpuLocal: true } };
+  assert.match(renderMarkdown(r, { chart: 'c.svg', json: 'r.json' }), /ran with the net-conf Backend keys `\{"CpuLocal":true\}` added/);
+  assert.doesNotMatch(renderMarkdown(sample(), { chart: 'c.svg', json: 'r.json' }), /net-conf Backend keys/);
 });
 
 test('a result from before pps64NoLoss existed still validates and renders n/a', () => {
