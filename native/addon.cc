@@ -185,6 +185,7 @@ class DatapathWrap : public Napi::ObjectWrap<DatapathWrap> {
     out.Set("tunUso", o.tun_uso);
     out.Set("udpGso", o.udp_gso);
     out.Set("udpGro", o.udp_gro);
+    out.Set("cpuLocal", o.cpu_local);
     return out;
   }
   Napi::Value Running(const Napi::CallbackInfo& info) { return Napi::Boolean::New(info.Env(), dp_->running()); }

@@ -261,6 +261,7 @@ bool Datapath::open(std::string* err) {
     stop();
     return false;
   }
+  offload_.cpu_local = !steer_cpus_.empty();
   return true;
 }
 

@@ -55,6 +55,7 @@ struct OffloadState {
   bool tun_uso = false;   // ... and UDP super-packets (TUN_F_USO4, Linux >= 6.2)
   bool udp_gso = false;   // UDP_SEGMENT: one sendmsg carries many datagrams
   bool udp_gro = false;   // UDP_GRO: one recvmsg returns many datagrams
+  bool cpu_local = false; // workers pinned, receive and TUN steering programs attached (cpu_local)
 };
 
 // One more network served by a datapath's sockets and workers: its own VNI, TUN, peers, counters.

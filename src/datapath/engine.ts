@@ -49,7 +49,7 @@ export class EncapEngine {
 
   /** What encap() and decap() counted, in a Datapath's stats() shape (no workers, no offloads). */
   stats(): DatapathStats {
-    const offload = { vnetHdr: false, tunTso: false, tunUso: false, udpGso: false, udpGro: false };
+    const offload = { vnetHdr: false, tunTso: false, tunUso: false, udpGso: false, udpGro: false, cpuLocal: false };
     return buildStats(this.native.counters(), this.routes.peerStats(), new Float64Array(0), offload);
   }
 

@@ -179,4 +179,6 @@ export interface DatapathOffloads {
   tunUso: boolean;
   udpGso: boolean;
   udpGro: boolean;
+  /** CPU-local steering in effect: workers pinned, the receive and TUN steering programs attached. */
+  cpuLocal: boolean;
 }

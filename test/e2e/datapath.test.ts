@@ -80,6 +80,7 @@ test('two workers per host, cpuLocal off (multi-queue TUN, SO_REUSEPORT sockets)
   await withBed(2, async (bed) => {
     const [h1, h2] = bed.hosts;
     const dps = await mesh(bed, 'vxlan', [h1, h2], { queues: 2, busyPollUs: 0, cpuLocal: false });
+    assert.equal((await dps[0].stats()).offload.cpuLocal, false, 'no steering programs');
     const link = (await bed.execOk(h1.ns, ['ip', '-d', 'link', 'show', 'vxnet0'])).replace(/\s+/g, ' ');
     assert.match(link, /multi_queue/, `a multi-queue TUN: ${link}`);
     assert.match(link, /numqueues 2/, `two queues attached: ${link}`);
@@ -131,6 +132,7 @@ test('cpuLocal (the default with two workers): each worker pinned to its own CPU
   await withBed(2, async (bed) => {
     const [h1, h2] = bed.hosts;
     const dps = await mesh(bed, 'vxlan', [h1, h2], { queues: 2 });
+    for (const d of dps) assert.equal((await d.stats()).offload.cpuLocal, true, 'steering in effect (stats().offload)');
     for (const d of dps) {
       const pinned = workerCpus(d.child.pid!);
       assert.deepEqual([...pinned.keys()].sort(), [0, 1], 'two workers');
