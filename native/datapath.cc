@@ -202,14 +202,16 @@ bool Datapath::open(std::string* err) {
   }
   cpus_.clear();
   steer_cpus_.clear();
-  if (opts_.cpu_local && opts_.queues > 1) {  // one worker: left to the scheduler, nothing to steer
+  // One worker: left to the scheduler, nothing to steer. More workers than CPUs: those beyond the
+  // CPUs would get no flows, so the flow hash spreads them instead.
+  if (opts_.cpu_local && opts_.queues > 1) {
     cpus_ = allowed_cpus();
-    if (cpus_.empty()) {
-      *err = std::string("sched_getaffinity: ") + std::strerror(errno);
-      stop();
-      return false;
-    }
-    steer_cpus_.assign(cpus_.begin(), cpus_.begin() + std::min<size_t>(cpus_.size(), opts_.queues));
+    if (opts_.queues > cpus_.size()) cpus_.clear();
+  }
+  if (!cpus_.empty()) {
+    // Worker q runs on cpus_[q] and owns the flows of that CPU; the CPUs beyond the workers' fall
+    // back to the flow hash.
+    steer_cpus_.assign(cpus_.begin(), cpus_.begin() + opts_.queues);
     steer_prog_ = load_tun_cpu_steering(steer_cpus_, err);
     if (steer_prog_ < 0) {
       stop();
@@ -256,7 +258,6 @@ bool Datapath::open(std::string* err) {
       own_ports_.push_back(tx_socks_.back()->port());
     }
   }
-  // Worker q runs on cpus_[q % n]; the first min(queues, n) workers each own one CPU's datagrams.
   if (!steer_cpus_.empty() && !rx_socks_.front()->steer_by_cpu(steer_cpus_, err)) {
     stop();
     return false;
@@ -492,7 +493,7 @@ char kSockTag, kWakeTag;
 // destroyed and its fd taken out of epoll) before any pass, then announces the version it now serves
 // (`seen`): a removed network's fds are closed only once every worker has announced a later one.
 void Datapath::worker_loop(Worker* w, uint32_t q) {
-  if (!cpus_.empty()) pin_to(cpus_[q % cpus_.size()]);
+  if (!cpus_.empty()) pin_to(cpus_[q]);
   request_slice(opts_.slice_us);
   // What this worker keeps per network it serves.
   struct Local {

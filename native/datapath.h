@@ -38,7 +38,8 @@ struct DatapathOptions {
   bool offload = true;          // TUN TSO + UDP GSO/GRO + receive coalescing, where the kernel has them
   uint32_t busy_poll_us = opt::kBusyPollUs.def;  // after work, poll without sleeping this long before blocking (0: never)
   uint32_t slice_us = opt::kSliceUs.def;  // workers' scheduler slice request (EEVDF, Linux >= 6.12); 0: the default
-  // With more than one queue: worker q runs only on the q-th CPU the process may use, a datagram
+  // With more than one queue and no more queues than CPUs the process may use: worker q runs only
+  // on the q-th of those CPUs, a datagram
   // goes to the socket of the worker on the CPU that received it (reuseport BPF) and a new flow from
   // the stack to the TUN queue of the CPU that sent it (TUN steering program with a flow table,
   // cpu_steering.h): a flow's passes and wake-ups stay on one CPU. False: flow-hash spread.
@@ -221,8 +222,9 @@ class Datapath {
   std::vector<std::unique_ptr<Network>> released_;  // fds closed, counters kept until forgotten
   Snapshot<NetworkSet> nets_;
   std::vector<std::unique_ptr<Worker>> workers_;
-  // cpu_local: the CPUs the process may run on, in order (worker q runs on cpus_[q % n]); the first
-  // min(queues, n) of them, whose packets go to worker i (reuseport program, TUN steering program).
+  // cpu_local in effect (1 < queues <= CPUs): the CPUs the process may run on, in order (worker q
+  // runs on cpus_[q]); the first `queues` of them, whose packets go to worker i (reuseport program,
+  // TUN steering program).
   std::vector<int> cpus_;
   std::vector<int> steer_cpus_;
   int steer_prog_ = -1;  // the TUN steering program (cpu_steering.h), attached to every network's TUN

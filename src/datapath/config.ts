@@ -37,7 +37,8 @@ export interface DatapathConfig {
    */
   sliceUs?: number;
   /**
-   * Keep each flow on one CPU (default true; with one worker it does nothing): worker q runs only
+   * Keep each flow on one CPU (default true; with one worker, or more workers than CPUs, it does
+   * nothing: stats().offload.cpuLocal says whether it is in effect): worker q runs only
    * on the q-th CPU the process may use, a received datagram goes to the worker of the CPU that
    * received it, and a new flow from the TUN to the worker of the CPU that sent its first packet,
    * where it stays while active. A round trip then wakes no thread on another CPU. The spread over

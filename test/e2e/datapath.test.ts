@@ -176,6 +176,24 @@ test('cpuLocal (the default with two workers): each worker pinned to its own CPU
   });
 });
 
+test('cpuLocal with more workers than CPUs falls back to the flow hash: no worker pinned, no steering programs, traffic flows', { timeout: 60000 }, async (t) => {
+  const allowed = cpuList(/Cpus_allowed_list:\s*(\S+)/.exec(readFileSync('/proc/self/status', 'utf8'))![1]);
+  if (allowed.length + 1 > 16) {
+    t.skip(`${allowed.length} CPUs: more workers than that exceed the queue limit`);
+    return;
+  }
+  await withBed(2, async (bed) => {
+    const [h1, h2] = bed.hosts;
+    const dps = await mesh(bed, 'udp', [h1, h2], { queues: allowed.length + 1, cpuLocal: true });
+    for (const d of dps) {
+      assert.equal((await d.stats()).offload.cpuLocal, false, 'steering not in effect');
+      for (const [w, cpus] of workerCpus(d.child.pid!)) assert.deepEqual(cpus, allowed, `worker ${w} may run on every CPU`);
+    }
+    assert.equal((await ping(bed, h1.containerNs, h2.containerIp!, { count: 5, intervalS: 0.05 })).received, 5);
+    for (const d of dps) await d.close();
+  });
+});
+
 const PKTGEN = path.resolve(__dirname, '..', '..', '..', 'build', 'Release', 'pktgen');
 
 /** Datagrams that reached the UDP layer in `ns` (read by a socket, or dropped for a full buffer), and checksum errors. */
