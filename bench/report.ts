@@ -1,7 +1,5 @@
 // Re-renders the chart and docs/benchmarks.md from a stored bench result, without measuring:
-//   node dist/bench/report.js RESULT.json [--svg FILE] [--docs] [--md FILE]
-// --md FILE: the same page for this result alone, at FILE, linking the --svg chart and the result
-// by their paths relative to FILE (e.g. a run with another configuration beside docs/benchmarks.md).
+//   node dist/bench/report.js RESULT.json [--svg FILE] [--docs]
 import { existsSync, readFileSync, writeFileSync, mkdirSync } from 'node:fs';
 import * as path from 'node:path';
 import { renderChart } from './lib/svg';
@@ -13,7 +11,7 @@ const ROOT = path.resolve(__dirname, '..', '..');
 function main(argv: string[]): number {
   const file = argv.find((a) => !a.startsWith('--'));
   if (!file) {
-    process.stderr.write('usage: report RESULT.json [--svg FILE] [--docs] [--md FILE]\n');
+    process.stderr.write('usage: report RESULT.json [--svg FILE] [--docs]\n');
     return 2;
   }
   const result = JSON.parse(readFileSync(file, 'utf8')) as BenchResult;
@@ -24,17 +22,6 @@ function main(argv: string[]): number {
   }
   const svgAt = argv.indexOf('--svg');
   if (svgAt >= 0 && argv[svgAt + 1]) writeFileSync(argv[svgAt + 1], renderChart(result));
-  const mdAt = argv.indexOf('--md');
-  if (mdAt >= 0) {
-    const md = argv[mdAt + 1];
-    if (!md || md.startsWith('--')) {
-      process.stderr.write('report: --md needs a file\n');
-      return 2;
-    }
-    const rel = (f: string) => path.relative(path.dirname(path.resolve(md)), path.resolve(f));
-    const svg = svgAt >= 0 ? argv[svgAt + 1] : undefined;
-    writeFileSync(md, renderMarkdown(result, { chart: svg ? rel(svg) : undefined, json: rel(file) }));
-  }
   if (argv.includes('--docs')) {
     mkdirSync(path.join(ROOT, 'docs', 'bench'), { recursive: true });
     writeFileSync(path.join(ROOT, 'docs', 'bench', 'latest.svg'), renderChart(result));

@@ -200,19 +200,16 @@ bool Datapath::open(std::string* err) {
     stop();
     return false;
   }
-  cpus_.clear();
-  steer_cpus_.clear();
   // One worker: left to the scheduler, nothing to steer. More workers than CPUs: those beyond the
-  // CPUs would get no flows, so the flow hash spreads them instead.
+  // CPUs would get no flows, so the flow hash spreads them instead. Otherwise worker q runs on the
+  // q-th CPU and owns that CPU's flows; the CPUs beyond the workers' fall back to the flow hash.
+  cpus_.clear();
   if (opts_.cpu_local && opts_.queues > 1) {
     cpus_ = allowed_cpus();
-    if (opts_.queues > cpus_.size()) cpus_.clear();
+    cpus_.resize(opts_.queues <= cpus_.size() ? opts_.queues : 0);
   }
   if (!cpus_.empty()) {
-    // Worker q runs on cpus_[q] and owns the flows of that CPU; the CPUs beyond the workers' fall
-    // back to the flow hash.
-    steer_cpus_.assign(cpus_.begin(), cpus_.begin() + opts_.queues);
-    steer_prog_ = load_tun_cpu_steering(steer_cpus_, err);
+    steer_prog_ = load_tun_cpu_steering(cpus_, err);
     if (steer_prog_ < 0) {
       stop();
       return false;
@@ -258,11 +255,11 @@ bool Datapath::open(std::string* err) {
       own_ports_.push_back(tx_socks_.back()->port());
     }
   }
-  if (!steer_cpus_.empty() && !rx_socks_.front()->steer_by_cpu(steer_cpus_, err)) {
+  if (!cpus_.empty() && !rx_socks_.front()->steer_by_cpu(cpus_, err)) {
     stop();
     return false;
   }
-  offload_.cpu_local = !steer_cpus_.empty();
+  offload_.cpu_local = !cpus_.empty();
   return true;
 }
 

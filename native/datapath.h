@@ -39,10 +39,10 @@ struct DatapathOptions {
   uint32_t busy_poll_us = opt::kBusyPollUs.def;  // after work, poll without sleeping this long before blocking (0: never)
   uint32_t slice_us = opt::kSliceUs.def;  // workers' scheduler slice request (EEVDF, Linux >= 6.12); 0: the default
   // With more than one queue and no more queues than CPUs the process may use: worker q runs only
-  // on the q-th of those CPUs, a datagram
-  // goes to the socket of the worker on the CPU that received it (reuseport BPF) and a new flow from
-  // the stack to the TUN queue of the CPU that sent it (TUN steering program with a flow table,
-  // cpu_steering.h): a flow's passes and wake-ups stay on one CPU. False: flow-hash spread.
+  // on the q-th of those CPUs, a datagram goes to the socket of the worker on the CPU that received
+  // it (reuseport BPF) and a new flow from the stack to the TUN queue of the CPU that sent it (TUN
+  // steering program with a flow table, cpu_steering.h): a flow's passes and wake-ups stay on one
+  // CPU. False: flow-hash spread.
   bool cpu_local = opt::kCpuLocal.def != 0;
   // The network above (tun_name, mtu, encap's VNI/MAC/subnet, tun_ip) is network 0, opened with the
   // datapath. Without it (VXLAN only) the datapath serves only networks added later.
@@ -222,11 +222,9 @@ class Datapath {
   std::vector<std::unique_ptr<Network>> released_;  // fds closed, counters kept until forgotten
   Snapshot<NetworkSet> nets_;
   std::vector<std::unique_ptr<Worker>> workers_;
-  // cpu_local in effect (1 < queues <= CPUs): the CPUs the process may run on, in order (worker q
-  // runs on cpus_[q]); the first `queues` of them, whose packets go to worker i (reuseport program,
-  // TUN steering program).
+  // cpu_local in effect (1 < queues <= CPUs): the first `queues` CPUs the process may run on, in
+  // order. Worker q runs on cpus_[q] and gets that CPU's packets (reuseport and TUN programs).
   std::vector<int> cpus_;
-  std::vector<int> steer_cpus_;
   int steer_prog_ = -1;  // the TUN steering program (cpu_steering.h), attached to every network's TUN
 };
 

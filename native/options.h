@@ -31,7 +31,7 @@ constexpr OptionSpec kBatch{"batch", 1, 1024, 64, false};           // packets p
 constexpr OptionSpec kQueues{"queues", 1, 16, 0, true};             // workers = TUN queues = sockets
 constexpr OptionSpec kBusyPollUs{"busyPollUs", 0, 10000, 50, false};
 constexpr OptionSpec kSliceUs{"sliceUs", 0, 100000, 100, false};
-constexpr OptionSpec kCpuLocal{"cpuLocal", 0, 1, 1, false};        // 1: worker q pinned, packets steered by CPU (queues > 1)
+constexpr OptionSpec kCpuLocal{"cpuLocal", 0, 1, 1, false};        // 1: worker q pinned, packets steered by CPU (1 < queues <= CPUs)
 constexpr OptionSpec kSockBuf{"sockBuf", 65536, 1u << 30, 4u << 20, false};
 constexpr OptionSpec kIcmpPerSec{"icmpPerSec", 0, 1000000, 100, false};
 constexpr OptionSpec kLocalNet{"localNet", 0, 0xffffffffu, 0, false};

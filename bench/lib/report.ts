@@ -70,8 +70,8 @@ export function renderRuns(result: BenchResult): string {
 }
 
 export interface MarkdownOptions {
-  /** Chart path relative to the page; absent: no chart. */
-  chart?: string;
+  /** Chart path relative to docs/. */
+  chart: string;
   json: string;
   /** Hand-written analysis of the floors (docs/bench/notes.md), placed under the generated floors table. */
   notes?: string;
@@ -123,7 +123,7 @@ export function renderMarkdown(result: BenchResult, o: MarkdownOptions): string 
   out.push(`Ratios in parentheses are value / ${REFERENCE}. Raw result: [${o.json}](${o.json})${runs > 1 ? ' (the summary, with every run under `runs`)' : ''}.`, '');
   const perRun = renderRuns(result);
   if (perRun) out.push('Per run (ratios to ' + REFERENCE + ' of that run):', '', perRun, '');
-  if (o.chart) out.push(`![bench chart](${o.chart})`, '');
+  out.push(`![bench chart](${o.chart})`, '');
   const g = result.generator as Record<string, number | null | boolean> | undefined;
   if (g && g.headroom !== null && g.headroom !== undefined) {
     out.push(

@@ -20,9 +20,10 @@ export function backendInt(config: NetworkConfig, field: string, fallback: numbe
   return v;
 }
 
-export function backendBool(config: NetworkConfig, field: string, fallback: boolean): boolean {
+/** A boolean Backend key; undefined when absent (the caller's default applies). */
+export function backendBool(config: NetworkConfig, field: string): boolean | undefined {
   const v = config.backend.raw[field];
-  if (v === undefined || v === null) return fallback;
+  if (v === undefined || v === null) return undefined;
   if (typeof v !== 'boolean') throw new Error(`Backend.${field}: must be true or false, got ${JSON.stringify(v)}`);
   return v;
 }

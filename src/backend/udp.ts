@@ -75,9 +75,10 @@ export class UserspaceNetwork implements BackendNetwork {
 /** The datapath settings every userspace backend derives from its context and lease. */
 export function userspaceConfig(encap: EncapKind, ctx: BackendContext, lease: Lease, port: number): DatapathConfig {
   const workers = userspaceWorkers(ctx.config);
+  const cpuLocal = userspaceCpuLocal(ctx.config);
   return {
     ...(workers ? { queues: workers } : {}),
-    ...(userspaceCpuLocal(ctx.config) !== undefined ? { cpuLocal: userspaceCpuLocal(ctx.config) } : {}),
+    ...(cpuLocal !== undefined ? { cpuLocal } : {}),
     encap,
     tunName: USERSPACE_TUN,
     mtu: ctx.iface.mtu - FLANNEL_ENCAP_OVERHEAD[encap],
@@ -114,8 +115,7 @@ export function userspaceWorkers(config: NetworkConfig): number {
 
 /** vxnet's own key of the userspace backends: keep each flow on one CPU (DatapathConfig.cpuLocal); absent = the datapath's default. */
 export function userspaceCpuLocal(config: NetworkConfig): boolean | undefined {
-  const v = config.backend.raw.CpuLocal;
-  return v === undefined || v === null ? undefined : backendBool(config, 'CpuLocal', true);
+  return backendBool(config, 'CpuLocal');
 }
 
 export class UdpBackend implements Backend {

@@ -103,9 +103,10 @@ test('two workers per host, cpuLocal off (multi-queue TUN, SO_REUSEPORT sockets)
   });
 });
 
-/** CPU numbers of a Cpus_allowed_list such as "0-3,6". */
-function cpuList(list: string): number[] {
-  return list.trim().split(',').flatMap((r) => {
+/** The CPUs a task may run on (`Cpus_allowed_list` of /proc/<task>/status, e.g. "0-3,6"). */
+function allowedCpus(task: string): number[] {
+  const list = /Cpus_allowed_list:\s*(\S+)/.exec(readFileSync(`/proc/${task}/status`, 'utf8'))![1];
+  return list.split(',').flatMap((r) => {
     const [a, b] = r.split('-').map(Number);
     return Array.from({ length: (b ?? a) - a + 1 }, (_, i) => a + i);
   });
@@ -117,14 +118,13 @@ function workerCpus(pid: number): Map<number, number[]> {
   for (const tid of execFileSync('ls', [`/proc/${pid}/task`], { encoding: 'utf8' }).split('\n').filter(Boolean)) {
     const m = /^vxnet-wk(\d+)$/.exec(readFileSync(`/proc/${pid}/task/${tid}/comm`, 'utf8').trim());
     if (!m) continue;
-    const list = /Cpus_allowed_list:\s*(\S+)/.exec(readFileSync(`/proc/${pid}/task/${tid}/status`, 'utf8'))![1];
-    out.set(Number(m[1]), cpuList(list));
+    out.set(Number(m[1]), allowedCpus(`${pid}/task/${tid}`));
   }
   return out;
 }
 
 test('cpuLocal (the default with two workers): each worker pinned to its own CPU; a new flow is placed on the CPU its sender runs on, at both hosts and both ways, and stays on that queue wherever its packets are sent from', { timeout: 150000 }, async (t) => {
-  const allowed = cpuList(/Cpus_allowed_list:\s*(\S+)/.exec(readFileSync('/proc/self/status', 'utf8'))![1]);
+  const allowed = allowedCpus('self');
   if (allowed.length < 2) {
     t.skip(`needs two CPUs, this process may use ${allowed.length}`);
     return;
@@ -177,7 +177,7 @@ test('cpuLocal (the default with two workers): each worker pinned to its own CPU
 });
 
 test('cpuLocal with more workers than CPUs falls back to the flow hash: no worker pinned, no steering programs, traffic flows', { timeout: 60000 }, async (t) => {
-  const allowed = cpuList(/Cpus_allowed_list:\s*(\S+)/.exec(readFileSync('/proc/self/status', 'utf8'))![1]);
+  const allowed = allowedCpus('self');
   if (allowed.length + 1 > 16) {
     t.skip(`${allowed.length} CPUs: more workers than that exceed the queue limit`);
     return;
