@@ -3,6 +3,7 @@
 #include <linux/bpf.h>
 #include <linux/if_tun.h>
 #include <sys/ioctl.h>
+#include <sys/mman.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -34,6 +35,11 @@ class Asm {
     fixups_.push_back({prog_.size(), label});
     op(code, dst, 0, 0, imm);
   }
+  // A jump on comparing two registers (BPF_X).
+  void jump_x(uint8_t code, uint8_t dst, uint8_t src, int label) {
+    fixups_.push_back({prog_.size(), label});
+    op(code, dst, src, 0, 0);
+  }
   void bind(int label) {
     if (static_cast<size_t>(label) >= labels_.size()) labels_.resize(static_cast<size_t>(label) + 1, SIZE_MAX);
     labels_[static_cast<size_t>(label)] = prog_.size();
@@ -57,16 +63,27 @@ class Asm {
   std::vector<size_t> labels_;
 };
 
-// Flows idle this long may be placed again (on the CPU of their next packet): nothing of them can
-// still be in flight through a worker, so moving them reorders nothing.
-constexpr int32_t kIdleNs = 50 * 1000 * 1000;
+// When a known flow may move to the CPU that sends its next packet (onto that CPU's queue), so that
+// a request/response flow (ping, RPC) follows its sender when the scheduler moves it instead of
+// waking a worker on the other CPU at every exchange (docs/datapath.md, "What the RTT floor is
+// made of", measurement 6), while a bulk flow keeps its worker:
+// - after a pause of kIdleNs, if the burst before the pause had at most kSmallBurst packets (a TSO
+//   super-packet counts one) and its queue has been drained since its last packet (the drain
+//   clock): nothing of it is left in the old worker. A bulk flow's pauses (its receiver falling
+//   behind) follow long bursts, and datagrams it sent may still wait in the underlay's or the
+//   receiver's queues, which no clock here sees: moving it then reordered TCP in the e2e test.
+// - after kLongIdleNs, any flow: nothing of it is in flight any more.
+constexpr int32_t kIdleNs = 5 * 1000 * 1000;
+constexpr int32_t kLongIdleNs = 50 * 1000 * 1000;
+constexpr int32_t kSmallBurst = 32;
 constexpr uint32_t kFlows = 65536;  // LRU entries (one per flow key)
 
 }  // namespace
 
-int load_tun_cpu_steering(const std::vector<int>& cpus, std::string* err) {
+bool load_tun_cpu_steering(const std::vector<int>& cpus, TunSteering* out, std::string* err) {
   // The flow table: key = (saddr ^ daddr, proto ^ (sport ^ dport) << 8; ICMP: the echo identifier
-  // for the ports), the same for both directions of a flow; value = {queue, pad, last packet's time in ns}.
+  // for the ports), the same for both directions of a flow; value = {queue, packets of its current
+  // burst (counted up to kSmallBurst + 1), last packet's time in ns}.
   bpf_attr mattr{};
   mattr.map_type = BPF_MAP_TYPE_LRU_HASH;
   mattr.key_size = 8;
@@ -75,9 +92,31 @@ int load_tun_cpu_steering(const std::vector<int>& cpus, std::string* err) {
   const int map = static_cast<int>(bpf(BPF_MAP_CREATE, &mattr));
   if (map < 0) {
     *err = std::string("bpf(BPF_MAP_CREATE) TUN flow table: ") + std::strerror(errno);
-    return -1;
+    return false;
   }
-  enum { kNoPorts, kPorts, kMiss, kPlace, kStore };
+  // The drain clock: one u64 per queue, mapped into this process for the workers to write.
+  bpf_attr dattr{};
+  dattr.map_type = BPF_MAP_TYPE_ARRAY;
+  dattr.key_size = 4;
+  dattr.value_size = 8;
+  dattr.max_entries = static_cast<uint32_t>(cpus.size());
+  dattr.map_flags = BPF_F_MMAPABLE;
+  const int dmap = static_cast<int>(bpf(BPF_MAP_CREATE, &dattr));
+  if (dmap < 0) {
+    *err = std::string("bpf(BPF_MAP_CREATE) TUN drain clock: ") + std::strerror(errno);
+    ::close(map);
+    return false;
+  }
+  const size_t page = static_cast<size_t>(::sysconf(_SC_PAGESIZE));
+  const size_t bytes = (cpus.size() * sizeof(uint64_t) + page - 1) / page * page;
+  void* mem = ::mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, dmap, 0);
+  if (mem == MAP_FAILED) {
+    *err = std::string("mmap TUN drain clock: ") + std::strerror(errno);
+    ::close(map);
+    ::close(dmap);
+    return false;
+  }
+  enum { kNoPorts, kPorts, kMiss, kPlace, kStore, kKeep, kIdle };
   Asm a;
   a.op(BPF_ALU64 | BPF_MOV | BPF_X, BPF_REG_6, BPF_REG_1, 0, 0);  // r6 = skb (for the packet loads)
   // The packet loads end the program with 0 (queue 0) when the packet is shorter than they read.
@@ -117,16 +156,41 @@ int load_tun_cpu_steering(const std::vector<int>& cpus, std::string* err) {
   a.op(BPF_ALU64 | BPF_ADD | BPF_K, BPF_REG_2, 0, 0, -8);
   a.op(BPF_JMP | BPF_CALL, 0, 0, 0, BPF_FUNC_map_lookup_elem);
   a.jump(BPF_JMP | BPF_JEQ | BPF_K, BPF_REG_0, 0, kMiss);
-  // A known flow: its queue, unless it was idle long enough to be placed again.
+  // A known flow: its queue, unless it pauses. After a pause of kIdleNs a flow whose last burst was
+  // small (request/response) moves to this CPU once its queue has been drained since its last
+  // packet; any flow moves after kLongIdleNs.
   a.op(BPF_ALU64 | BPF_MOV | BPF_X, BPF_REG_7, BPF_REG_0, 0, 0);  // r7 = &value
   a.op(BPF_JMP | BPF_CALL, 0, 0, 0, BPF_FUNC_ktime_get_ns);
-  a.op(BPF_LDX | BPF_MEM | BPF_DW, BPF_REG_1, BPF_REG_7, 8, 0);   // r1 = last
-  a.op(BPF_STX | BPF_MEM | BPF_DW, BPF_REG_7, BPF_REG_0, 8, 0);   // last = now
-  a.op(BPF_ALU64 | BPF_MOV | BPF_X, BPF_REG_2, BPF_REG_0, 0, 0);
-  a.op(BPF_ALU64 | BPF_SUB | BPF_X, BPF_REG_2, BPF_REG_1, 0, 0);  // r2 = now - last (signed: another CPU may have written a later time)
-  a.jump(BPF_JMP | BPF_JSGT | BPF_K, BPF_REG_2, kIdleNs, kPlace);
+  a.op(BPF_ALU64 | BPF_MOV | BPF_X, BPF_REG_8, BPF_REG_0, 0, 0);  // r8 = now
+  a.op(BPF_LDX | BPF_MEM | BPF_DW, BPF_REG_9, BPF_REG_7, 8, 0);   // r9 = last
+  a.op(BPF_STX | BPF_MEM | BPF_DW, BPF_REG_7, BPF_REG_8, 8, 0);   // last = now
+  a.op(BPF_ALU64 | BPF_MOV | BPF_X, BPF_REG_2, BPF_REG_8, 0, 0);
+  a.op(BPF_ALU64 | BPF_SUB | BPF_X, BPF_REG_2, BPF_REG_9, 0, 0);  // r2 = now - last (signed: another CPU may have written a later time)
+  a.jump(BPF_JMP | BPF_JSGT | BPF_K, BPF_REG_2, kIdleNs, kIdle);
+  a.op(BPF_LDX | BPF_MEM | BPF_W, BPF_REG_1, BPF_REG_7, 4, 0);    // in a burst: count it (up to one past small)
+  a.jump(BPF_JMP | BPF_JGT | BPF_K, BPF_REG_1, kSmallBurst, kKeep);
+  a.op(BPF_ALU64 | BPF_ADD | BPF_K, BPF_REG_1, 0, 0, 1);
+  a.op(BPF_STX | BPF_MEM | BPF_W, BPF_REG_7, BPF_REG_1, 4, 0);
+  a.bind(kKeep);
   a.op(BPF_LDX | BPF_MEM | BPF_W, BPF_REG_0, BPF_REG_7, 0, 0);    // its queue
   a.op(BPF_JMP | BPF_EXIT, 0, 0, 0, 0);
+  a.bind(kIdle);                                                  // after a pause
+  a.op(BPF_ALU64 | BPF_MOV | BPF_X, BPF_REG_0, BPF_REG_8, 0, 0);  // r0 = now
+  a.jump(BPF_JMP | BPF_JSGT | BPF_K, BPF_REG_2, kLongIdleNs, kPlace);
+  a.op(BPF_LDX | BPF_MEM | BPF_W, BPF_REG_1, BPF_REG_7, 4, 0);    // r1 = the burst before the pause
+  a.op(BPF_ST | BPF_MEM | BPF_W, BPF_REG_7, 0, 4, 1);             // this packet starts a new one
+  a.jump(BPF_JMP | BPF_JGT | BPF_K, BPF_REG_1, kSmallBurst, kKeep);
+  a.op(BPF_LDX | BPF_MEM | BPF_W, BPF_REG_0, BPF_REG_7, 0, 0);
+  a.op(BPF_STX | BPF_MEM | BPF_W, BPF_REG_10, BPF_REG_0, -32, 0); // drain clock key at fp-32: its queue
+  a.load_map(BPF_REG_1, dmap);
+  a.op(BPF_ALU64 | BPF_MOV | BPF_X, BPF_REG_2, BPF_REG_10, 0, 0);
+  a.op(BPF_ALU64 | BPF_ADD | BPF_K, BPF_REG_2, 0, 0, -32);
+  a.op(BPF_JMP | BPF_CALL, 0, 0, 0, BPF_FUNC_map_lookup_elem);
+  a.jump(BPF_JMP | BPF_JEQ | BPF_K, BPF_REG_0, 0, kKeep);         // a queue beyond the clock: stays
+  a.op(BPF_LDX | BPF_MEM | BPF_DW, BPF_REG_1, BPF_REG_0, 0, 0);   // r1 = drained
+  a.jump_x(BPF_JMP | BPF_JGE | BPF_X, BPF_REG_9, BPF_REG_1, kKeep);  // last >= drained: it may still be queued
+  a.op(BPF_ALU64 | BPF_MOV | BPF_X, BPF_REG_0, BPF_REG_8, 0, 0);  // r0 = now
+  a.jump(BPF_JMP | BPF_JA, 0, 0, kPlace);
   a.bind(kMiss);
   a.op(BPF_JMP | BPF_CALL, 0, 0, 0, BPF_FUNC_ktime_get_ns);
   a.bind(kPlace);                                                 // r0 = now
@@ -141,7 +205,7 @@ int load_tun_cpu_steering(const std::vector<int>& cpus, std::string* err) {
   a.bind(kStore);
   a.op(BPF_ALU64 | BPF_MOV | BPF_X, BPF_REG_9, BPF_REG_0, 0, 0);  // r9 = queue
   a.op(BPF_STX | BPF_MEM | BPF_W, BPF_REG_10, BPF_REG_0, -24, 0); // value at fp-24: queue
-  a.op(BPF_ST | BPF_MEM | BPF_W, BPF_REG_10, 0, -20, 0);          //   pad
+  a.op(BPF_ST | BPF_MEM | BPF_W, BPF_REG_10, 0, -20, 1);          //   burst: this packet
   a.op(BPF_STX | BPF_MEM | BPF_DW, BPF_REG_10, BPF_REG_8, -16, 0); //   last = now
   a.load_map(BPF_REG_1, map);
   a.op(BPF_ALU64 | BPF_MOV | BPF_X, BPF_REG_2, BPF_REG_10, 0, 0);
@@ -179,8 +243,22 @@ int load_tun_cpu_steering(const std::vector<int>& cpus, std::string* err) {
       if (!v.empty()) *err += " (" + (nl == std::string::npos ? v : v.substr(nl + 1)) + ")";
     }
   }
-  ::close(map);  // the program holds the map
-  return fd;
+  ::close(map);  // the program holds its maps, the mapping the drain clock
+  ::close(dmap);
+  if (fd < 0) {
+    ::munmap(mem, bytes);
+    return false;
+  }
+  out->prog_fd = fd;
+  out->drained = static_cast<uint64_t*>(mem);
+  out->mapped = bytes;
+  return true;
+}
+
+void unload_tun_steering(TunSteering* s) {
+  if (s->prog_fd >= 0) ::close(s->prog_fd);
+  if (s->drained) ::munmap(s->drained, s->mapped);
+  *s = TunSteering();
 }
 
 bool attach_tun_steering(int tun_fd, int prog_fd, std::string* err) {

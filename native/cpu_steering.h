@@ -7,17 +7,33 @@
 // CPU wakes no thread on another CPU: no inter-processor interrupt, no idle CPU to bring back.
 #pragma once
 
+#include <cstddef>
+#include <cstdint>
 #include <string>
 #include <vector>
 
 namespace vxnet {
 
+// The TUN steering program and the drain clock it reads.
+struct TunSteering {
+  int prog_fd = -1;  // holds its maps
+  // drained[q] (CLOCK_MONOTONIC ns), written by worker q, read by the program: everything the TUN
+  // queued for queue q before that time has been read and sent. Shared memory with a BPF array
+  // (BPF_F_MMAPABLE); 0 until the worker first drains its queue.
+  uint64_t* drained = nullptr;
+  size_t mapped = 0;  // bytes mapped at `drained`
+};
+
 // Loads an eBPF socket-filter program for TUNSETSTEERINGEBPF. It returns a known flow's queue; a new
-// flow, or one idle for 50 ms, gets the queue of the current CPU: i for cpus[i], for any other CPU
-// its number (the TUN takes the result modulo its queues). Flows are keyed by an LRU hash of
-// (saddr ^ daddr, protocol and ports or ICMP echo identifier), the same for both directions.
-// The program's fd (it holds its map), or -1 with *err.
-int load_tun_cpu_steering(const std::vector<int>& cpus, std::string* err);
+// flow gets the queue of the current CPU: i for cpus[i], for any other CPU its number (the TUN takes
+// the result modulo its queues). A known flow moves to the current CPU's queue after a pause: of
+// 5 ms when the burst before it was small (request/response traffic) and its queue has been drained
+// since its last packet (the drain clock), of 50 ms in any case (cpu_steering.cc: kIdleNs,
+// kSmallBurst, kLongIdleNs). Flows are keyed by an LRU hash of (saddr ^ daddr, protocol and ports
+// or ICMP echo identifier), the same for both directions. False with *err.
+bool load_tun_cpu_steering(const std::vector<int>& cpus, TunSteering* out, std::string* err);
+// Closes the program and unmaps the drain clock (after the workers have stopped).
+void unload_tun_steering(TunSteering* s);
 
 // Attaches `prog_fd` to the TUN of `tun_fd` (every queue of the device): false with *err.
 bool attach_tun_steering(int tun_fd, int prog_fd, std::string* err);

@@ -106,8 +106,9 @@ void Network::bind(const DatapathOptions& dp, const std::vector<uint16_t>& own_p
 
 Network::~Network() { close_fds(); }
 
-bool Network::open_tun(unsigned queues, bool vnet_hdr, bool must_be_new, std::string* err) {
-  return open_tun_in(opts_.netns, opts_.tun_name, queues, vnet_hdr, must_be_new, &tun_fds_, &tun_name_, &tso_, &uso_, err);
+bool Network::open_tun(unsigned queues, bool vnet_hdr, unsigned queue_len, bool must_be_new, std::string* err) {
+  return open_tun_in(opts_.netns, opts_.tun_name, queues, vnet_hdr, queue_len, must_be_new, &tun_fds_, &tun_name_, &tso_,
+                     &uso_, err);
 }
 
 void Network::close_fds() {
@@ -209,8 +210,7 @@ bool Datapath::open(std::string* err) {
     cpus_.resize(opts_.queues <= cpus_.size() ? opts_.queues : 0);
   }
   if (!cpus_.empty()) {
-    steer_prog_ = load_tun_cpu_steering(cpus_, err);
-    if (steer_prog_ < 0) {
+    if (!load_tun_cpu_steering(cpus_, &steering_, err)) {
       stop();
       return false;
     }
@@ -218,7 +218,7 @@ bool Datapath::open(std::string* err) {
   if (opts_.default_network) {
     Network& n = *networks_.front();
     n.bind(opts_, own_ports_, stop_fd_, stopping_);
-    if (!n.open_tun(opts_.queues, opts_.offload, false, err) || !steer(n, err)) {
+    if (!n.open_tun(opts_.queues, opts_.offload, opts_.tun_queue_len, false, err) || !steer(n, err)) {
       stop();
       return false;
     }
@@ -306,13 +306,12 @@ void Datapath::stop() {
   stop_fd_ = -1;
   for (int fd : wake_fds_) ::close(fd);
   wake_fds_.clear();
-  if (steer_prog_ >= 0) ::close(steer_prog_);
-  steer_prog_ = -1;
+  unload_tun_steering(&steering_);  // the workers, which write its drain clock, have stopped
   reclaim();
 }
 
 bool Datapath::steer(Network& n, std::string* err) const {
-  return steer_prog_ < 0 || attach_tun_steering(n.tun_fd(0), steer_prog_, err);
+  return steering_.prog_fd < 0 || attach_tun_steering(n.tun_fd(0), steering_.prog_fd, err);
 }
 
 void Datapath::reclaim() {
@@ -362,7 +361,7 @@ uint32_t Datapath::add_network(const NetworkOptions& o, std::string* err) {
   const uint32_t id = next_id_++;
   std::unique_ptr<Network> net(new Network(id, opts, base_ctr_));
   net->bind(opts_, own_ports_, stop_fd_, stopping_);
-  if (!net->open_tun(opts_.queues, opts_.offload, true, err)) return kNoNetwork;
+  if (!net->open_tun(opts_.queues, opts_.offload, opts_.tun_queue_len, true, err)) return kNoNetwork;
   if (!steer(*net, err)) {
     net->close_fds();
     return kNoNetwork;
@@ -500,6 +499,7 @@ void Datapath::worker_loop(Worker* w, uint32_t q) {
     RxNet rx;
     const RouteTable* table = nullptr;
     bool tun_ready = true;
+    uint64_t drained_at = 0;  // start of the last tx pass that emptied the queue (drain clock only)
   };
   std::vector<std::unique_ptr<Local>> locals;
   TunBuffers bufs(opts_.batch);  // shared by this worker's TUN queues: its passes run one at a time
@@ -559,13 +559,29 @@ void Datapath::worker_loop(Worker* w, uint32_t q) {
   const uint64_t spin_ns = static_cast<uint64_t>(opts_.busy_poll_us) * 1000;
   bool sock_ready = true;
   size_t burst = 0;  // packets handled since the worker last slept
+  // This queue's slot of the steering program's drain clock (cpu_local), and what it last got.
+  uint64_t* const drained = steering_.drained ? steering_.drained + q : nullptr;
+  uint64_t published = 0;
   while (ok && !stopping_.load(std::memory_order_relaxed)) {
     const NetworkSet* set = w->reader->enter();
     if (set->version != version) ok = refresh(*set);
     bool more = false;
     for (auto& l : locals) {
-      if (l->tun_ready) l->tun_ready = !l->tx->run(*l->table, &burst);
+      if (l->tun_ready) {
+        const uint64_t t0 = drained ? now_ns() : 0;
+        l->tun_ready = !l->tx->run(*l->table, &burst);
+        if (!l->tun_ready) l->drained_at = t0;  // all queued before t0 was read, and is sent
+      }
       more = more || l->tun_ready;
+    }
+    if (drained) {
+      // The TUN steering program moves an idle flow off this queue only once this passes its last packet.
+      uint64_t t = UINT64_MAX;
+      for (auto& l : locals) t = std::min(t, l->drained_at);
+      if (t != UINT64_MAX && t > published) {
+        __atomic_store_n(drained, t, __ATOMIC_RELEASE);
+        published = t;
+      }
     }
     if (sock_ready) sock_ready = !rx.run(&burst);
     w->reader->leave();

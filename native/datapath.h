@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "counters.h"
+#include "cpu_steering.h"
 #include "encap.h"
 #include "options.h"
 #include "route_table.h"
@@ -34,6 +35,7 @@ struct DatapathOptions {
   uint32_t batch = opt::kBatch.def;  // packets per sendmmsg/recvmmsg
   uint32_t queues = 1;   // TUN queues = workers = UDP sockets (SO_REUSEPORT)
   uint32_t sock_buf = opt::kSockBuf.def;
+  uint32_t tun_queue_len = opt::kTunQueueLen.def;  // every network's TUN: packets per queue (txqueuelen)
   uint32_t icmp_per_sec = opt::kIcmpPerSec.def;  // rate limit of generated ICMP errors, per tx worker
   bool offload = true;          // TUN TSO + UDP GSO/GRO + receive coalescing, where the kernel has them
   uint32_t busy_poll_us = opt::kBusyPollUs.def;  // after work, poll without sleeping this long before blocking (0: never)
@@ -91,7 +93,7 @@ class Network {
   const PassEnv& env() const { return *env_; }
   const std::string& tun_name() const { return tun_name_; }
   // Opens the TUN queues (in the namespace, if any): false with *err on failure.
-  bool open_tun(unsigned queues, bool vnet_hdr, bool must_be_new, std::string* err);
+  bool open_tun(unsigned queues, bool vnet_hdr, unsigned queue_len, bool must_be_new, std::string* err);
   void close_fds();
   int tun_fd(size_t q) const { return q < tun_fds_.size() ? tun_fds_[q] : -1; }
   bool has_fds() const { return !tun_fds_.empty(); }
@@ -225,7 +227,7 @@ class Datapath {
   // cpu_local in effect (1 < queues <= CPUs): the first `queues` CPUs the process may run on, in
   // order. Worker q runs on cpus_[q] and gets that CPU's packets (reuseport and TUN programs).
   std::vector<int> cpus_;
-  int steer_prog_ = -1;  // the TUN steering program (cpu_steering.h), attached to every network's TUN
+  TunSteering steering_;  // the TUN steering program (cpu_steering.h), attached to every network's TUN
 };
 
 }  // namespace vxnet

@@ -75,6 +75,7 @@ inline DatapathOptions parse_datapath_options(const Napi::Object& o) {
   opts.slice_us = vxnet::get_option(o, what, opt::kSliceUs);
   opts.cpu_local = vxnet::get_option(o, what, opt::kCpuLocal) != 0;
   opts.sock_buf = vxnet::get_option(o, what, opt::kSockBuf);
+  opts.tun_queue_len = vxnet::get_option(o, what, opt::kTunQueueLen);
   opts.icmp_per_sec = vxnet::get_option(o, what, opt::kIcmpPerSec);
   opts.tun_ip = vxnet::get_option(o, what, opt::kTunIp);
   Napi::Value dflt = o.Get("defaultNetwork");

@@ -33,6 +33,9 @@ constexpr OptionSpec kBusyPollUs{"busyPollUs", 0, 10000, 50, false};
 constexpr OptionSpec kSliceUs{"sliceUs", 0, 100000, 100, false};
 constexpr OptionSpec kCpuLocal{"cpuLocal", 0, 1, 1, false};        // 1: worker q pinned, packets steered by CPU (1 < queues <= CPUs)
 constexpr OptionSpec kSockBuf{"sockBuf", 65536, 1u << 30, 4u << 20, false};
+// Packets each TUN queue holds for its worker (the device's txqueuelen; the kernel's TUN default is
+// 500): what absorbs a worker's scheduling delay. At 150k packets/s, 500 is 3.3 ms (docs/datapath.md).
+constexpr OptionSpec kTunQueueLen{"tunQueueLen", 16, 65536, 4096, false};
 constexpr OptionSpec kIcmpPerSec{"icmpPerSec", 0, 1000000, 100, false};
 constexpr OptionSpec kLocalNet{"localNet", 0, 0xffffffffu, 0, false};
 constexpr OptionSpec kLocalPrefixLen{"localPrefixLen", 0, 32, 0, false};
@@ -41,7 +44,7 @@ constexpr OptionSpec kTunIp{"tunIp", 0, 0xffffffffu, 0, false};
 
 // The options of a datapath (with its default network) and of a network added to one.
 constexpr const OptionSpec* kDatapath[] = {&kMtu,     &kVni,       &kPort,      &kBindIp,     &kBatch,
-                                           &kQueues,  &kBusyPollUs, &kSliceUs,  &kCpuLocal,  &kSockBuf,    &kIcmpPerSec,
+                                           &kQueues,  &kBusyPollUs, &kSliceUs,  &kCpuLocal,  &kSockBuf,    &kTunQueueLen, &kIcmpPerSec,
                                            &kLocalNet, &kLocalPrefixLen, &kIcmpSrc, &kTunIp};
 constexpr const OptionSpec* kNetwork[] = {&kMtu, &kNetworkVni, &kLocalNet, &kLocalPrefixLen, &kIcmpSrc, &kTunIp};
 }  // namespace opt

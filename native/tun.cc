@@ -6,6 +6,7 @@
 #include <linux/if.h>
 #include <linux/if_tun.h>
 #include <sys/ioctl.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -20,8 +21,27 @@ constexpr unsigned kTunFUso4 = 0x20;
 constexpr unsigned kTunFUso6 = 0x40;
 }  // namespace
 
-bool open_tun(const std::string& name, unsigned queues, bool vnet_hdr, std::vector<int>* fds, std::string* actual,
-              bool* offload, bool* uso, std::string* err) {
+namespace {
+// The device's txqueuelen, through any socket of the namespace the device is in (ours, here).
+bool set_queue_len(const std::string& name, unsigned len, std::string* err) {
+  const int s = ::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  if (s < 0) {
+    *err = std::string("socket: ") + std::strerror(errno);
+    return false;
+  }
+  struct ifreq ifr;
+  std::memset(&ifr, 0, sizeof ifr);
+  std::memcpy(ifr.ifr_name, name.data(), name.size());
+  ifr.ifr_qlen = static_cast<int>(len);
+  const bool ok = ::ioctl(s, SIOCSIFTXQLEN, &ifr) == 0;
+  if (!ok) *err = "SIOCSIFTXQLEN " + name + " " + std::to_string(len) + ": " + std::strerror(errno);
+  ::close(s);
+  return ok;
+}
+}  // namespace
+
+bool open_tun(const std::string& name, unsigned queues, bool vnet_hdr, unsigned queue_len, std::vector<int>* fds,
+              std::string* actual, bool* offload, bool* uso, std::string* err) {
   *offload = vnet_hdr;
   *uso = vnet_hdr;
   if (name.size() >= IFNAMSIZ) {
@@ -66,6 +86,11 @@ bool open_tun(const std::string& name, unsigned queues, bool vnet_hdr, std::vect
     fds->push_back(fd);
   }
   if (!*offload) *uso = false;
+  if (fds->size() == queues && queue_len > 0 && !set_queue_len(*actual, queue_len, err)) {
+    for (int fd : *fds) ::close(fd);
+    fds->clear();
+    return false;
+  }
   if (fds->size() != queues) {
     for (int fd : *fds) ::close(fd);
     fds->clear();
@@ -74,8 +99,9 @@ bool open_tun(const std::string& name, unsigned queues, bool vnet_hdr, std::vect
   return true;
 }
 
-bool open_tun_in(const std::string& netns, const std::string& name, unsigned queues, bool vnet_hdr, bool must_be_new,
-                 std::vector<int>* fds, std::string* actual, bool* offload, bool* uso, std::string* err) {
+bool open_tun_in(const std::string& netns, const std::string& name, unsigned queues, bool vnet_hdr, unsigned queue_len,
+                 bool must_be_new, std::vector<int>* fds, std::string* actual, bool* offload, bool* uso,
+                 std::string* err) {
   bool ok = false;
   auto body = [&] {
     if (!netns.empty()) {
@@ -97,7 +123,7 @@ bool open_tun_in(const std::string& netns, const std::string& name, unsigned que
       *err = "device " + name + " already exists" + (netns.empty() ? std::string() : " in " + netns);
       return;
     }
-    ok = open_tun(name, queues, vnet_hdr, fds, actual, offload, uso, err);
+    ok = open_tun(name, queues, vnet_hdr, queue_len, fds, actual, offload, uso, err);
   };
   if (netns.empty()) {
     body();

@@ -37,6 +37,11 @@ export interface DatapathConfig {
    */
   sliceUs?: number;
   /**
+   * Packets each TUN queue holds until its worker reads them (the device's txqueuelen; default
+   * 4096, the kernel's TUN default is 500): what absorbs a worker's scheduling delay without loss.
+   */
+  tunQueueLen?: number;
+  /**
    * Keep each flow on one CPU (default true; with one worker, or more workers than CPUs, it does
    * nothing: stats().offload.cpuLocal says whether it is in effect): worker q runs only
    * on the q-th CPU the process may use, a received datagram goes to the worker of the CPU that
@@ -63,6 +68,7 @@ export interface PortConfig {
   batch?: number;
   busyPollUs?: number;
   sliceUs?: number;
+  tunQueueLen?: number;
   cpuLocal?: boolean;
   icmpPerSec?: number;
 }
@@ -140,6 +146,7 @@ export function validateDatapathConfig(cfg: DatapathConfig): void {
   checkOption(o.batch, 'batch', cfg.batch);
   checkOption(o.busyPollUs, 'busyPollUs', cfg.busyPollUs);
   checkOption(o.sliceUs, 'sliceUs', cfg.sliceUs);
+  checkOption(o.tunQueueLen, 'tunQueueLen', cfg.tunQueueLen);
   if (cfg.cpuLocal !== undefined && typeof cfg.cpuLocal !== 'boolean') {
     throw new DatapathConfigError('cpuLocal', `must be true or false, got ${JSON.stringify(cfg.cpuLocal)}`);
   }
@@ -184,6 +191,7 @@ export function nativeOptions(cfg: DatapathConfig): NativeDatapathOptions {
     queues: cfg.queues ?? defaultQueues(),
     busyPollUs: cfg.busyPollUs,
     sliceUs: cfg.sliceUs,
+    tunQueueLen: cfg.tunQueueLen,
     cpuLocal: cfg.cpuLocal === undefined ? undefined : Number(cfg.cpuLocal),
     icmpPerSec: cfg.icmpPerSec,
     localNet: cfg.localSubnet.ip,

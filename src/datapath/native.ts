@@ -17,6 +17,7 @@ export interface NativeDatapathOptions {
   tunIp?: number;
   busyPollUs?: number;
   sliceUs?: number;
+  tunQueueLen?: number;
   /** 0 or 1. */
   cpuLocal?: number;
   sockBuf?: number;
@@ -96,7 +97,7 @@ export interface NativeAddon {
   counterNames: string[];
   /** The numeric options of a datapath and of an added network. */
   options: {
-    datapath: Record<'mtu' | 'vni' | 'port' | 'bindIp' | 'batch' | 'queues' | 'busyPollUs' | 'sliceUs' | 'cpuLocal' | 'sockBuf' | 'icmpPerSec' | 'localNet' | 'localPrefixLen' | 'icmpSrc' | 'tunIp', NativeOptionSpec>;
+    datapath: Record<'mtu' | 'vni' | 'port' | 'bindIp' | 'batch' | 'queues' | 'busyPollUs' | 'sliceUs' | 'cpuLocal' | 'sockBuf' | 'tunQueueLen' | 'icmpPerSec' | 'localNet' | 'localPrefixLen' | 'icmpSrc' | 'tunIp', NativeOptionSpec>;
     network: Record<'mtu' | 'vni' | 'localNet' | 'localPrefixLen' | 'icmpSrc' | 'tunIp', NativeOptionSpec>;
   };
   /** The largest overlay MTU per encapsulation (the outer datagram fits in 65535 bytes). */

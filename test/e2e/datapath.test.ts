@@ -8,6 +8,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { NetBed, BedHost, ping, iperf3Tcp } from '../../src/testbed/netbed';
 import { DpHost } from '../../src/testbed/dp-host';
+import { addon } from '../../src/datapath/native';
 import { ipv4, vxlanFrame, vxlanHeader, ethernet } from '../../src/testbed/packets';
 
 const REPO = path.resolve(__dirname, '..', '..', '..');
@@ -23,7 +24,7 @@ async function withBed(hosts: number, fn: (bed: NetBed) => Promise<void>): Promi
 }
 
 /** Brings up vxnet on each host (containers readdressed) and a full mesh of static routes. */
-async function mesh(bed: NetBed, encap: 'udp' | 'vxlan', hosts: BedHost[], extra: { queues?: number; busyPollUs?: number; cpuLocal?: boolean } = {}): Promise<DpHost[]> {
+async function mesh(bed: NetBed, encap: 'udp' | 'vxlan', hosts: BedHost[], extra: { queues?: number; busyPollUs?: number; cpuLocal?: boolean; tunQueueLen?: number } = {}): Promise<DpHost[]> {
   const mtu = encap === 'vxlan' ? 1450 : 1472;
   const dps: DpHost[] = [];
   for (const h of hosts) {
@@ -84,6 +85,7 @@ test('two workers per host, cpuLocal off (multi-queue TUN, SO_REUSEPORT sockets)
     const link = (await bed.execOk(h1.ns, ['ip', '-d', 'link', 'show', 'vxnet0'])).replace(/\s+/g, ' ');
     assert.match(link, /multi_queue/, `a multi-queue TUN: ${link}`);
     assert.match(link, /numqueues 2/, `two queues attached: ${link}`);
+    assert.match(link, new RegExp(`qlen ${addon.options.datapath.tunQueueLen.default} `), `the TUN holds the default queue length: ${link}`);
     assert.equal((await ping(bed, h1.containerNs, h2.containerIp!, { count: 5, intervalS: 0.05 })).received, 5);
     const out = await iperf3Tcp(bed, h2.containerNs, h2.containerIp!, h1.containerNs, { seconds: 3, streams: 32 });
     // One peer's flows spread over both of the receiver's workers (outer source port by inner-flow
@@ -123,7 +125,7 @@ function workerCpus(pid: number): Map<number, number[]> {
   return out;
 }
 
-test('cpuLocal (the default with two workers): each worker pinned to its own CPU; a new flow is placed on the CPU its sender runs on, at both hosts and both ways, and stays on that queue wherever its packets are sent from', { timeout: 150000 }, async (t) => {
+test('cpuLocal (the default with two workers): each worker pinned to its own CPU; a new flow is placed on the CPU its sender runs on, at both hosts and both ways; TCP sent from two CPUs is never reordered', { timeout: 150000 }, async (t) => {
   const allowed = allowedCpus('self');
   if (allowed.length < 2) {
     t.skip(`needs two CPUs, this process may use ${allowed.length}`);
@@ -155,22 +157,70 @@ test('cpuLocal (the default with two workers): each worker pinned to its own CPU
       }
     }
     // TCP with the client on the first CPU and the server on the second: the server's ACKs are sent
-    // from its CPU and the client's data partly from the CPU its ACKs are processed on, but the
-    // flows were placed by their first packets (the SYN on the client's CPU, the SYN-ACK on the
-    // worker's) and keep their queues: every packet on worker 0 at both hosts, none reordered by
-    // taking the other worker. (A flow idle for 50 ms may be placed again: not here, it never pauses.)
+    // from its CPU and the client's data partly from the CPU its ACKs are processed on. Steering
+    // each packet by the CPU that sent it reordered TCP (tens of thousands of reorderings a second,
+    // docs/datapath.md); with the flow table a flow moves only after a pause of 5 ms, when nothing
+    // of it can be left in the old worker, so the sender sees no reordering at all. (Flows here do
+    // pause that long when the server falls behind, and then follow the CPU that sends next.)
     const before = await Promise.all(dps.map((d) => d.stats()));
+    const reorder = async () => {
+      const c = await snmp(bed, h1.containerNs);
+      return c['TcpExt.TCPSACKReorder'] + c['TcpExt.TCPTSReorder'] + c['TcpExt.TCPRenoReorder'];
+    };
+    const reorder0 = await reorder();
     const out = await iperf3Tcp(bed, h2.containerNs, h2.containerIp!, h1.containerNs, { seconds: 2, streams: 4, clientCpu: allowed[0], serverCpu: allowed[1] });
     assert.ok(out.bytes > 10 * 1024 * 1024, `TCP moved ${out.bytes} bytes`);
     const after = await Promise.all(dps.map((d) => d.stats()));
-    for (const h of [0, 1]) {
-      const on = (w: number) => after[h].workers[w].txPackets - before[h].workers[w].txPackets;
-      assert.ok(on(0) > 1000, `host ${h + 1} worker 0 carried the flows: +${on(0)}`);
-      assert.ok(on(1) <= on(0) / 100, `host ${h + 1} worker 1 sent ${on(1)} packets of flows placed on worker 0 (worker 0: ${on(0)})`);
-    }
+    const reordered = (await reorder()) - reorder0;
+    assert.ok(reordered < 10, `the TCP senders detected ${reordered} reorderings (SACK, timestamps, Reno)`);
+    const carried = (h: number) => after[h].workers.reduce((n, w, i) => n + w.txPackets - before[h].workers[i].txPackets, 0);
+    for (const h of [0, 1]) assert.ok(carried(h) > 1000, `host ${h + 1}'s workers carried the flows: +${carried(h)}`);
     for (const d of dps) {
       const s = await d.stats();
       for (const [reason, n] of Object.entries(s.drops)) if (reason.startsWith('rx_')) assert.equal(n, 0, `no ${reason}`);
+    }
+    for (const d of dps) await d.close();
+  });
+});
+
+test('cpuLocal: a request/response flow whose sender moves to another CPU follows it after a pause (5 ms idle), at both hosts and both ways', { timeout: 120000 }, async (t) => {
+  const allowed = allowedCpus('self');
+  if (allowed.length < 2) {
+    t.skip(`needs two CPUs, this process may use ${allowed.length}`);
+    return;
+  }
+  await withBed(2, async (bed) => {
+    const [h1, h2] = bed.hosts;
+    const dps = await mesh(bed, 'udp', [h1, h2], { queues: 2 });
+    // One ping process (one ICMP flow: one identifier), 20 ms apart: placed on worker 0 by its first
+    // echo, then moved by the scheduler (here: by us) to the second CPU.
+    const count = 50;
+    const before = await Promise.all(dps.map((d) => d.stats()));
+    const pinger = bed.spawn(h1.containerNs, ['taskset', '-c', String(allowed[0]), 'ping', '-n', '-c', String(count), '-i', '0.02', '-W', '2', h2.containerIp!], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    pinger.stdout!.on('data', (b: Buffer) => (out += b.toString('utf8')));
+    const exited = new Promise<number | null>((r) => pinger.once('exit', r));
+    const replies = () => (out.match(/bytes from/g) ?? []).length;
+    for (const t0 = Date.now(); replies() < 20 && Date.now() - t0 < 10000; ) await new Promise((r) => setTimeout(r, 5));
+    assert.ok(replies() >= 20, `20 replies before the move: ${out}`);
+    const pid = pinger.pid!;
+    assert.equal(readFileSync(`/proc/${pid}/comm`, 'utf8').trim(), 'ping', '`ip netns exec` and taskset exec in place: the child is ping');
+    const mid = await Promise.all(dps.map((d) => d.stats()));
+    const answered = replies();
+    execFileSync('taskset', ['-p', '-c', String(allowed[1]), String(pid)], { stdio: 'ignore' });
+    assert.equal(await exited, 0, out);
+    const after = await Promise.all(dps.map((d) => d.stats()));
+    const moved = (from: typeof before, to: typeof before, h: number, w: number, dir: 'txPackets' | 'rxPackets') => to[h].workers[w][dir] - from[h].workers[w][dir];
+    // Echoes sent from the first CPU after `mid`: the one in flight, and one more if the move took
+    // longer than the 20 ms interval. Every later echo is sent from the second CPU.
+    const slack = 3;
+    for (const [h, dir] of [[0, 'txPackets'], [1, 'rxPackets'], [1, 'txPackets'], [0, 'rxPackets']] as const) {
+      assert.ok(moved(before, mid, h, 0, dir) >= 20, `before the move: host ${h + 1} worker 0 ${dir} +${moved(before, mid, h, 0, dir)}`);
+      assert.equal(moved(before, mid, h, 1, dir), 0, `before the move: host ${h + 1} worker 1 ${dir}`);
+      const on1 = moved(mid, after, h, 1, dir);
+      const on0 = moved(mid, after, h, 0, dir);
+      assert.ok(on1 >= count - answered - slack, `after the move: host ${h + 1} worker 1 ${dir} +${on1} of ${count - answered} (worker 0 +${on0})`);
+      assert.ok(on0 <= slack, `after the move: host ${h + 1} worker 0 ${dir} +${on0}: the flow stayed behind`);
     }
     for (const d of dps) await d.close();
   });
@@ -184,7 +234,9 @@ test('cpuLocal with more workers than CPUs falls back to the flow hash: no worke
   }
   await withBed(2, async (bed) => {
     const [h1, h2] = bed.hosts;
-    const dps = await mesh(bed, 'udp', [h1, h2], { queues: allowed.length + 1, cpuLocal: true });
+    const dps = await mesh(bed, 'udp', [h1, h2], { queues: allowed.length + 1, cpuLocal: true, tunQueueLen: 100 });
+    const link = (await bed.execOk(h1.ns, ['ip', 'link', 'show', 'vxnet0'])).replace(/\s+/g, ' ');
+    assert.match(link, /qlen 100 /, `tunQueueLen sets the TUN's queue length: ${link}`);
     for (const d of dps) {
       assert.equal((await d.stats()).offload.cpuLocal, false, 'steering not in effect');
       for (const [w, cpus] of workerCpus(d.child.pid!)) assert.deepEqual(cpus, allowed, `worker ${w} may run on every CPU`);

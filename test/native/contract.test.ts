@@ -52,7 +52,7 @@ test('the route record fields lie inside the record and do not overlap', () => {
 });
 
 /** The DatapathConfig fields whose limits are the addon's option specs. */
-const NUMERIC = ['mtu', 'port', 'vni', 'queues', 'batch', 'busyPollUs', 'sliceUs', 'icmpPerSec'] as const;
+const NUMERIC = ['mtu', 'port', 'vni', 'queues', 'batch', 'busyPollUs', 'sliceUs', 'tunQueueLen', 'icmpPerSec'] as const;
 
 test('validation takes each numeric limit from the addon, and the addon refuses what validation refuses', () => {
   for (const encap of ['udp', 'vxlan'] as const) {
@@ -90,7 +90,7 @@ test('absent tuning options take the addon\'s defaults; the port and queues defa
   const o = nativeOptions(BASE);
   assert.equal(o.port, DEFAULT_PORT.vxlan);
   assert.ok(o.queues >= 1 && o.queues <= addon.options.datapath.queues.max);
-  for (const field of ['vni', 'batch', 'busyPollUs', 'sliceUs', 'icmpPerSec'] as const) {
+  for (const field of ['vni', 'batch', 'busyPollUs', 'sliceUs', 'tunQueueLen', 'icmpPerSec'] as const) {
     assert.equal(o[field], undefined, `${field} is left to the addon`);
     assert.equal(typeof addon.options.datapath[field].default, 'number', `${field} has a native default`);
   }
