@@ -1,6 +1,6 @@
 // The userspace datapath between namespaced hosts, routes set from TypeScript (no etcd): traffic for
 // both encapsulations, interop with the kernel vxlan device, hostile input, and route churn.
-import { test } from 'node:test';
+import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { readFileSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
@@ -125,12 +125,17 @@ function workerCpus(pid: number): Map<number, number[]> {
   return out;
 }
 
-test('cpuLocal (the default with two workers): each worker pinned to its own CPU; a new flow is placed on the CPU its sender runs on, at both hosts and both ways; TCP sent from two CPUs is never reordered', { timeout: 150000 }, async (t) => {
+/** The CPUs this process may use when there are at least two (cpuLocal steers by CPU); else `t` is skipped. */
+function twoCpus(t: TestContext): number[] | undefined {
   const allowed = allowedCpus('self');
-  if (allowed.length < 2) {
-    t.skip(`needs two CPUs, this process may use ${allowed.length}`);
-    return;
-  }
+  if (allowed.length >= 2) return allowed;
+  t.skip(`needs two CPUs, this process may use ${allowed.length}`);
+  return undefined;
+}
+
+test('cpuLocal (the default with two workers): each worker pinned to its own CPU; a new flow is placed on the CPU its sender runs on, at both hosts and both ways; TCP sent from two CPUs is never reordered', { timeout: 150000 }, async (t) => {
+  const allowed = twoCpus(t);
+  if (!allowed) return;
   await withBed(2, async (bed) => {
     const [h1, h2] = bed.hosts;
     const dps = await mesh(bed, 'vxlan', [h1, h2], { queues: 2 });
@@ -184,11 +189,8 @@ test('cpuLocal (the default with two workers): each worker pinned to its own CPU
 });
 
 test('cpuLocal: a request/response flow whose sender moves to another CPU follows it after a pause (5 ms idle), at both hosts and both ways', { timeout: 120000 }, async (t) => {
-  const allowed = allowedCpus('self');
-  if (allowed.length < 2) {
-    t.skip(`needs two CPUs, this process may use ${allowed.length}`);
-    return;
-  }
+  const allowed = twoCpus(t);
+  if (!allowed) return;
   await withBed(2, async (bed) => {
     const [h1, h2] = bed.hosts;
     const dps = await mesh(bed, 'udp', [h1, h2], { queues: 2 });
