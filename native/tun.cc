@@ -86,12 +86,8 @@ bool open_tun(const std::string& name, unsigned queues, bool vnet_hdr, unsigned 
     fds->push_back(fd);
   }
   if (!*offload) *uso = false;
-  if (fds->size() == queues && queue_len > 0 && !set_queue_len(*actual, queue_len, err)) {
-    for (int fd : *fds) ::close(fd);
-    fds->clear();
-    return false;
-  }
-  if (fds->size() != queues) {
+  // Every queue attached, then the device's queue length (0: the kernel's).
+  if (fds->size() != queues || (queue_len > 0 && !set_queue_len(*actual, queue_len, err))) {
     for (int fd : *fds) ::close(fd);
     fds->clear();
     return false;
