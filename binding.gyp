@@ -7,6 +7,7 @@
         "native/datapath.cc",
         "native/cpu_steering.cc",
         "native/encap.cc",
+        "native/link_stats.cc",
         "native/offload.cc",
         "native/route_table.cc",
         "native/tun.cc",

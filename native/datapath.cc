@@ -108,18 +108,21 @@ Network::~Network() { close_fds(); }
 
 bool Network::open_tun(unsigned queues, bool vnet_hdr, unsigned queue_len, bool must_be_new, std::string* err) {
   return open_tun_in(opts_.netns, opts_.tun_name, queues, vnet_hdr, queue_len, must_be_new, &tun_fds_, &tun_name_, &tso_,
-                     &uso_, err);
+                     &uso_, &tun_drops_, err);
 }
 
 void Network::close_fds() {
   for (int fd : tun_fds_) ::close(fd);
   tun_fds_.clear();
+  tun_drops_.close();  // later reads keep its last value
 }
 
 void Network::totals(uint64_t* out) const {
   for (size_t i = 0; i < kNumCounters; ++i) {
     for (const auto& c : ctr_) out[i] += c->get(i);
   }
+  // No worker counts these: the kernel dropped them before any worker saw them.
+  out[static_cast<size_t>(Ctr::Count) + static_cast<size_t>(Drop::TxTunQueueFull)] += tun_drops_.tx_dropped();
 }
 
 std::vector<uint64_t> Network::worker_packets() const {

@@ -19,6 +19,7 @@
 #include "counters.h"
 #include "cpu_steering.h"
 #include "encap.h"
+#include "link_stats.h"
 #include "options.h"
 #include "route_table.h"
 #include "snapshot.h"
@@ -111,6 +112,7 @@ class Network {
   std::string tun_name_;
   std::vector<int> tun_fds_;
   bool tso_ = false, uso_ = false;
+  mutable LinkDropCounter tun_drops_;  // the TUN's queue overflows; read (from the JS thread) by totals()
   std::vector<std::unique_ptr<CounterBlock>> ctr_;  // one per worker
 };
 

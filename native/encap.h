@@ -31,6 +31,10 @@ enum class EncapKind : uint8_t { Udp = 0, Vxlan = 1 };
   X(TxLoop, "tx_loop",                                                                                        \
     "one of our own sending sockets' datagrams came back through the TUN (the underlay route to a peer "      \
     "points into the overlay); never encapsulated again")                                                     \
+  X(TxTunQueueFull, "tx_tun_queue_full",                                                                      \
+    "dropped by the kernel at the TUN before a worker read it: the worker's queue (`tunQueueLen` packets) "   \
+    "was full. Read from the kernel: the TUN's `TX dropped` (`ip -s link`), which would also count the "      \
+    "kernel's rarer refusals there")                                                                          \
   X(RxShort, "rx_short", "datagram shorter than the encapsulation + IPv4 header, empty, or truncated")        \
   X(RxUnknownPeer, "rx_unknown_peer", "outer source address is not a known peer")                             \
   X(RxVxlanFlags, "rx_vxlan_flags", "VXLAN I flag not set")                                                   \

@@ -97,7 +97,7 @@ bool open_tun(const std::string& name, unsigned queues, bool vnet_hdr, unsigned 
 
 bool open_tun_in(const std::string& netns, const std::string& name, unsigned queues, bool vnet_hdr, unsigned queue_len,
                  bool must_be_new, std::vector<int>* fds, std::string* actual, bool* offload, bool* uso,
-                 std::string* err) {
+                 LinkDropCounter* drops, std::string* err) {
   bool ok = false;
   auto body = [&] {
     if (!netns.empty()) {
@@ -120,6 +120,11 @@ bool open_tun_in(const std::string& netns, const std::string& name, unsigned que
       return;
     }
     ok = open_tun(name, queues, vnet_hdr, queue_len, fds, actual, offload, uso, err);
+    if (ok && drops && !drops->open(*actual, err)) {
+      for (int fd : *fds) ::close(fd);
+      fds->clear();
+      ok = false;
+    }
   };
   if (netns.empty()) {
     body();

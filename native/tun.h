@@ -4,6 +4,8 @@
 #include <string>
 #include <vector>
 
+#include "link_stats.h"
+
 namespace vxnet {
 
 // Opens `queues` queues of the TUN device `name` (IFF_MULTI_QUEUE when more than one), all
@@ -18,9 +20,10 @@ bool open_tun(const std::string& name, unsigned queues, bool vnet_hdr, unsigned 
 // The same in the network namespace at `netns` (a path: nsfs bind mount or /proc/PID/ns/net;
 // empty: ours), from a short-lived thread that enters it: the device is created there, and the
 // fds work from any namespace afterwards. With `must_be_new`, an existing device of that name
-// in that namespace is refused (TUNSETIFF would attach to it).
+// in that namespace is refused (TUNSETIFF would attach to it). `drops` (if not null) is opened
+// there on the device, to read the packets its queues drop.
 bool open_tun_in(const std::string& netns, const std::string& name, unsigned queues, bool vnet_hdr, unsigned queue_len,
                  bool must_be_new, std::vector<int>* fds, std::string* actual, bool* offload, bool* uso,
-                 std::string* err);
+                 LinkDropCounter* drops, std::string* err);
 
 }  // namespace vxnet

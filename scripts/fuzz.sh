@@ -18,7 +18,7 @@ cd "$(dirname "$0")/.."
 
 # The packet code every target links against: the pure functions, and the TUN queue and UDP batch
 # types, whose syscalls the targets replace by their tap and sink.
-PURE_SOURCES=(native/encap.cc native/offload.cc native/route_table.cc native/tun_queue.cc native/udp_socket.cc)
+PURE_SOURCES=(native/encap.cc native/link_stats.cc native/offload.cc native/route_table.cc native/tun_queue.cc native/udp_socket.cc)
 # More pure sources (e.g. a GRO-train splitter moved out of datapath.cc): add them here, or pass
 # them space-separated in FUZZ_EXTRA_SOURCES.
 EXTRA_SOURCES=()
@@ -103,6 +103,7 @@ for t in "${targets[@]}"; do
   case "$t" in
     routes) max_len=4800 ;;
     icmp) max_len=256 ;;
+    netlink) max_len=4096 ;;
     *) max_len=70000 ;;
   esac
   args=(-max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 -max_len="$max_len" -print_final_stats=1

@@ -5,7 +5,7 @@ cd "$(dirname "$0")/.."
 mkdir -p build-asan
 g++ -std=c++17 -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=all \
   -Wall -Wextra -Werror \
-  native/encap.cc native/offload.cc native/route_table.cc native/test/check.cc -o build-asan/native-check
+  native/encap.cc native/link_stats.cc native/offload.cc native/route_table.cc native/test/check.cc -o build-asan/native-check
 g++ -std=c++17 -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=all \
   -Wall -Wextra -Werror \
   native/encap.cc native/offload.cc native/route_table.cc native/tun_queue.cc native/udp_socket.cc \

@@ -10,6 +10,7 @@
 
 #include "../offload.h"
 #include "../packet.h"
+#include "../test/netlink_reply.h"
 
 using namespace vxnet;
 using Bytes = std::vector<uint8_t>;
@@ -316,6 +317,24 @@ void icmp_seeds() {
   put("icmp", "regress-class-e-src", in(0x0af40901, udp(0xf0000001, 0x0a630101, 12)));
 }
 
+// netlink: 4 bytes of ifindex, then an RTM_NEWLINK reply (test/netlink_reply.h) with the
+// statistics 64-bit, 32-bit or both, and a reply of two messages of which the second is the device.
+void netlink_seeds() {
+  auto with_index = [](int ifindex, const Bytes& reply) {
+    Bytes b(4);
+    std::memcpy(b.data(), &ifindex, 4);
+    b.insert(b.end(), reply.begin(), reply.end());
+    return b;
+  };
+  put("netlink", "stats64", with_index(5, testpkt::link_reply(5, 1234567, true, false)));
+  put("netlink", "stats32", with_index(5, testpkt::link_reply(5, 4242, false, true)));
+  put("netlink", "both", with_index(5, testpkt::link_reply(5, 99, true, true)));
+  Bytes two = testpkt::link_reply(3, 1, true, false);
+  const Bytes ours = testpkt::link_reply(5, 77, true, false);
+  two.insert(two.end(), ours.begin(), ours.end());
+  put("netlink", "two-messages", with_index(5, two));
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -325,6 +344,7 @@ int main(int argc, char** argv) {
   tx_seeds();
   route_seeds();
   icmp_seeds();
+  netlink_seeds();
   std::printf("seeds written to %s\n", g_dir.c_str());
   return 0;
 }

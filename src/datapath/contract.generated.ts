@@ -5,7 +5,7 @@
 export const COUNTER_NAMES = ['tx_packets', 'tx_bytes', 'rx_packets', 'rx_bytes', 'tx_batches', 'rx_batches', 'tun_reads', 'tun_writes', 'tun_tso_reads', 'tun_gro_writes', 'icmp_unreachable_sent', 'icmp_unreachable_suppressed', 'rx_csum_completed', 'rx_super_packets', 'tun_uso_reads'] as const;
 
 /** Every drop reason the datapath counts, in its order (after the counters in `counterNames`). */
-export const DROP_REASONS = ['tx_short', 'tx_not_ipv4', 'tx_bad_ip', 'tx_no_route', 'tx_send_error', 'tx_truncated', 'tx_loop', 'rx_short', 'rx_unknown_peer', 'rx_vxlan_flags', 'rx_bad_vni', 'rx_dst_mac', 'rx_ethertype', 'rx_bad_ip', 'rx_spoofed_src', 'rx_wrong_dst', 'rx_tun_write_error'] as const;
+export const DROP_REASONS = ['tx_short', 'tx_not_ipv4', 'tx_bad_ip', 'tx_no_route', 'tx_send_error', 'tx_truncated', 'tx_loop', 'tx_tun_queue_full', 'rx_short', 'rx_unknown_peer', 'rx_vxlan_flags', 'rx_bad_vni', 'rx_dst_mac', 'rx_ethertype', 'rx_bad_ip', 'rx_spoofed_src', 'rx_wrong_dst', 'rx_tun_write_error'] as const;
 
 export type CounterName = (typeof COUNTER_NAMES)[number];
 export type DropReason = (typeof DROP_REASONS)[number];

@@ -290,6 +290,42 @@ test('UDP offloads: a UDP_SEGMENT sender\'s super-packets are cut (TUN_F_USO4), 
   });
 });
 
+test('a full TUN queue: what the kernel drops while the worker cannot read is counted as tx_tun_queue_full, equal to the TUN\'s own TX dropped', { timeout: 120000 }, async () => {
+  await withBed(2, async (bed) => {
+    const [h1, h2] = bed.hosts;
+    const dps = await mesh(bed, 'udp', [h1, h2], { queues: 1, tunQueueLen: 16 });
+    const kernelDropped = async () => {
+      const j = JSON.parse(await bed.execOk(h1.ns, ['ip', '-s', '-j', 'link', 'show', 'dev', 'vxnet0'])) as Array<{ stats64: { tx: { dropped: number } } }>;
+      return j[0].stats64.tx.dropped;
+    };
+    try {
+      assert.equal((await ping(bed, h1.containerNs, h2.containerIp!, { count: 3, intervalS: 0.1 })).received, 3);
+      assert.equal((await dps[0].stats()).drops.tx_tun_queue_full, 0, 'nothing dropped at the TUN yet');
+      // The worker stopped (the whole datapath process), 2000 datagrams offered at 2000/s: the
+      // 16-packet queue fills and the kernel drops the rest.
+      process.kill(dps[0].child.pid!, 'SIGSTOP');
+      let sent = 0;
+      try {
+        const g = await bed.execOk(h1.containerNs, [PKTGEN, '--dst', h2.containerIp!, '--port', '9', '--threads', '1', '--seconds', '1', '--pps', '2000', '--paced-batch', '16']);
+        sent = (JSON.parse(g.trim().split('\n').pop()!) as { sent: number }).sent;
+      } finally {
+        process.kill(dps[0].child.pid!, 'SIGCONT');
+      }
+      await new Promise((r) => setTimeout(r, 300));
+      const s = await dps[0].stats();
+      const k = await kernelDropped();
+      assert.ok(sent >= 1000, `pktgen sent ${sent} datagrams`);
+      assert.ok(s.drops.tx_tun_queue_full >= sent - 16, `at most the queue's 16 packets survive: ${s.drops.tx_tun_queue_full} of ${sent} dropped`);
+      assert.equal(s.drops.tx_tun_queue_full, k, 'the drop count is the TUN\'s own TX dropped');
+      for (const [reason, n] of Object.entries(s.drops)) if (reason !== 'tx_tun_queue_full') assert.equal(n, 0, `no ${reason}`);
+      assert.equal((await ping(bed, h1.containerNs, h2.containerIp!, { count: 3, intervalS: 0.1 })).received, 3, 'forwarding goes on');
+      assert.equal((await dps[0].stats()).drops.tx_tun_queue_full, k, 'no further drops');
+    } finally {
+      for (const d of dps) await d.close();
+    }
+  });
+});
+
 /** Reads the VXLAN datagrams of a pcap file (Ethernet link type): outer ports and VXLAN fields. */
 function vxlanInPcap(file: string) {
   const b = readFileSync(file);

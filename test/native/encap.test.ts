@@ -153,7 +153,7 @@ test('drop reasons exported from the addon are exactly the documented set', () =
   assert.deepEqual([...DROP_REASONS].sort(), [
     'rx_bad_ip', 'rx_bad_vni', 'rx_dst_mac', 'rx_ethertype', 'rx_short', 'rx_spoofed_src', 'rx_tun_write_error',
     'rx_unknown_peer', 'rx_vxlan_flags', 'rx_wrong_dst', 'tx_bad_ip', 'tx_loop', 'tx_no_route', 'tx_not_ipv4', 'tx_send_error', 'tx_short',
-    'tx_truncated',
+    'tx_truncated', 'tx_tun_queue_full',
   ]);
 });
 
