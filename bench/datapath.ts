@@ -1,5 +1,5 @@
 // The datapath benchmark: on one two-host namespaced bed (containers behind docker0 bridges), in one
-// run, TCP throughput (iperf3, 1 stream) and ping RTT container to container through
+// run, TCP throughput (iperf3, 1 stream unless --streams) and ping RTT container to container through
 //   kernel  - a Linux vxlan device set up as flannel's vxlan backend does (the reference),
 //   vxlan   - vxnet's userspace datapath, VXLAN encapsulation,
 //   udp     - vxnet's userspace datapath, flannel `udp` encapsulation,
@@ -234,10 +234,12 @@ const fmt = (v: number | undefined, d = 2) => (v === undefined || !Number.isFini
 const pad = (s: string, n: number) => s.padEnd(n);
 const lpad = (s: string, n: number) => s.padStart(n);
 
+const streamsLabel = (n: number) => `${n} stream${n === 1 ? '' : 's'}`;
+
 async function main(): Promise<void> {
   const o = parseArgs(process.argv.slice(2));
   const command = `node dist/bench/datapath.js ${process.argv.slice(2).join(' ')}`.trim();
-  console.log(`bench:datapath: ${o.modes.map((m) => LABEL[m]).join(', ')}; ${o.rounds} round(s); iperf3 1 stream ${o.seconds} s; ping ${o.pings} x 10 ms${o.slowPings ? ` + ${o.slowPings} x 200 ms` : ''}`);
+  console.log(`bench:datapath: ${o.modes.map((m) => LABEL[m]).join(', ')}; ${o.rounds} round(s); iperf3 ${streamsLabel(o.streams)} ${o.seconds} s; ping ${o.pings} x 10 ms${o.slowPings ? ` + ${o.slowPings} x 200 ms` : ''}`);
   console.log(`  machine: ${os.cpus()[0]?.model ?? '?'} x ${os.cpus().length}, load average ${os.loadavg().map((v) => v.toFixed(2)).join(' ')}`);
   const bed = await NetBed.create({ hosts: 2, tag: o.tag });
   const rounds: Record<Mode, Round[]> = { kernel: [], vxlan: [], udp: [] };
@@ -283,13 +285,13 @@ async function main(): Promise<void> {
 
   console.log('');
   console.log(`${pad('datapath', 13)} ${lpad('TCP Gbit/s', 10)} ${lpad('x kernel', 8)}   ${lpad('RTT med', 8)} ${lpad('p99', 6)} ${lpad('x kernel', 8)}   ${lpad('RTT med', 8)} ${lpad('p99', 6)}   lost`);
-  console.log(`${pad('', 13)} ${lpad('(1 stream)', 10)} ${lpad('', 8)}   ${lpad('µs@10ms', 8)} ${lpad('µs', 6)} ${lpad('', 8)}   ${lpad('µs@200ms', 8)} ${lpad('µs', 6)}`);
+  console.log(`${pad('', 13)} ${lpad(`(${streamsLabel(o.streams)})`, 10)} ${lpad('', 8)}   ${lpad('µs@10ms', 8)} ${lpad('µs', 6)} ${lpad('', 8)}   ${lpad('µs@200ms', 8)} ${lpad('µs', 6)}`);
   for (const s of summary) {
     console.log(
       `${pad(s.label, 13)} ${lpad(fmt(s.tcpGbps), 10)} ${lpad(fmt(ratio(s.tcpGbps, ref?.tcpGbps)), 8)}   ${lpad(fmt(s.rttMedianUs, 0), 8)} ${lpad(fmt(s.rttP99Us, 0), 6)} ${lpad(fmt(ratio(s.rttMedianUs, ref?.rttMedianUs)), 8)}   ${lpad(fmt(s.rttSlowMedianUs, 0), 8)} ${lpad(fmt(s.rttSlowP99Us, 0), 6)}   ${lpad(String(s.lost), 4)}`,
     );
   }
-  console.log(`(medians over ${o.rounds} round(s); TCP container h1 -> h2, iperf3 -t ${o.seconds}; RTT by ping -i 0.01 -c ${o.pings}${o.slowPings ? ` and -i 0.2 -c ${o.slowPings}` : ''})`);
+  console.log(`(medians over ${o.rounds} round(s); TCP container h1 -> h2, iperf3 -t ${o.seconds} -P ${o.streams}; RTT by ping -i 0.01 -c ${o.pings}${o.slowPings ? ` and -i 0.2 -c ${o.slowPings}` : ''})`);
 
   if (o.json) {
     const doc = {
