@@ -28,7 +28,7 @@ bool tx_dropped_in_attrs(const uint8_t* buf, size_t a, size_t end, uint64_t* out
     rtattr ra;
     std::memcpy(&ra, buf + a, sizeof ra);
     if (ra.rta_len < sizeof(rtattr) || ra.rta_len > end - a) return false;
-    const size_t plen = ra.rta_len < kRtaHdr ? 0 : ra.rta_len - kRtaHdr;
+    const size_t plen = ra.rta_len - kRtaHdr;  // rta_len >= sizeof(rtattr) == kRtaHdr
     const uint8_t* p = buf + a + kRtaHdr;
     const unsigned type = ra.rta_type & NLA_TYPE_MASK;
     if (type == IFLA_STATS64 && plen >= offsetof(rtnl_link_stats64, tx_dropped) + sizeof(uint64_t)) {

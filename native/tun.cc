@@ -41,7 +41,7 @@ bool set_queue_len(const std::string& name, unsigned len, std::string* err) {
 }  // namespace
 
 bool open_tun(const std::string& name, unsigned queues, bool vnet_hdr, unsigned queue_len, std::vector<int>* fds,
-              std::string* actual, bool* offload, bool* uso, std::string* err) {
+              std::string* actual, bool* offload, bool* uso, LinkDropCounter* drops, std::string* err) {
   *offload = vnet_hdr;
   *uso = vnet_hdr;
   if (name.size() >= IFNAMSIZ) {
@@ -86,8 +86,9 @@ bool open_tun(const std::string& name, unsigned queues, bool vnet_hdr, unsigned 
     fds->push_back(fd);
   }
   if (!*offload) *uso = false;
-  // Every queue attached, then the device's queue length (0: the kernel's).
-  if (fds->size() != queues || (queue_len > 0 && !set_queue_len(*actual, queue_len, err))) {
+  // Every queue attached, then the device's queue length (0: the kernel's) and its drop counter.
+  if (fds->size() != queues || (queue_len > 0 && !set_queue_len(*actual, queue_len, err)) ||
+      (drops && !drops->open(*actual, err))) {
     for (int fd : *fds) ::close(fd);
     fds->clear();
     return false;
@@ -119,12 +120,7 @@ bool open_tun_in(const std::string& netns, const std::string& name, unsigned que
       *err = "device " + name + " already exists" + (netns.empty() ? std::string() : " in " + netns);
       return;
     }
-    ok = open_tun(name, queues, vnet_hdr, queue_len, fds, actual, offload, uso, err);
-    if (ok && drops && !drops->open(*actual, err)) {
-      for (int fd : *fds) ::close(fd);
-      fds->clear();
-      ok = false;
-    }
+    ok = open_tun(name, queues, vnet_hdr, queue_len, fds, actual, offload, uso, drops, err);
   };
   if (netns.empty()) {
     body();
