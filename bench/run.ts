@@ -214,10 +214,20 @@ class Runner {
       this.show(b, 'cpuSecPerGB', res.cpuSecPerGB, `  (daemons alone ${human(res.daemonCpuSecPerGB)} s/GB)`);
     });
     await step('TCP 4 streams', async () => {
-      this.log(`  ${b}: TCP, 4 streams, ${this.opts.seconds} s (iperf3 -P 4)`);
+      // Pings at 10 ms beside the streams, same direction, from 1 s in to 1 s before the end: the
+      // round trip of a light flow while bulk flows fill the path (docs/datapath.md, "Under bulk load").
+      const loadPings = Math.max(10, Math.floor((this.opts.seconds - 2) * 100));
+      this.log(`  ${b}: TCP, 4 streams, ${this.opts.seconds} s (iperf3 -P 4), beside them ${loadPings} pings at 10 ms`);
+      const pinged = new Promise((r) => setTimeout(r, 1000)).then(() => rtt(bed, h1.containerNs, dst, loadPings, 0.01));
+      pinged.catch(() => undefined);  // awaited below, after the transfer
       const r = await tcp(bed, h2.containerNs, dst, h1.containerNs, 4, this.opts.seconds, pids);
       res.tcp4Gbps = sig(r.gbps);
-      this.show(b, 'tcp4Gbps', res.tcp4Gbps);
+      this.show(b, 'tcp4Gbps', res.tcp4Gbps, r.retransmits !== undefined ? `  (${r.retransmits} retransmits)` : '');
+      const l = await pinged;
+      res.rttLoadP50Us = sig(l.p50Us);
+      res.rttLoadP99Us = sig(l.p99Us);
+      this.show(b, 'rttLoadP50Us', res.rttLoadP50Us);
+      this.show(b, 'rttLoadP99Us', res.rttLoadP99Us, `  (${l.samples}/${l.sent} replies)`);
     });
     await step('64-byte flood', async () => {
       this.log(`  ${b}: 64-byte UDP flood, ${this.opts.genThreads.join(' and ')} generator threads, ${this.opts.seconds} s each`);

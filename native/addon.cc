@@ -165,11 +165,11 @@ class DatapathWrap : public Napi::ObjectWrap<DatapathWrap> {
     return vxnet::peer_counters(info, [this](uint32_t slot, uint64_t* v) { dp_->peer_totals(slot, v); });
   }
 
-  // [txPackets, rxPackets] per worker, as doubles.
+  // [txPackets, rxPackets] per lane (Datapath::lanes()), as doubles.
   Napi::Value WorkerCounters(const Napi::CallbackInfo& info) {
     const std::vector<uint64_t> v = info.Length() > 0 && !info[0].IsUndefined()
-                                        ? need_network(info, network_arg(info, 0, "workerCounters"), "workerCounters").worker_packets()
-                                        : dp_->worker_packets();
+                                        ? need_network(info, network_arg(info, 0, "workerCounters"), "workerCounters").lane_packets()
+                                        : dp_->lane_packets();
     Napi::Float64Array out = Napi::Float64Array::New(info.Env(), v.size());
     for (size_t i = 0; i < v.size(); ++i) out[i] = static_cast<double>(v[i]);
     return out;

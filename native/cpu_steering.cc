@@ -4,6 +4,7 @@
 #include <linux/if_tun.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <sys/socket.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -63,60 +64,213 @@ class Asm {
   std::vector<size_t> labels_;
 };
 
-// When a known flow may move to the CPU that sends its next packet (onto that CPU's queue), so that
-// a request/response flow (ping, RPC) follows its sender when the scheduler moves it instead of
-// waking a worker on the other CPU at every exchange (docs/datapath.md, "What the RTT floor is
-// made of", measurement 6), while a bulk flow keeps its worker:
-// - after a pause of kIdleNs, if the burst before the pause had at most kSmallBurst packets (a TSO
-//   super-packet counts one) and its queue has been drained since its last packet (the drain
-//   clock): nothing of it is left in the old worker. A bulk flow's pauses (its receiver falling
-//   behind) follow long bursts, and datagrams it sent may still wait in the underlay's or the
-//   receiver's queues, which no clock here sees: moving it then reordered TCP in the e2e test.
-// - after kLongIdleNs, any flow: nothing of it is in flight any more.
+// The flow decision's constants (cpu_steering.h):
+// - kIdleNs: a pause that ends a burst. After one that followed at most kSmallBurst packets
+//   (request/response traffic), a flow may follow its sender to another CPU (docs/datapath.md,
+//   "What the RTT floor is made of", measurement 6), once its lane has been drained since its last
+//   packet. A bulk flow's pauses (its receiver falling behind) follow long bursts, and datagrams it
+//   sent may still wait in the underlay's or the receiver's queues, which no clock here sees:
+//   moving it then reordered TCP in the e2e test.
+// - kLongIdleNs: after this, any flow may move: nothing of it is in flight any more.
+// - kSmallBurst: a burst longer than this makes a flow bulk.
 constexpr int32_t kIdleNs = 5 * 1000 * 1000;
 constexpr int32_t kLongIdleNs = 50 * 1000 * 1000;
 constexpr int32_t kSmallBurst = 32;
 constexpr uint32_t kFlows = 65536;  // LRU entries (one per flow key)
 
-}  // namespace
+// Stack slots of the programs (offsets from r10).
+constexpr int16_t kKeySlot = -8;     // the flow key: u32 addresses, u32 protocol and ports
+constexpr int16_t kValueSlot = -24;  // a new flow table value: u32 lane, u32 burst, u64 last
+constexpr int16_t kLaneSlot = -32;   // a u32 lane, the key of the drain clock and of the socket array
+constexpr int16_t kHdrSlot = -64;    // the reuseport program's copy of the inner IPv4 header (20 bytes)
+constexpr int16_t kPortsSlot = -72;  // ... and of the 4 bytes after it
 
-bool load_tun_cpu_steering(const std::vector<int>& cpus, TunSteering* out, std::string* err) {
+// Labels of the flow decision (the front ends use labels from kFrontLabels on).
+enum { kMiss, kPlace, kStore, kKeep, kIdle, kBulk, kDone, kFrontLabels };
+
+// The maps behind a program: the flow table and the drain clock, mapped into this process.
+struct Maps {
+  int flows = -1, clock = -1;
+  void* mem = nullptr;
+  size_t bytes = 0;
+};
+
+bool make_maps(size_t lanes, Maps* m, std::string* err) {
   // The flow table: key = (saddr ^ daddr, proto ^ (sport ^ dport) << 8; ICMP: the echo identifier
-  // for the ports), the same for both directions of a flow; value = {queue, packets of its current
+  // for the ports), the same for both directions of a flow; value = {lane, packets of its current
   // burst (counted up to kSmallBurst + 1), last packet's time in ns}.
   bpf_attr mattr{};
   mattr.map_type = BPF_MAP_TYPE_LRU_HASH;
   mattr.key_size = 8;
   mattr.value_size = 16;
   mattr.max_entries = kFlows;
-  const int map = static_cast<int>(bpf(BPF_MAP_CREATE, &mattr));
-  if (map < 0) {
-    *err = std::string("bpf(BPF_MAP_CREATE) TUN flow table: ") + std::strerror(errno);
+  m->flows = static_cast<int>(bpf(BPF_MAP_CREATE, &mattr));
+  if (m->flows < 0) {
+    *err = std::string("bpf(BPF_MAP_CREATE) flow table: ") + std::strerror(errno);
     return false;
   }
-  // The drain clock: one u64 per queue, mapped into this process for the workers to write.
+  // The drain clock: one u64 per lane, mapped into this process for the workers to write.
   bpf_attr dattr{};
   dattr.map_type = BPF_MAP_TYPE_ARRAY;
   dattr.key_size = 4;
   dattr.value_size = 8;
-  dattr.max_entries = static_cast<uint32_t>(cpus.size());
+  dattr.max_entries = static_cast<uint32_t>(lanes);
   dattr.map_flags = BPF_F_MMAPABLE;
-  const int dmap = static_cast<int>(bpf(BPF_MAP_CREATE, &dattr));
-  if (dmap < 0) {
-    *err = std::string("bpf(BPF_MAP_CREATE) TUN drain clock: ") + std::strerror(errno);
-    ::close(map);
+  m->clock = static_cast<int>(bpf(BPF_MAP_CREATE, &dattr));
+  if (m->clock < 0) {
+    *err = std::string("bpf(BPF_MAP_CREATE) drain clock: ") + std::strerror(errno);
+    ::close(m->flows);
     return false;
   }
   const size_t page = static_cast<size_t>(::sysconf(_SC_PAGESIZE));
-  const size_t bytes = (cpus.size() * sizeof(uint64_t) + page - 1) / page * page;
-  void* mem = ::mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, dmap, 0);
-  if (mem == MAP_FAILED) {
-    *err = std::string("mmap TUN drain clock: ") + std::strerror(errno);
-    ::close(map);
-    ::close(dmap);
+  m->bytes = (lanes * sizeof(uint64_t) + page - 1) / page * page;
+  m->mem = ::mmap(nullptr, m->bytes, PROT_READ | PROT_WRITE, MAP_SHARED, m->clock, 0);
+  if (m->mem == MAP_FAILED) {
+    *err = std::string("mmap drain clock: ") + std::strerror(errno);
+    ::close(m->flows);
+    ::close(m->clock);
     return false;
   }
-  enum { kNoPorts, kPorts, kMiss, kPlace, kStore, kKeep, kIdle };
+  return true;
+}
+
+// The flow decision (cpu_steering.h). On entry the flow key is at kKeySlot; it ends at kDone with
+// r0 = the flow's lane. Uses r7-r9; r6 is left alone.
+void flow_choice(Asm& a, const Maps& m, const std::vector<int>& cpus) {
+  const int32_t n = static_cast<int32_t>(cpus.size());
+  a.load_map(BPF_REG_1, m.flows);
+  a.op(BPF_ALU64 | BPF_MOV | BPF_X, BPF_REG_2, BPF_REG_10, 0, 0);
+  a.op(BPF_ALU64 | BPF_ADD | BPF_K, BPF_REG_2, 0, 0, kKeySlot);
+  a.op(BPF_JMP | BPF_CALL, 0, 0, 0, BPF_FUNC_map_lookup_elem);
+  a.jump(BPF_JMP | BPF_JEQ | BPF_K, BPF_REG_0, 0, kMiss);
+  // A known flow: its lane, unless its burst grows past small (to bulk) or it pauses (kIdle).
+  a.op(BPF_ALU64 | BPF_MOV | BPF_X, BPF_REG_7, BPF_REG_0, 0, 0);  // r7 = &value
+  a.op(BPF_JMP | BPF_CALL, 0, 0, 0, BPF_FUNC_ktime_get_ns);
+  a.op(BPF_ALU64 | BPF_MOV | BPF_X, BPF_REG_8, BPF_REG_0, 0, 0);  // r8 = now
+  a.op(BPF_LDX | BPF_MEM | BPF_DW, BPF_REG_9, BPF_REG_7, 8, 0);   // r9 = last
+  a.op(BPF_STX | BPF_MEM | BPF_DW, BPF_REG_7, BPF_REG_8, 8, 0);   // last = now
+  a.op(BPF_ALU64 | BPF_MOV | BPF_X, BPF_REG_2, BPF_REG_8, 0, 0);
+  a.op(BPF_ALU64 | BPF_SUB | BPF_X, BPF_REG_2, BPF_REG_9, 0, 0);  // r2 = now - last (signed: another CPU may have written a later time)
+  a.jump(BPF_JMP | BPF_JSGT | BPF_K, BPF_REG_2, kIdleNs, kIdle);
+  a.op(BPF_LDX | BPF_MEM | BPF_W, BPF_REG_1, BPF_REG_7, 4, 0);    // in a burst: count it (up to one past small)
+  a.jump(BPF_JMP | BPF_JGT | BPF_K, BPF_REG_1, kSmallBurst, kBulk);
+  a.op(BPF_ALU64 | BPF_ADD | BPF_K, BPF_REG_1, 0, 0, 1);
+  a.op(BPF_STX | BPF_MEM | BPF_W, BPF_REG_7, BPF_REG_1, 4, 0);
+  a.jump(BPF_JMP | BPF_JLE | BPF_K, BPF_REG_1, kSmallBurst, kKeep);
+  a.bind(kBulk);                                                  // a bulk burst: on a light lane, move
+  a.op(BPF_LDX | BPF_MEM | BPF_W, BPF_REG_0, BPF_REG_7, 0, 0);    // r0 = its lane
+  a.jump(BPF_JMP | BPF_JGE | BPF_K, BPF_REG_0, n, kKeep);         // already bulk (or beyond the lanes)
+  a.op(BPF_STX | BPF_MEM | BPF_W, BPF_REG_10, BPF_REG_0, kLaneSlot, 0);
+  a.load_map(BPF_REG_1, m.clock);
+  a.op(BPF_ALU64 | BPF_MOV | BPF_X, BPF_REG_2, BPF_REG_10, 0, 0);
+  a.op(BPF_ALU64 | BPF_ADD | BPF_K, BPF_REG_2, 0, 0, kLaneSlot);
+  a.op(BPF_JMP | BPF_CALL, 0, 0, 0, BPF_FUNC_map_lookup_elem);
+  a.jump(BPF_JMP | BPF_JEQ | BPF_K, BPF_REG_0, 0, kKeep);
+  a.op(BPF_LDX | BPF_MEM | BPF_DW, BPF_REG_1, BPF_REG_0, 0, 0);   // r1 = drained
+  a.jump_x(BPF_JMP | BPF_JGE | BPF_X, BPF_REG_9, BPF_REG_1, kKeep);  // its previous packet may still be queued there
+  a.op(BPF_LDX | BPF_MEM | BPF_W, BPF_REG_0, BPF_REG_7, 0, 0);
+  a.op(BPF_ALU64 | BPF_ADD | BPF_K, BPF_REG_0, 0, 0, n);          // the same worker's bulk lane
+  a.op(BPF_STX | BPF_MEM | BPF_W, BPF_REG_7, BPF_REG_0, 0, 0);
+  a.jump(BPF_JMP | BPF_JA, 0, 0, kDone);
+  a.bind(kKeep);
+  a.op(BPF_LDX | BPF_MEM | BPF_W, BPF_REG_0, BPF_REG_7, 0, 0);    // its lane
+  a.jump(BPF_JMP | BPF_JA, 0, 0, kDone);
+  a.bind(kIdle);                                                  // after a pause
+  a.op(BPF_ALU64 | BPF_MOV | BPF_X, BPF_REG_0, BPF_REG_8, 0, 0);  // r0 = now
+  a.jump(BPF_JMP | BPF_JSGT | BPF_K, BPF_REG_2, kLongIdleNs, kPlace);
+  a.op(BPF_LDX | BPF_MEM | BPF_W, BPF_REG_1, BPF_REG_7, 4, 0);    // r1 = the burst before the pause
+  a.op(BPF_ST | BPF_MEM | BPF_W, BPF_REG_7, 0, 4, 1);             // this packet starts a new one
+  a.jump(BPF_JMP | BPF_JGT | BPF_K, BPF_REG_1, kSmallBurst, kKeep);
+  a.op(BPF_LDX | BPF_MEM | BPF_W, BPF_REG_0, BPF_REG_7, 0, 0);
+  a.jump(BPF_JMP | BPF_JGE | BPF_K, BPF_REG_0, n, kKeep);         // bulk stays bulk until a long pause
+  a.op(BPF_STX | BPF_MEM | BPF_W, BPF_REG_10, BPF_REG_0, kLaneSlot, 0);
+  a.load_map(BPF_REG_1, m.clock);
+  a.op(BPF_ALU64 | BPF_MOV | BPF_X, BPF_REG_2, BPF_REG_10, 0, 0);
+  a.op(BPF_ALU64 | BPF_ADD | BPF_K, BPF_REG_2, 0, 0, kLaneSlot);
+  a.op(BPF_JMP | BPF_CALL, 0, 0, 0, BPF_FUNC_map_lookup_elem);
+  a.jump(BPF_JMP | BPF_JEQ | BPF_K, BPF_REG_0, 0, kKeep);         // a lane beyond the clock: stays
+  a.op(BPF_LDX | BPF_MEM | BPF_DW, BPF_REG_1, BPF_REG_0, 0, 0);   // r1 = drained
+  a.jump_x(BPF_JMP | BPF_JGE | BPF_X, BPF_REG_9, BPF_REG_1, kKeep);  // last >= drained: it may still be queued
+  a.op(BPF_ALU64 | BPF_MOV | BPF_X, BPF_REG_0, BPF_REG_8, 0, 0);  // r0 = now
+  a.jump(BPF_JMP | BPF_JA, 0, 0, kPlace);
+  a.bind(kMiss);
+  a.op(BPF_JMP | BPF_CALL, 0, 0, 0, BPF_FUNC_ktime_get_ns);
+  a.bind(kPlace);                                                 // r0 = now
+  a.op(BPF_ALU64 | BPF_MOV | BPF_X, BPF_REG_8, BPF_REG_0, 0, 0);
+  a.op(BPF_JMP | BPF_CALL, 0, 0, 0, BPF_FUNC_get_smp_processor_id);
+  // The light lane of this CPU: i for cpus[i]; any other CPU's number modulo n.
+  for (size_t i = 0; i < cpus.size(); ++i) {
+    a.op(BPF_JMP | BPF_JNE | BPF_K, BPF_REG_0, 0, 2, cpus[i]);
+    a.op(BPF_ALU64 | BPF_MOV | BPF_K, BPF_REG_0, 0, 0, static_cast<int32_t>(i));
+    a.jump(BPF_JMP | BPF_JA, 0, 0, kStore);
+  }
+  a.op(BPF_ALU64 | BPF_MOD | BPF_K, BPF_REG_0, 0, 0, n);
+  a.bind(kStore);
+  a.op(BPF_ALU64 | BPF_MOV | BPF_X, BPF_REG_9, BPF_REG_0, 0, 0);  // r9 = lane
+  a.op(BPF_STX | BPF_MEM | BPF_W, BPF_REG_10, BPF_REG_0, kValueSlot, 0);      // value: lane
+  a.op(BPF_ST | BPF_MEM | BPF_W, BPF_REG_10, 0, kValueSlot + 4, 1);          //   burst: this packet
+  a.op(BPF_STX | BPF_MEM | BPF_DW, BPF_REG_10, BPF_REG_8, kValueSlot + 8, 0); //   last = now
+  a.load_map(BPF_REG_1, m.flows);
+  a.op(BPF_ALU64 | BPF_MOV | BPF_X, BPF_REG_2, BPF_REG_10, 0, 0);
+  a.op(BPF_ALU64 | BPF_ADD | BPF_K, BPF_REG_2, 0, 0, kKeySlot);
+  a.op(BPF_ALU64 | BPF_MOV | BPF_X, BPF_REG_3, BPF_REG_10, 0, 0);
+  a.op(BPF_ALU64 | BPF_ADD | BPF_K, BPF_REG_3, 0, 0, kValueSlot);
+  a.op(BPF_ALU64 | BPF_MOV | BPF_K, BPF_REG_4, 0, 0, BPF_ANY);
+  a.op(BPF_JMP | BPF_CALL, 0, 0, 0, BPF_FUNC_map_update_elem);
+  a.op(BPF_ALU64 | BPF_MOV | BPF_X, BPF_REG_0, BPF_REG_9, 0, 0);
+  a.bind(kDone);
+}
+
+// Loads `prog` (of `type`, for `attach`), closes the maps (the program holds them) and, on success,
+// hands the program and the drain clock to *out.
+bool load(const char* what, bpf_prog_type type, bpf_attach_type attach, std::vector<bpf_insn>& prog, Maps& m,
+          size_t lanes, Steering* out, std::string* err) {
+  static const char license[] = "GPL";
+  bpf_attr attr{};
+  attr.prog_type = type;
+  attr.expected_attach_type = attach;
+  attr.insn_cnt = static_cast<uint32_t>(prog.size());
+  attr.insns = reinterpret_cast<uint64_t>(prog.data());
+  attr.license = reinterpret_cast<uint64_t>(license);
+  int fd = static_cast<int>(bpf(BPF_PROG_LOAD, &attr));
+  if (fd < 0) {
+    *err = std::string("bpf(BPF_PROG_LOAD) ") + what + ": " + std::strerror(errno);
+    // Once more with the verifier's log, whose last line says why.
+    std::vector<char> log(1 << 16, 0);
+    attr.log_buf = reinterpret_cast<uint64_t>(log.data());
+    attr.log_size = static_cast<uint32_t>(log.size());
+    attr.log_level = 1;
+    const int again = static_cast<int>(bpf(BPF_PROG_LOAD, &attr));
+    if (again >= 0) {
+      fd = again;  // refused, then taken: keep it
+      err->clear();
+    } else {
+      std::string v(log.data());
+      while (!v.empty() && v.back() == '\n') v.pop_back();
+      const size_t nl = v.rfind('\n');
+      if (!v.empty()) *err += " (" + (nl == std::string::npos ? v : v.substr(nl + 1)) + ")";
+    }
+  }
+  ::close(m.flows);  // the program holds its maps, the mapping the drain clock
+  ::close(m.clock);
+  if (fd < 0) {
+    ::munmap(m.mem, m.bytes);
+    return false;
+  }
+  out->prog_fd = fd;
+  out->drained = static_cast<uint64_t*>(m.mem);
+  out->lanes = lanes;
+  out->mapped = m.bytes;
+  return true;
+}
+
+}  // namespace
+
+bool load_tun_steering(const std::vector<int>& cpus, Steering* out, std::string* err) {
+  const size_t lanes = 2 * cpus.size();
+  Maps m;
+  if (!make_maps(lanes, &m, err)) return false;
+  enum { kNoPorts = kFrontLabels, kPorts };
   Asm a;
   a.op(BPF_ALU64 | BPF_MOV | BPF_X, BPF_REG_6, BPF_REG_1, 0, 0);  // r6 = skb (for the packet loads)
   // The packet loads end the program with 0 (queue 0) when the packet is shorter than they read.
@@ -149,116 +303,12 @@ bool load_tun_cpu_steering(const std::vector<int>& cpus, TunSteering* out, std::
   a.op(BPF_ALU64 | BPF_LSH | BPF_K, BPF_REG_0, 0, 0, 8);
   a.op(BPF_ALU64 | BPF_XOR | BPF_X, BPF_REG_9, BPF_REG_0, 0, 0);
   a.bind(kNoPorts);
-  a.op(BPF_STX | BPF_MEM | BPF_W, BPF_REG_10, BPF_REG_8, -8, 0);  // key at fp-8
-  a.op(BPF_STX | BPF_MEM | BPF_W, BPF_REG_10, BPF_REG_9, -4, 0);
-  a.load_map(BPF_REG_1, map);
-  a.op(BPF_ALU64 | BPF_MOV | BPF_X, BPF_REG_2, BPF_REG_10, 0, 0);
-  a.op(BPF_ALU64 | BPF_ADD | BPF_K, BPF_REG_2, 0, 0, -8);
-  a.op(BPF_JMP | BPF_CALL, 0, 0, 0, BPF_FUNC_map_lookup_elem);
-  a.jump(BPF_JMP | BPF_JEQ | BPF_K, BPF_REG_0, 0, kMiss);
-  // A known flow: its queue, unless it pauses. After a pause of kIdleNs a flow whose last burst was
-  // small (request/response) moves to this CPU once its queue has been drained since its last
-  // packet; any flow moves after kLongIdleNs.
-  a.op(BPF_ALU64 | BPF_MOV | BPF_X, BPF_REG_7, BPF_REG_0, 0, 0);  // r7 = &value
-  a.op(BPF_JMP | BPF_CALL, 0, 0, 0, BPF_FUNC_ktime_get_ns);
-  a.op(BPF_ALU64 | BPF_MOV | BPF_X, BPF_REG_8, BPF_REG_0, 0, 0);  // r8 = now
-  a.op(BPF_LDX | BPF_MEM | BPF_DW, BPF_REG_9, BPF_REG_7, 8, 0);   // r9 = last
-  a.op(BPF_STX | BPF_MEM | BPF_DW, BPF_REG_7, BPF_REG_8, 8, 0);   // last = now
-  a.op(BPF_ALU64 | BPF_MOV | BPF_X, BPF_REG_2, BPF_REG_8, 0, 0);
-  a.op(BPF_ALU64 | BPF_SUB | BPF_X, BPF_REG_2, BPF_REG_9, 0, 0);  // r2 = now - last (signed: another CPU may have written a later time)
-  a.jump(BPF_JMP | BPF_JSGT | BPF_K, BPF_REG_2, kIdleNs, kIdle);
-  a.op(BPF_LDX | BPF_MEM | BPF_W, BPF_REG_1, BPF_REG_7, 4, 0);    // in a burst: count it (up to one past small)
-  a.jump(BPF_JMP | BPF_JGT | BPF_K, BPF_REG_1, kSmallBurst, kKeep);
-  a.op(BPF_ALU64 | BPF_ADD | BPF_K, BPF_REG_1, 0, 0, 1);
-  a.op(BPF_STX | BPF_MEM | BPF_W, BPF_REG_7, BPF_REG_1, 4, 0);
-  a.bind(kKeep);
-  a.op(BPF_LDX | BPF_MEM | BPF_W, BPF_REG_0, BPF_REG_7, 0, 0);    // its queue
-  a.op(BPF_JMP | BPF_EXIT, 0, 0, 0, 0);
-  a.bind(kIdle);                                                  // after a pause
-  a.op(BPF_ALU64 | BPF_MOV | BPF_X, BPF_REG_0, BPF_REG_8, 0, 0);  // r0 = now
-  a.jump(BPF_JMP | BPF_JSGT | BPF_K, BPF_REG_2, kLongIdleNs, kPlace);
-  a.op(BPF_LDX | BPF_MEM | BPF_W, BPF_REG_1, BPF_REG_7, 4, 0);    // r1 = the burst before the pause
-  a.op(BPF_ST | BPF_MEM | BPF_W, BPF_REG_7, 0, 4, 1);             // this packet starts a new one
-  a.jump(BPF_JMP | BPF_JGT | BPF_K, BPF_REG_1, kSmallBurst, kKeep);
-  a.op(BPF_LDX | BPF_MEM | BPF_W, BPF_REG_0, BPF_REG_7, 0, 0);
-  a.op(BPF_STX | BPF_MEM | BPF_W, BPF_REG_10, BPF_REG_0, -32, 0); // drain clock key at fp-32: its queue
-  a.load_map(BPF_REG_1, dmap);
-  a.op(BPF_ALU64 | BPF_MOV | BPF_X, BPF_REG_2, BPF_REG_10, 0, 0);
-  a.op(BPF_ALU64 | BPF_ADD | BPF_K, BPF_REG_2, 0, 0, -32);
-  a.op(BPF_JMP | BPF_CALL, 0, 0, 0, BPF_FUNC_map_lookup_elem);
-  a.jump(BPF_JMP | BPF_JEQ | BPF_K, BPF_REG_0, 0, kKeep);         // a queue beyond the clock: stays
-  a.op(BPF_LDX | BPF_MEM | BPF_DW, BPF_REG_1, BPF_REG_0, 0, 0);   // r1 = drained
-  a.jump_x(BPF_JMP | BPF_JGE | BPF_X, BPF_REG_9, BPF_REG_1, kKeep);  // last >= drained: it may still be queued
-  a.op(BPF_ALU64 | BPF_MOV | BPF_X, BPF_REG_0, BPF_REG_8, 0, 0);  // r0 = now
-  a.jump(BPF_JMP | BPF_JA, 0, 0, kPlace);
-  a.bind(kMiss);
-  a.op(BPF_JMP | BPF_CALL, 0, 0, 0, BPF_FUNC_ktime_get_ns);
-  a.bind(kPlace);                                                 // r0 = now
-  a.op(BPF_ALU64 | BPF_MOV | BPF_X, BPF_REG_8, BPF_REG_0, 0, 0);
-  a.op(BPF_JMP | BPF_CALL, 0, 0, 0, BPF_FUNC_get_smp_processor_id);
-  // The queue of this CPU: i for cpus[i]; any other CPU its number (the TUN takes it modulo its queues).
-  for (size_t i = 0; i < cpus.size(); ++i) {
-    a.op(BPF_JMP | BPF_JNE | BPF_K, BPF_REG_0, 0, 2, cpus[i]);
-    a.op(BPF_ALU64 | BPF_MOV | BPF_K, BPF_REG_0, 0, 0, static_cast<int32_t>(i));
-    a.jump(BPF_JMP | BPF_JA, 0, 0, kStore);
-  }
-  a.bind(kStore);
-  a.op(BPF_ALU64 | BPF_MOV | BPF_X, BPF_REG_9, BPF_REG_0, 0, 0);  // r9 = queue
-  a.op(BPF_STX | BPF_MEM | BPF_W, BPF_REG_10, BPF_REG_0, -24, 0); // value at fp-24: queue
-  a.op(BPF_ST | BPF_MEM | BPF_W, BPF_REG_10, 0, -20, 1);          //   burst: this packet
-  a.op(BPF_STX | BPF_MEM | BPF_DW, BPF_REG_10, BPF_REG_8, -16, 0); //   last = now
-  a.load_map(BPF_REG_1, map);
-  a.op(BPF_ALU64 | BPF_MOV | BPF_X, BPF_REG_2, BPF_REG_10, 0, 0);
-  a.op(BPF_ALU64 | BPF_ADD | BPF_K, BPF_REG_2, 0, 0, -8);
-  a.op(BPF_ALU64 | BPF_MOV | BPF_X, BPF_REG_3, BPF_REG_10, 0, 0);
-  a.op(BPF_ALU64 | BPF_ADD | BPF_K, BPF_REG_3, 0, 0, -24);
-  a.op(BPF_ALU64 | BPF_MOV | BPF_K, BPF_REG_4, 0, 0, BPF_ANY);
-  a.op(BPF_JMP | BPF_CALL, 0, 0, 0, BPF_FUNC_map_update_elem);
-  a.op(BPF_ALU64 | BPF_MOV | BPF_X, BPF_REG_0, BPF_REG_9, 0, 0);
-  a.op(BPF_JMP | BPF_EXIT, 0, 0, 0, 0);
-  std::vector<bpf_insn>& prog = a.finish();
-
-  static const char license[] = "GPL";
-  bpf_attr attr{};
-  attr.prog_type = BPF_PROG_TYPE_SOCKET_FILTER;
-  attr.insn_cnt = static_cast<uint32_t>(prog.size());
-  attr.insns = reinterpret_cast<uint64_t>(prog.data());
-  attr.license = reinterpret_cast<uint64_t>(license);
-  int fd = static_cast<int>(bpf(BPF_PROG_LOAD, &attr));
-  if (fd < 0) {
-    *err = std::string("bpf(BPF_PROG_LOAD) TUN steering: ") + std::strerror(errno);
-    // Once more with the verifier's log, whose last line says why.
-    std::vector<char> log(1 << 16, 0);
-    attr.log_buf = reinterpret_cast<uint64_t>(log.data());
-    attr.log_size = static_cast<uint32_t>(log.size());
-    attr.log_level = 1;
-    const int again = static_cast<int>(bpf(BPF_PROG_LOAD, &attr));
-    if (again >= 0) {
-      fd = again;  // refused, then taken: keep it
-      err->clear();
-    } else {
-      std::string v(log.data());
-      while (!v.empty() && v.back() == '\n') v.pop_back();
-      const size_t nl = v.rfind('\n');
-      if (!v.empty()) *err += " (" + (nl == std::string::npos ? v : v.substr(nl + 1)) + ")";
-    }
-  }
-  ::close(map);  // the program holds its maps, the mapping the drain clock
-  ::close(dmap);
-  if (fd < 0) {
-    ::munmap(mem, bytes);
-    return false;
-  }
-  out->prog_fd = fd;
-  out->drained = static_cast<uint64_t*>(mem);
-  out->mapped = bytes;
-  return true;
-}
-
-void unload_tun_steering(TunSteering* s) {
-  if (s->prog_fd >= 0) ::close(s->prog_fd);
-  if (s->drained) ::munmap(s->drained, s->mapped);
-  *s = TunSteering();
+  a.op(BPF_STX | BPF_MEM | BPF_W, BPF_REG_10, BPF_REG_8, kKeySlot, 0);
+  a.op(BPF_STX | BPF_MEM | BPF_W, BPF_REG_10, BPF_REG_9, kKeySlot + 4, 0);
+  flow_choice(a, m, cpus);
+  a.op(BPF_JMP | BPF_EXIT, 0, 0, 0, 0);                           // the queue: the flow's lane
+  return load("TUN steering", BPF_PROG_TYPE_SOCKET_FILTER, static_cast<bpf_attach_type>(0), a.finish(), m, lanes,
+              out, err);
 }
 
 bool attach_tun_steering(int tun_fd, int prog_fd, std::string* err) {
@@ -268,6 +318,125 @@ bool attach_tun_steering(int tun_fd, int prog_fd, std::string* err) {
     return false;
   }
   return true;
+}
+
+bool load_rx_steering(const std::vector<int>& cpus, const std::vector<int>& socks, size_t inner_offset, Steering* out,
+                      std::string* err) {
+  const size_t lanes = 2 * cpus.size();
+  if (socks.size() != lanes || socks.empty()) {
+    *err = "receive steering needs " + std::to_string(lanes) + " sockets, got " + std::to_string(socks.size());
+    return false;
+  }
+  // The sockets, by lane.
+  bpf_attr sattr{};
+  sattr.map_type = BPF_MAP_TYPE_REUSEPORT_SOCKARRAY;
+  sattr.key_size = 4;
+  sattr.value_size = 8;
+  sattr.max_entries = static_cast<uint32_t>(lanes);
+  const int smap = static_cast<int>(bpf(BPF_MAP_CREATE, &sattr));
+  if (smap < 0) {
+    *err = std::string("bpf(BPF_MAP_CREATE) reuseport socket array: ") + std::strerror(errno);
+    return false;
+  }
+  for (uint32_t i = 0; i < lanes; ++i) {
+    const uint64_t fd = static_cast<uint64_t>(socks[i]);
+    bpf_attr u{};
+    u.map_fd = static_cast<uint32_t>(smap);
+    u.key = reinterpret_cast<uint64_t>(&i);
+    u.value = reinterpret_cast<uint64_t>(&fd);
+    u.flags = BPF_ANY;
+    if (bpf(BPF_MAP_UPDATE_ELEM, &u) < 0) {
+      *err = std::string("reuseport socket array, socket ") + std::to_string(i) + ": " + std::strerror(errno);
+      ::close(smap);
+      return false;
+    }
+  }
+  Maps m;
+  if (!make_maps(lanes, &m, err)) {
+    ::close(smap);
+    return false;
+  }
+  const int32_t ip = static_cast<int32_t>(8 + inner_offset);  // the inner IPv4 header, from the UDP header
+  enum { kNoPorts = kFrontLabels, kPorts, kHash };
+  Asm a;
+  a.op(BPF_ALU64 | BPF_MOV | BPF_X, BPF_REG_6, BPF_REG_1, 0, 0);  // r6 = ctx (sk_reuseport_md)
+  // Copies of the inner IPv4 header and of what follows it; a datagram too short for them is left
+  // to the kernel's hash (the worker drops it).
+  auto load_bytes = [&](int32_t off, uint8_t off_reg, int16_t slot, int32_t len) {
+    a.op(BPF_ALU64 | BPF_MOV | BPF_X, BPF_REG_1, BPF_REG_6, 0, 0);
+    if (off_reg) {
+      a.op(BPF_ALU64 | BPF_MOV | BPF_X, BPF_REG_2, off_reg, 0, 0);
+      a.op(BPF_ALU64 | BPF_ADD | BPF_K, BPF_REG_2, 0, 0, off);
+    } else {
+      a.op(BPF_ALU64 | BPF_MOV | BPF_K, BPF_REG_2, 0, 0, off);
+    }
+    a.op(BPF_ALU64 | BPF_MOV | BPF_X, BPF_REG_3, BPF_REG_10, 0, 0);
+    a.op(BPF_ALU64 | BPF_ADD | BPF_K, BPF_REG_3, 0, 0, slot);
+    a.op(BPF_ALU64 | BPF_MOV | BPF_K, BPF_REG_4, 0, 0, len);
+    a.op(BPF_JMP | BPF_CALL, 0, 0, 0, BPF_FUNC_skb_load_bytes);
+    a.jump(BPF_JMP | BPF_JNE | BPF_K, BPF_REG_0, 0, kHash);
+  };
+  load_bytes(ip, 0, kHdrSlot, 20);
+  a.op(BPF_LDX | BPF_MEM | BPF_B, BPF_REG_7, BPF_REG_10, kHdrSlot, 0);  // version | IHL
+  a.op(BPF_ALU64 | BPF_AND | BPF_K, BPF_REG_7, 0, 0, 0xf);
+  a.op(BPF_ALU64 | BPF_LSH | BPF_K, BPF_REG_7, 0, 0, 2);          // r7 = IPv4 header length
+  a.op(BPF_LDX | BPF_MEM | BPF_W, BPF_REG_8, BPF_REG_10, kHdrSlot + 12, 0);  // saddr
+  a.op(BPF_LDX | BPF_MEM | BPF_W, BPF_REG_0, BPF_REG_10, kHdrSlot + 16, 0);  // daddr
+  a.op(BPF_ALU64 | BPF_XOR | BPF_X, BPF_REG_8, BPF_REG_0, 0, 0);  // r8 = saddr ^ daddr
+  a.op(BPF_LDX | BPF_MEM | BPF_B, BPF_REG_9, BPF_REG_10, kHdrSlot + 9, 0);   // r9 = protocol
+  // Flags and fragment offset as stored (network order): the offset and MF are 0x3fff in network
+  // order, 0xff3f as loaded on a little-endian machine.
+  a.op(BPF_LDX | BPF_MEM | BPF_H, BPF_REG_0, BPF_REG_10, kHdrSlot + 6, 0);
+  a.op(BPF_ALU64 | BPF_MOV | BPF_X, BPF_REG_1, BPF_REG_0, 0, 0);
+  a.op(BPF_ALU64 | BPF_AND | BPF_K, BPF_REG_1, 0, 0, __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__ ? 0xff3f : 0x3fff);
+  a.jump(BPF_JMP | BPF_JNE | BPF_K, BPF_REG_1, 0, kNoPorts);     // a fragment: no ports to read
+  a.jump(BPF_JMP | BPF_JEQ | BPF_K, BPF_REG_9, 6, kPorts);          // TCP
+  a.jump(BPF_JMP | BPF_JEQ | BPF_K, BPF_REG_9, 17, kPorts);         // UDP
+  a.jump(BPF_JMP | BPF_JNE | BPF_K, BPF_REG_9, 1, kNoPorts);        // not ICMP
+  // ICMP: the echo identifier stands in for the ports, as in the TUN's program.
+  load_bytes(ip + 4, BPF_REG_7, kPortsSlot, 2);
+  a.op(BPF_LDX | BPF_MEM | BPF_H, BPF_REG_0, BPF_REG_10, kPortsSlot, 0);
+  a.op(BPF_ALU64 | BPF_LSH | BPF_K, BPF_REG_0, 0, 0, 8);
+  a.op(BPF_ALU64 | BPF_XOR | BPF_X, BPF_REG_9, BPF_REG_0, 0, 0);
+  a.jump(BPF_JMP | BPF_JA, 0, 0, kNoPorts);
+  a.bind(kPorts);
+  load_bytes(ip, BPF_REG_7, kPortsSlot, 4);
+  a.op(BPF_LDX | BPF_MEM | BPF_H, BPF_REG_0, BPF_REG_10, kPortsSlot, 0);
+  a.op(BPF_LDX | BPF_MEM | BPF_H, BPF_REG_1, BPF_REG_10, kPortsSlot + 2, 0);
+  a.op(BPF_ALU64 | BPF_XOR | BPF_X, BPF_REG_0, BPF_REG_1, 0, 0);
+  a.op(BPF_ALU64 | BPF_LSH | BPF_K, BPF_REG_0, 0, 0, 8);
+  a.op(BPF_ALU64 | BPF_XOR | BPF_X, BPF_REG_9, BPF_REG_0, 0, 0);
+  a.bind(kNoPorts);
+  a.op(BPF_STX | BPF_MEM | BPF_W, BPF_REG_10, BPF_REG_8, kKeySlot, 0);
+  a.op(BPF_STX | BPF_MEM | BPF_W, BPF_REG_10, BPF_REG_9, kKeySlot + 4, 0);
+  flow_choice(a, m, cpus);
+  // The flow's lane is the socket.
+  a.op(BPF_STX | BPF_MEM | BPF_W, BPF_REG_10, BPF_REG_0, kLaneSlot, 0);
+  a.op(BPF_ALU64 | BPF_MOV | BPF_X, BPF_REG_1, BPF_REG_6, 0, 0);
+  a.load_map(BPF_REG_2, smap);
+  a.op(BPF_ALU64 | BPF_MOV | BPF_X, BPF_REG_3, BPF_REG_10, 0, 0);
+  a.op(BPF_ALU64 | BPF_ADD | BPF_K, BPF_REG_3, 0, 0, kLaneSlot);
+  a.op(BPF_ALU64 | BPF_MOV | BPF_K, BPF_REG_4, 0, 0, 0);
+  a.op(BPF_JMP | BPF_CALL, 0, 0, 0, BPF_FUNC_sk_select_reuseport);  // failing, the kernel's hash picks
+  a.bind(kHash);
+  a.op(BPF_ALU64 | BPF_MOV | BPF_K, BPF_REG_0, 0, 0, SK_PASS);
+  a.op(BPF_JMP | BPF_EXIT, 0, 0, 0, 0);
+  const bool ok = load("receive steering", BPF_PROG_TYPE_SK_REUSEPORT, BPF_SK_REUSEPORT_SELECT, a.finish(), m, lanes,
+                       out, err);
+  ::close(smap);
+  if (!ok) return false;
+  if (::setsockopt(socks[0], SOL_SOCKET, SO_ATTACH_REUSEPORT_EBPF, &out->prog_fd, sizeof out->prog_fd) < 0) {
+    *err = std::string("SO_ATTACH_REUSEPORT_EBPF: ") + std::strerror(errno);
+    unload_steering(out);
+    return false;
+  }
+  return true;
+}
+
+void unload_steering(Steering* s) {
+  if (s->prog_fd >= 0) ::close(s->prog_fd);
+  if (s->drained) ::munmap(s->drained, s->mapped);
+  *s = Steering();
 }
 
 }  // namespace vxnet

@@ -1,10 +1,26 @@
-// CPU-local steering (DatapathOptions::cpu_local): the programs that keep a packet on the CPU it
-// arrived on. The reuseport group of the receiving sockets hands a datagram to the worker of the CPU
-// that received it (UdpSocket::steer_by_cpu), and a TUN hands a new flow from the stack to the queue
-// of the CPU that sent its first packet and keeps it there while the flow is active (this program,
-// with its flow table: per-packet steering would reorder TCP, whose data also leaves from the CPU
-// that processes its ACKs). With the workers pinned one per CPU, a round trip whose ends run on one
-// CPU wakes no thread on another CPU: no inter-processor interrupt, no idle CPU to bring back.
+// CPU-local steering with light and bulk lanes (DatapathOptions::cpu_local): the eBPF programs that
+// keep a flow on the CPU it arrived on, and keep request/response traffic out of the queues that
+// bulk transfers fill.
+//
+// Each worker q (pinned to cpus[q]) owns two lanes on each side: TUN queues q (light) and n + q
+// (bulk), receiving sockets q (light) and n + q (bulk), n = cpus.size(). The TUN's steering program
+// picks the queue of a packet from the stack, the reuseport program of the receiving sockets the
+// socket of a datagram. Both keep a flow table (an LRU hash keyed by the flow, the same for both
+// directions) and decide alike (flow_choice in cpu_steering.cc):
+// - a new flow goes to the light lane of the CPU it was sent from or received on;
+// - a flow whose burst (packets less than 5 ms apart; a TSO super-packet or a GRO train counts
+//   one) passes 32 packets moves to the bulk lane of its worker, once the light lane has been
+//   drained since the flow's previous packet (the drain clock below): nothing of it is left
+//   behind there, so the move cannot reorder it;
+// - after a pause of 5 ms that followed a small burst, a flow moves to the light lane of the
+//   current CPU, again once its lane has been drained since its last packet; after 50 ms, any flow.
+// Each lane has its own thread, pinned to the worker's CPU; the light lane's thread asks for a
+// short scheduler slice and preempts the bulk lane's when a packet wakes it. So a ping waits behind
+// no bulk data at either host: not in a FIFO queue (the TUN queue at the sender, the socket at the
+// receiver, which a bulk transfer keeps milliseconds deep) and not for a busy worker
+// (docs/datapath.md, "Under bulk load").
+// With the workers pinned one per CPU, a round trip whose ends run on one CPU wakes no thread on
+// another CPU: no inter-processor interrupt, no idle CPU to bring back.
 #pragma once
 
 #include <cstddef>
@@ -14,28 +30,36 @@
 
 namespace vxnet {
 
-// The TUN steering program and the drain clock it reads.
-struct TunSteering {
+// A loaded steering program and the drain clock it reads.
+struct Steering {
   int prog_fd = -1;  // holds its maps
-  // drained[q] (CLOCK_MONOTONIC ns), written by worker q, read by the program: everything the TUN
-  // queued for queue q before that time has been read and sent. Shared memory with a BPF array
-  // (BPF_F_MMAPABLE); 0 until the worker first drains its queue.
+  // drained[lane] (CLOCK_MONOTONIC ns), written by the lane's worker, read by the program: all the
+  // lane's packets queued before that time have been read and handled. Shared memory with a BPF
+  // array (BPF_F_MMAPABLE); 0 until the worker first drains the lane.
   uint64_t* drained = nullptr;
+  size_t lanes = 0;   // entries at `drained`: 2 * cpus
   size_t mapped = 0;  // bytes mapped at `drained`
 };
 
-// Loads an eBPF socket-filter program for TUNSETSTEERINGEBPF. It returns a known flow's queue; a new
-// flow gets the queue of the current CPU: i for cpus[i], for any other CPU its number (the TUN takes
-// the result modulo its queues). A known flow moves to the current CPU's queue after a pause: of
-// 5 ms when the burst before it was small (request/response traffic) and its queue has been drained
-// since its last packet (the drain clock), of 50 ms in any case (cpu_steering.cc: kIdleNs,
-// kSmallBurst, kLongIdleNs). Flows are keyed by an LRU hash of (saddr ^ daddr, protocol and ports
-// or ICMP echo identifier), the same for both directions. False with *err.
-bool load_tun_cpu_steering(const std::vector<int>& cpus, TunSteering* out, std::string* err);
-// Closes the program and unmaps the drain clock (after the workers have stopped).
-void unload_tun_steering(TunSteering* s);
+// The lanes of worker q of n: light q, bulk n + q.
+inline size_t light_lane(size_t q) { return q; }
+inline size_t bulk_lane(size_t n, size_t q) { return n + q; }
 
+// Loads the TUN's program (an eBPF socket filter for TUNSETSTEERINGEBPF, the result a queue index:
+// the TUN must have 2 * cpus.size() queues). A packet too short for its IPv4 header goes to queue 0.
+// False with *err.
+bool load_tun_steering(const std::vector<int>& cpus, Steering* out, std::string* err);
 // Attaches `prog_fd` to the TUN of `tun_fd` (every queue of the device): false with *err.
 bool attach_tun_steering(int tun_fd, int prog_fd, std::string* err);
+
+// Loads the receiving sockets' program (SK_REUSEPORT) over `socks` (2 * cpus.size() sockets of one
+// reuseport group, in lane order) and attaches it to the group. The inner IPv4 header starts
+// `inner_offset` bytes after the UDP header (0 for flannel's udp, 8 + 14 for VXLAN); a datagram too
+// short for it is left to the kernel's hash. False with *err.
+bool load_rx_steering(const std::vector<int>& cpus, const std::vector<int>& socks, size_t inner_offset, Steering* out,
+                      std::string* err);
+
+// Closes the program and unmaps the drain clock (after the workers have stopped).
+void unload_steering(Steering* s);
 
 }  // namespace vxnet

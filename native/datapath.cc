@@ -84,7 +84,7 @@ void name_thread(std::thread& t, const char* role, uint32_t i) {
 }  // namespace
 
 struct Datapath::Worker {
-  CounterBlock* base = nullptr;  // base_ctr_[queue]
+  CounterBlock* base = nullptr;  // base_ctr_[lane]
   Snapshot<NetworkSet>::Reader* reader = nullptr;
   // Version of the network set this worker's state was last built from; UINT64_MAX once it has
   // exited (it holds nothing then).
@@ -125,7 +125,7 @@ void Network::totals(uint64_t* out) const {
   out[static_cast<size_t>(Ctr::Count) + static_cast<size_t>(Drop::TxTunQueueFull)] += tun_drops_.tx_dropped();
 }
 
-std::vector<uint64_t> Network::worker_packets() const {
+std::vector<uint64_t> Network::lane_packets() const {
   std::vector<uint64_t> out;
   for (const auto& c : ctr_) {
     out.push_back(c->get(static_cast<size_t>(Ctr::TxPackets)));
@@ -150,7 +150,15 @@ Datapath::Datapath(const DatapathOptions& opts) : opts_(opts) {
   if (opts_.batch > 1024) opts_.batch = 1024;
   if (opts_.queues == 0) opts_.queues = 1;
   if (opts_.encap.kind == EncapKind::Udp) opts_.default_network = true;  // udp: one network, no VNI
-  for (uint32_t q = 0; q < opts_.queues; ++q) base_ctr_.push_back(std::make_unique<CounterBlock>());
+  // One worker: left to the scheduler, nothing to steer. More workers than CPUs: those beyond the
+  // CPUs would get no flows, so the flow hash spreads them instead. Otherwise worker q runs on the
+  // q-th CPU and owns that CPU's flows (two threads there: its light and its bulk lane); the CPUs
+  // beyond the workers' fall back to the flow hash.
+  if (opts_.cpu_local && opts_.queues > 1) {
+    cpus_ = allowed_cpus();
+    cpus_.resize(opts_.queues <= cpus_.size() ? opts_.queues : 0);
+  }
+  for (uint32_t l = 0; l < lanes(); ++l) base_ctr_.push_back(std::make_unique<CounterBlock>());
   NetworkSet set;
   if (opts_.default_network) {
     NetworkOptions n;
@@ -193,27 +201,19 @@ bool Datapath::open(std::string* err) {
   own_ports_.clear();
   own_ports_.push_back(opts_.port);
   stop_fd_ = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-  for (uint32_t q = 0; q < opts_.queues && stop_fd_ >= 0; ++q) {
+  for (uint32_t l = 0; l < lanes() && stop_fd_ >= 0; ++l) {
     const int fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     if (fd < 0) break;
     wake_fds_.push_back(fd);
   }
   opened_ = true;
-  if (stop_fd_ < 0 || wake_fds_.size() != opts_.queues) {
+  if (stop_fd_ < 0 || wake_fds_.size() != lanes()) {
     *err = std::string("eventfd: ") + std::strerror(errno);
     stop();
     return false;
   }
-  // One worker: left to the scheduler, nothing to steer. More workers than CPUs: those beyond the
-  // CPUs would get no flows, so the flow hash spreads them instead. Otherwise worker q runs on the
-  // q-th CPU and owns that CPU's flows; the CPUs beyond the workers' fall back to the flow hash.
-  cpus_.clear();
-  if (opts_.cpu_local && opts_.queues > 1) {
-    cpus_ = allowed_cpus();
-    cpus_.resize(opts_.queues <= cpus_.size() ? opts_.queues : 0);
-  }
   if (!cpus_.empty()) {
-    if (!load_tun_cpu_steering(cpus_, &steering_, err)) {
+    if (!load_tun_steering(cpus_, &tun_steer_, err)) {
       stop();
       return false;
     }
@@ -221,7 +221,7 @@ bool Datapath::open(std::string* err) {
   if (opts_.default_network) {
     Network& n = *networks_.front();
     n.bind(opts_, own_ports_, stop_fd_, stopping_);
-    if (!n.open_tun(opts_.queues, opts_.offload, opts_.tun_queue_len, false, err) || !steer(n, err)) {
+    if (!n.open_tun(lanes(), opts_.offload, opts_.tun_queue_len, false, err) || !steer(n, err)) {
       stop();
       return false;
     }
@@ -229,11 +229,11 @@ bool Datapath::open(std::string* err) {
     offload_.tun_tso = n.tun_tso();
     offload_.tun_uso = n.tun_uso();
   }
-  for (uint32_t q = 0; q < opts_.queues; ++q) {
+  for (uint32_t r = 0; r < lanes(); ++r) {
     UdpSocketOptions rx;
     rx.bind_ip = opts_.bind_ip;
     rx.port = opts_.port;
-    rx.reuseport = opts_.queues > 1;
+    rx.reuseport = lanes() > 1;
     rx.gro = opts_.offload;
     rx.rcvbuf = opts_.sock_buf;
     rx_socks_.push_back(std::make_unique<UdpSocket>());
@@ -242,6 +242,8 @@ bool Datapath::open(std::string* err) {
       return false;
     }
     offload_.udp_gro = offload_.udp_gro && rx_socks_.back()->gro();
+  }
+  for (uint32_t q = 0; q < opts_.queues; ++q) {
     for (size_t k = 0; k < kTxPorts; ++k) {
       UdpSocketOptions tx;
       tx.bind_ip = opts_.bind_ip;
@@ -258,9 +260,13 @@ bool Datapath::open(std::string* err) {
       own_ports_.push_back(tx_socks_.back()->port());
     }
   }
-  if (!cpus_.empty() && !rx_socks_.front()->steer_by_cpu(cpus_, err)) {
-    stop();
-    return false;
+  if (!cpus_.empty()) {
+    std::vector<int> fds;
+    for (const auto& r : rx_socks_) fds.push_back(r->fd());
+    if (!load_rx_steering(cpus_, fds, encap_overhead(opts_.encap.kind), &rx_steer_, err)) {
+      stop();
+      return false;
+    }
   }
   offload_.cpu_local = !cpus_.empty();
   return true;
@@ -273,13 +279,13 @@ bool Datapath::start(std::string* err) {
   }
   if (running_) return true;
   stopping_.store(false);
-  for (uint32_t q = 0; q < opts_.queues; ++q) {
+  for (uint32_t l = 0; l < lanes(); ++l) {
     workers_.push_back(std::make_unique<Worker>());
     Worker* w = workers_.back().get();
-    w->base = base_ctr_[q].get();
+    w->base = base_ctr_[l].get();
     w->reader = nets_.add_reader();
-    w->thread = std::thread([this, w, q] { worker_loop(w, q); });
-    name_thread(w->thread, "wk", q);
+    w->thread = std::thread([this, w, l] { worker_loop(w, l); });
+    name_thread(w->thread, l < opts_.queues ? "wk" : "bk", l % opts_.queues);
   }
   running_ = true;
   return true;
@@ -309,12 +315,13 @@ void Datapath::stop() {
   stop_fd_ = -1;
   for (int fd : wake_fds_) ::close(fd);
   wake_fds_.clear();
-  unload_tun_steering(&steering_);  // the workers, which write its drain clock, have stopped
+  unload_steering(&tun_steer_);  // the workers, which write the drain clocks, have stopped
+  unload_steering(&rx_steer_);
   reclaim();
 }
 
 bool Datapath::steer(Network& n, std::string* err) const {
-  return steering_.prog_fd < 0 || attach_tun_steering(n.tun_fd(0), steering_.prog_fd, err);
+  return tun_steer_.prog_fd < 0 || attach_tun_steering(n.tun_fd(0), tun_steer_.prog_fd, err);
 }
 
 void Datapath::reclaim() {
@@ -364,7 +371,7 @@ uint32_t Datapath::add_network(const NetworkOptions& o, std::string* err) {
   const uint32_t id = next_id_++;
   std::unique_ptr<Network> net(new Network(id, opts, base_ctr_));
   net->bind(opts_, own_ports_, stop_fd_, stopping_);
-  if (!net->open_tun(opts_.queues, opts_.offload, opts_.tun_queue_len, true, err)) return kNoNetwork;
+  if (!net->open_tun(lanes(), opts_.offload, opts_.tun_queue_len, true, err)) return kNoNetwork;
   if (!steer(*net, err)) {
     net->close_fds();
     return kNoNetwork;
@@ -468,8 +475,8 @@ void Datapath::peer_totals(uint32_t slot, uint64_t* out4) const {
   }
 }
 
-std::vector<uint64_t> Datapath::worker_packets() const {
-  if (const Network* n = network(kDefaultNetwork)) return n->worker_packets();
+std::vector<uint64_t> Datapath::lane_packets() const {
+  if (const Network* n = network(kDefaultNetwork)) return n->lane_packets();
   return std::vector<uint64_t>(2 * base_ctr_.size(), 0);
 }
 
@@ -480,20 +487,33 @@ char kSockTag, kWakeTag;
 
 }  // namespace
 
-// One worker per queue serves both directions of its sockets and of its queue of every network's
-// TUN. It runs passes while there is work. Once every fd is drained it blocks in epoll_wait, except
-// after a light burst (a few packets since it last slept: request/response traffic, not a bulk
-// flow): then it first keeps polling without sleeping for up to busy_poll_us, so an answer arriving
-// within that window is handled without a thread wake-up. Bulk flows never spin.
+// One worker per lane (cpu_steering.h: with steering, each CPU's light and bulk lane; otherwise one
+// per queue) serves both directions of its socket and of its queue of every network's TUN. It runs
+// passes while there is work. Once every fd is drained it blocks in epoll_wait, except after a light
+// burst (a few packets since it last slept: request/response traffic, not a bulk flow): then it
+// first keeps polling without sleeping for up to busy_poll_us, so an answer arriving within that
+// window is handled without a thread wake-up. Bulk flows never spin. A light lane's worker asks the
+// scheduler for a short slice (slice_us), a bulk lane's does not: when a light lane's packet wakes
+// its worker, it preempts the CPU's bulk work at once instead of waiting for that work's slice to
+// end (docs/datapath.md, "Under bulk load").
 //
 // The networks come from the NetworkSet snapshot entered at the top of every loop: when its version
 // changed (a network added or removed, or peers changed), the worker rebuilds its per-network state
 // (TUN queue and transmit pass for a new network, epoll registration; a removed network's state
 // destroyed and its fd taken out of epoll) before any pass, then announces the version it now serves
 // (`seen`): a removed network's fds are closed only once every worker has announced a later one.
-void Datapath::worker_loop(Worker* w, uint32_t q) {
+// A bulk lane's worker asks for kBulkSlice times the light lanes' slice: long enough that a waking
+// light lane preempts it (EEVDF prefers the shorter request), short enough that the two hosts' bulk
+// workers sharing a CPU take turns finely (a sender running for milliseconds overfills the peer's
+// socket: measured, docs/datapath.md "Under bulk load").
+constexpr uint32_t kBulkSlice = 3;
+constexpr uint32_t kMaxSliceUs = 100000;  // the kernel's limit
+
+void Datapath::worker_loop(Worker* w, uint32_t lane) {
+  const uint32_t q = lane % opts_.queues;  // the CPU's index among the workers'
+  const bool bulk = lane >= opts_.queues;
   if (!cpus_.empty()) pin_to(cpus_[q]);
-  request_slice(opts_.slice_us);
+  request_slice(bulk ? std::min<uint32_t>(opts_.slice_us * kBulkSlice, kMaxSliceUs) : opts_.slice_us);
   // What this worker keeps per network it serves.
   struct Local {
     Network* net;
@@ -506,8 +526,8 @@ void Datapath::worker_loop(Worker* w, uint32_t q) {
   };
   std::vector<std::unique_ptr<Local>> locals;
   TunBuffers bufs(opts_.batch);  // shared by this worker's TUN queues: its passes run one at a time
-  UdpSocket& rx_sock = *rx_socks_[q];
-  UdpSocket* tx_socks[kTxPorts];
+  UdpSocket& rx_sock = *rx_socks_[lane];
+  UdpSocket* tx_socks[kTxPorts];  // the CPU's: its light and bulk workers share them
   for (size_t k = 0; k < kTxPorts; ++k) tx_socks[k] = tx_socks_[q * kTxPorts + k].get();
   RxNets rx_nets;
   RxPass rx(opts_.encap.kind, opts_.batch, rx_sock, *w->base, rx_nets);
@@ -520,7 +540,7 @@ void Datapath::worker_loop(Worker* w, uint32_t q) {
     return ::epoll_ctl(ep, op, fd, &ev) == 0;
   };
   ok = ok && watch(EPOLL_CTL_ADD, rx_sock.fd(), &kSockTag) && watch(EPOLL_CTL_ADD, stop_fd_, &kWakeTag) &&
-       watch(EPOLL_CTL_ADD, wake_fds_[q], &kWakeTag);
+       watch(EPOLL_CTL_ADD, wake_fds_[lane], &kWakeTag);
   uint64_t version = 0;
   std::vector<epoll_event> evs(4);
   // Rebuilds the per-network state from `set`; false when epoll refused a TUN fd.
@@ -535,8 +555,8 @@ void Datapath::worker_loop(Worker* w, uint32_t q) {
       } else {
         Network* n = e.net;
         l.reset(new Local{n, nullptr, nullptr, RxNet(), nullptr, true});
-        CounterBlock& ctr = n->counters(q);
-        l->tun.reset(new TunQueue(n->tun_fd(q), offload_.vnet_hdr, opts_.batch, &ctr, &bufs));
+        CounterBlock& ctr = n->counters(lane);
+        l->tun.reset(new TunQueue(n->tun_fd(lane), offload_.vnet_hdr, opts_.batch, &ctr, &bufs));
         l->tx.reset(new TxPass(n->env(), *l->tun, tx_socks, kTxPorts, ctr, opts_.icmp_per_sec));
         l->rx.env = &n->env();
         l->rx.tun = l->tun.get();
@@ -562,31 +582,41 @@ void Datapath::worker_loop(Worker* w, uint32_t q) {
   const uint64_t spin_ns = static_cast<uint64_t>(opts_.busy_poll_us) * 1000;
   bool sock_ready = true;
   size_t burst = 0;  // packets handled since the worker last slept
-  // This queue's slot of the steering program's drain clock (cpu_local), and what it last got.
-  uint64_t* const drained = steering_.drained ? steering_.drained + q : nullptr;
-  uint64_t published = 0;
+  // This lane's entries of the steering programs' drain clocks (cpu_local), and what they last got.
+  const bool clocked = tun_steer_.drained != nullptr && rx_steer_.drained != nullptr;
+  uint64_t* const tun_clock = clocked ? tun_steer_.drained + lane : nullptr;
+  uint64_t* const rx_clock = clocked ? rx_steer_.drained + lane : nullptr;
+  uint64_t tun_published = 0, rx_published = 0, rx_drained_at = 0;
   while (ok && !stopping_.load(std::memory_order_relaxed)) {
     const NetworkSet* set = w->reader->enter();
     if (set->version != version) ok = refresh(*set);
     bool more = false;
     for (auto& l : locals) {
       if (l->tun_ready) {
-        const uint64_t t0 = drained ? now_ns() : 0;
+        const uint64_t t0 = clocked ? now_ns() : 0;
         l->tun_ready = !l->tx->run(*l->table, &burst);
         if (!l->tun_ready) l->drained_at = t0;  // all queued before t0 was read, and is sent
       }
       more = more || l->tun_ready;
     }
-    if (drained) {
-      // The TUN steering program moves an idle flow off this queue only once this passes its last packet.
+    if (sock_ready) {
+      const uint64_t t0 = clocked ? now_ns() : 0;
+      sock_ready = !rx.run(&burst);
+      if (!sock_ready) rx_drained_at = t0;  // all received before t0 was read, and is written
+    }
+    if (clocked) {
+      // The steering programs move a flow off this lane only once its clock passes the flow's last packet.
       uint64_t t = UINT64_MAX;
       for (auto& l : locals) t = std::min(t, l->drained_at);
-      if (t != UINT64_MAX && t > published) {
-        __atomic_store_n(drained, t, __ATOMIC_RELEASE);
-        published = t;
+      if (t != UINT64_MAX && t > tun_published) {
+        __atomic_store_n(tun_clock, t, __ATOMIC_RELEASE);
+        tun_published = t;
+      }
+      if (rx_drained_at > rx_published) {
+        __atomic_store_n(rx_clock, rx_drained_at, __ATOMIC_RELEASE);
+        rx_published = rx_drained_at;
       }
     }
-    if (sock_ready) sock_ready = !rx.run(&burst);
     w->reader->leave();
     if (more || sock_ready) continue;  // a full batch: more may be waiting
     const int max = static_cast<int>(evs.size());
@@ -610,7 +640,7 @@ void Datapath::worker_loop(Worker* w, uint32_t q) {
         sock_ready = true;
       } else if (tag == &kWakeTag) {
         uint64_t v;
-        if (::read(wake_fds_[q], &v, sizeof v) < 0) { /* the stop fd, or already drained */ }
+        if (::read(wake_fds_[lane], &v, sizeof v) < 0) { /* the stop fd, or already drained */ }
       } else {
         static_cast<Local*>(tag)->tun_ready = true;
       }

@@ -1,7 +1,10 @@
-// The forwarding engine: a TUN device and UDP sockets joined by worker threads, one per queue.
-// Each worker owns one TUN queue (TunQueue), one receiving UDP socket (bound to the port, the
-// queues' sockets sharing it with SO_REUSEPORT) and a few sending sockets on ephemeral ports (the
-// outer source port: one per inner-flow hash bucket), and runs two passes:
+// The forwarding engine: a TUN device and UDP sockets joined by worker threads, one per lane.
+// Without steering a worker has one lane: one TUN queue (TunQueue), one receiving UDP socket (bound
+// to the port, the lanes' sockets sharing it with SO_REUSEPORT) and one thread. With CPU-local
+// steering each worker has a light and a bulk lane, each with its own TUN queue, socket and thread,
+// both threads pinned to the worker's CPU (cpu_steering.h). A worker's lanes share a few sending
+// sockets on ephemeral ports (the outer source port: one per inner-flow hash bucket). Each lane's
+// thread runs two passes:
 //   tx pass: TUN --read batch--> cut TSO, route, encapsulate (in place) --sendmmsg batch--> peers
 //   rx pass: peers --recvmmsg batch--> split GRO trains, validate, decapsulate --coalesce, writev--> TUN
 // Several networks (one VNI, TUN, route table and counter set each) may share the sockets and
@@ -37,7 +40,7 @@ struct DatapathOptions {
   uint32_t queues = 1;   // TUN queues = workers = UDP sockets (SO_REUSEPORT)
   uint32_t sock_buf = opt::kSockBuf.def;
   uint32_t tun_queue_len = opt::kTunQueueLen.def;  // every network's TUN: packets per queue (txqueuelen)
-  uint32_t icmp_per_sec = opt::kIcmpPerSec.def;  // rate limit of generated ICMP errors, per tx worker
+  uint32_t icmp_per_sec = opt::kIcmpPerSec.def;  // rate limit of generated ICMP errors, per worker thread (lane)
   bool offload = true;          // TUN TSO + UDP GSO/GRO + receive coalescing, where the kernel has them
   uint32_t busy_poll_us = opt::kBusyPollUs.def;  // after work, poll without sleeping this long before blocking (0: never)
   uint32_t slice_us = opt::kSliceUs.def;  // workers' scheduler slice request (EEVDF, Linux >= 6.12); 0: the default
@@ -102,7 +105,8 @@ class Network {
   bool tun_uso() const { return uso_; }
   CounterBlock& counters(size_t worker) { return *ctr_[worker]; }
   void totals(uint64_t* out) const;  // adds this network's counters into out[kNumCounters]
-  std::vector<uint64_t> worker_packets() const;
+  // Inner packets sent and received by each lane's worker: [tx, rx] per lane (Datapath::lanes()).
+  std::vector<uint64_t> lane_packets() const;
 
  private:
   const uint32_t id_;
@@ -187,8 +191,11 @@ class Datapath {
   // are datapath-wide: every network's peers share one space).
   void totals(uint64_t* out) const;
   void peer_totals(uint32_t slot, uint64_t* out4) const;
-  // Inner packets sent and received by each worker ([tx, rx] per worker) for the default network.
-  std::vector<uint64_t> worker_packets() const;
+  // Inner packets sent and received by each lane's worker ([tx, rx] per lane: with steering the
+  // light lanes' workers, then the bulk lanes') for the default network.
+  std::vector<uint64_t> lane_packets() const;
+  // Worker threads: one per queue, or per CPU one for its light and one for its bulk lane.
+  uint32_t lanes() const { return cpus_.empty() ? opts_.queues : 2 * opts_.queues; }
 
   // The default network's routes (nullptr without one).
   const RouteTable* current_table() const { return routes_of(kDefaultNetwork); }
@@ -199,7 +206,7 @@ class Datapath {
     std::unique_ptr<Network> net;
     uint64_t version;  // the first set without it
   };
-  void worker_loop(Worker* w, uint32_t queue);
+  void worker_loop(Worker* w, uint32_t lane);
   void publish_set(const NetworkSet& next);  // copies `next` with a new version, publishes, wakes workers
   void wake_workers();
   bool steer(Network& n, std::string* err) const;  // attaches the TUN steering program, if any
@@ -208,7 +215,9 @@ class Datapath {
   DatapathOptions opts_;
   OffloadState offload_;
   std::string tun_name_;
-  std::vector<std::unique_ptr<UdpSocket>> rx_socks_;  // one per queue, bound to the port
+  // Bound to the port: one per queue, or with steering (lanes() == 2 * queues) worker q's light lane
+  // at q and its bulk lane at queues + q.
+  std::vector<std::unique_ptr<UdpSocket>> rx_socks_;
   std::vector<std::unique_ptr<UdpSocket>> tx_socks_;  // kTxPorts per queue
   std::vector<uint16_t> own_ports_;                   // every port we send from (loop detection)
   int stop_fd_ = -1;  // eventfd that wakes every worker on stop
@@ -229,7 +238,9 @@ class Datapath {
   // cpu_local in effect (1 < queues <= CPUs): the first `queues` CPUs the process may run on, in
   // order. Worker q runs on cpus_[q] and gets that CPU's packets (reuseport and TUN programs).
   std::vector<int> cpus_;
-  TunSteering steering_;  // the TUN steering program (cpu_steering.h), attached to every network's TUN
+  // Steering programs (cpu_steering.h), with cpus_: the TUN's, attached to every network's TUN, and
+  // the receiving sockets'.
+  Steering tun_steer_, rx_steer_;
 };
 
 }  // namespace vxnet

@@ -61,25 +61,6 @@ bool UdpSocket::open(const UdpSocketOptions& o, std::string* err) {
   return true;
 }
 
-bool UdpSocket::steer_by_cpu(const std::vector<int>& cpus, std::string* err) {
-  // Classic BPF run by the reuseport group for every datagram: A = the receiving CPU, then one
-  // compare per CPU returning its socket's index; an index past the group's end (the last return)
-  // makes the kernel fall back to its flow hash.
-  std::vector<sock_filter> prog;
-  prog.push_back(sock_filter{BPF_LD | BPF_W | BPF_ABS, 0, 0, static_cast<uint32_t>(SKF_AD_OFF + SKF_AD_CPU)});
-  for (size_t i = 0; i < cpus.size(); ++i) {
-    prog.push_back(sock_filter{BPF_JMP | BPF_JEQ | BPF_K, 0, 1, static_cast<uint32_t>(cpus[i])});
-    prog.push_back(sock_filter{BPF_RET | BPF_K, 0, 0, static_cast<uint32_t>(i)});
-  }
-  prog.push_back(sock_filter{BPF_RET | BPF_K, 0, 0, 0xffffffffu});
-  sock_fprog fp{static_cast<unsigned short>(prog.size()), prog.data()};
-  if (setsockopt(fd_, SOL_SOCKET, SO_ATTACH_REUSEPORT_CBPF, &fp, sizeof fp) < 0) {
-    *err = std::string("SO_ATTACH_REUSEPORT_CBPF: ") + std::strerror(errno);
-    return false;
-  }
-  return true;
-}
-
 void UdpSocket::close() {
   if (fd_ >= 0) ::close(fd_);
   fd_ = -1;

@@ -51,10 +51,6 @@ class UdpSocket {
   uint16_t port() const { return port_; }  // the bound port (the kernel's choice for port 0)
   bool gso() const { return gso_; }
   bool gro() const { return gro_; }
-  // For the reuseport group this socket belongs to: a datagram received on cpus[i] goes to the
-  // group's i-th socket (the order of binding); on any other CPU the group picks by flow hash.
-  // False with *err when the kernel refuses the program.
-  bool steer_by_cpu(const std::vector<int>& cpus, std::string* err);
 
  private:
   int fd_ = -1;

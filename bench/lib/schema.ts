@@ -10,11 +10,11 @@ export type BackendName = BackendKind;
 /** The reference every ratio is taken against. */
 export const REFERENCE: BackendName = 'kernel-vxlan';
 
-export const METRIC_KEYS = ['tcp1Gbps', 'tcp4Gbps', 'rttP50Us', 'rttP99Us', 'pps64', 'pps64NoLoss', 'loss64', 'cpuSecPerGB', 'rssMB'] as const;
+export const METRIC_KEYS = ['tcp1Gbps', 'tcp4Gbps', 'rttP50Us', 'rttP99Us', 'rttLoadP50Us', 'rttLoadP99Us', 'pps64', 'pps64NoLoss', 'loss64', 'cpuSecPerGB', 'rssMB'] as const;
 export type MetricKey = (typeof METRIC_KEYS)[number];
 
 /** Metrics added after results were first stored: a result without them (older JSON) is still valid. */
-export const LATER_METRIC_KEYS: ReadonlySet<MetricKey> = new Set(['pps64NoLoss']);
+export const LATER_METRIC_KEYS: ReadonlySet<MetricKey> = new Set(['pps64NoLoss', 'rttLoadP50Us', 'rttLoadP99Us']);
 
 export interface MetricInfo {
   label: string;
@@ -28,6 +28,8 @@ export const METRICS: Record<MetricKey, MetricInfo> = {
   tcp4Gbps: { label: 'TCP, 4 streams', unit: 'Gbit/s', higherIsBetter: true },
   rttP50Us: { label: 'RTT p50', unit: 'µs', higherIsBetter: false },
   rttP99Us: { label: 'RTT p99', unit: 'µs', higherIsBetter: false },
+  rttLoadP50Us: { label: 'RTT p50 beside 4 TCP streams', unit: 'µs', higherIsBetter: false },
+  rttLoadP99Us: { label: 'RTT p99 beside 4 TCP streams', unit: 'µs', higherIsBetter: false },
   pps64: { label: '64-byte forwarding', unit: 'packets/s', higherIsBetter: true },
   pps64NoLoss: { label: '64-byte zero-loss rate (≤ 0.1 % loss)', unit: 'packets/s', higherIsBetter: true },
   loss64: { label: '64-byte loss', unit: 'fraction', higherIsBetter: false },

@@ -60,6 +60,8 @@ export interface BackendStats {
   drops: Record<string, number>;
   /** Userspace: inner packets each worker sent and received. */
   workers?: Array<{ txPackets: number; rxPackets: number }>;
+  /** With CPU-local steering: each worker's light and bulk lane (DatapathStats.lanes). */
+  lanes?: Array<{ worker: number; lane: 'light' | 'bulk'; txPackets: number; rxPackets: number }>;
   /** Userspace: which offloads the kernel accepted. */
   offload?: Record<string, boolean>;
 }

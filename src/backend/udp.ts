@@ -52,7 +52,7 @@ export class UserspaceNetwork implements BackendNetwork {
       skippedPeers: this.filter.skipped,
     };
     if (this.closed) return { ...base, peers: [], counters: {}, drops: {} };
-    const { drops, peers, workers, offload, ...counters } = this.datapath.stats();
+    const { drops, peers, workers, lanes, offload, ...counters } = this.datapath.stats();
     const macs = new Map(this.datapath.peers.map((r) => [formatCidr(r.subnet), r.vtepMac]));
     return {
       ...base,
@@ -60,6 +60,7 @@ export class UserspaceNetwork implements BackendNetwork {
       counters,
       drops,
       workers,
+      lanes,
       offload: { ...offload },
     };
   }

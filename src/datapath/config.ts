@@ -44,9 +44,12 @@ export interface DatapathConfig {
   /**
    * Keep each flow on one CPU (default true; with one worker, or more workers than CPUs, it does
    * nothing: stats().offload.cpuLocal says whether it is in effect): worker q runs only
-   * on the q-th CPU the process may use, a received datagram goes to the worker of the CPU that
-   * received it, and a new flow from the TUN to the worker of the CPU that sent its first packet,
-   * where it stays while active. A round trip then wakes no thread on another CPU. The spread over
+   * on the q-th CPU the process may use, a new flow goes to the worker of the CPU that received
+   * its first datagram or sent its first packet into the TUN, where it stays while active. A round
+   * trip then wakes no thread on another CPU. Each worker then has a light and a bulk lane (a
+   * thread, a TUN queue and a socket each; stats().lanes): a flow whose bursts pass 32 packets
+   * moves to the bulk lane, so a ping or a request never waits behind a bulk transfer
+   * (docs/datapath.md, "CPU-local steering" and "Under bulk load"). The spread over
    * workers comes from where senders run and from the underlay's receive spread (NIC RSS or RPS by
    * the outer ports, which still carry the flow hash); on a single-queue NIC without RPS every
    * datagram lands on one worker, as in the kernel's own vxlan path. False: workers float, flows

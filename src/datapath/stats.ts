@@ -9,8 +9,14 @@ export interface DatapathStats extends DatapathCounters {
   /** Dropped packets by reason (every reason present, zero or not). */
   drops: Record<string, number>;
   peers: PeerStats[];
-  /** Inner packets each worker thread sent and received (is the load spread over the cores?). */
+  /** Inner packets each worker (one per queue; with CPU-local steering, one per CPU) sent and received (is the load spread over the cores?). */
   workers: Array<{ txPackets: number; rxPackets: number }>;
+  /**
+   * With CPU-local steering, each worker's two lanes (a thread each): `light` carries flows whose
+   * bursts are small (pings, requests), `bulk` the rest (docs/datapath.md, "Under bulk load").
+   * Empty without steering.
+   */
+  lanes: Array<{ worker: number; lane: 'light' | 'bulk'; txPackets: number; rxPackets: number }>;
   /** Which offloads the kernel accepted. */
   offload: DatapathOffloads;
 }
@@ -28,7 +34,20 @@ export function buildStats(vals: Float64Array, peers: PeerStats[], wc: Float64Ar
   DROP_REASONS.forEach((reason, i) => {
     drops[reason] = vals[COUNTER_NAMES.length + i];
   });
+  // [tx, rx] per lane thread: with steering the light lanes' (worker 0..n-1), then the bulk lanes'.
+  const pairs: Array<{ txPackets: number; rxPackets: number }> = [];
+  for (let i = 0; i + 1 < wc.length; i += 2) pairs.push({ txPackets: wc[i], rxPackets: wc[i + 1] });
   const workers: DatapathStats['workers'] = [];
-  for (let i = 0; i + 1 < wc.length; i += 2) workers.push({ txPackets: wc[i], rxPackets: wc[i + 1] });
-  return { ...counters, drops, peers, workers, offload };
+  const lanes: DatapathStats['lanes'] = [];
+  if (offload.cpuLocal && pairs.length % 2 === 0) {
+    const n = pairs.length / 2;
+    for (let i = 0; i < n; i++) {
+      const [light, bulk] = [pairs[i], pairs[n + i]];
+      workers.push({ txPackets: light.txPackets + bulk.txPackets, rxPackets: light.rxPackets + bulk.rxPackets });
+      lanes.push({ worker: i, lane: 'light', ...light }, { worker: i, lane: 'bulk', ...bulk });
+    }
+  } else {
+    workers.push(...pairs);
+  }
+  return { ...counters, drops, peers, workers, lanes, offload };
 }

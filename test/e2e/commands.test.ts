@@ -41,7 +41,7 @@ test('vxnet bench --quick (one backend): runs, writes a schema-valid JSON and SV
   const doc = JSON.parse(readFileSync(json, 'utf8')) as { backends: Record<string, Record<string, unknown>> };
   assert.deepEqual(validateResult(doc), []);
   const hg = doc.backends['host-gw'];
-  for (const k of ['tcp1Gbps', 'tcp4Gbps', 'rttP50Us', 'rttP99Us', 'pps64', 'pps64NoLoss', 'loss64', 'cpuSecPerGB', 'rssMB', 'daemonCpuSecPerGB']) {
+  for (const k of ['tcp1Gbps', 'tcp4Gbps', 'rttP50Us', 'rttP99Us', 'rttLoadP50Us', 'rttLoadP99Us', 'pps64', 'pps64NoLoss', 'loss64', 'cpuSecPerGB', 'rssMB', 'daemonCpuSecPerGB']) {
     assert.equal(typeof hg[k], 'number', `host-gw.${k} measured`);
   }
   // The zero-loss search kept its paced trials, each with the requested and the achieved rate.

@@ -125,6 +125,16 @@ function workerCpus(pid: number): Map<number, number[]> {
   return out;
 }
 
+/** The CPUs each lane thread (`vxnet-wkN`: light, `vxnet-bkN`: bulk) of `pid` may run on, by wkN / bkN. */
+function laneThreads(pid: number): Map<string, number[]> {
+  const out = new Map<string, number[]>();
+  for (const tid of execFileSync('ls', [`/proc/${pid}/task`], { encoding: 'utf8' }).split('\n').filter(Boolean)) {
+    const m = /^vxnet-((?:wk|bk)\d+)$/.exec(readFileSync(`/proc/${pid}/task/${tid}/comm`, 'utf8').trim());
+    if (m) out.set(m[1], allowedCpus(`${pid}/task/${tid}`));
+  }
+  return out;
+}
+
 /** The CPUs this process may use when there are at least two (cpuLocal steers by CPU); else `t` is skipped. */
 function twoCpus(t: TestContext): number[] | undefined {
   const allowed = allowedCpus('self');
@@ -223,6 +233,60 @@ test('cpuLocal: a request/response flow whose sender moves to another CPU follow
       const on0 = moved(mid, after, h, 0, dir);
       assert.ok(on1 >= count - answered - slack, `after the move: host ${h + 1} worker 1 ${dir} +${on1} of ${count - answered} (worker 0 +${on0})`);
       assert.ok(on0 <= slack, `after the move: host ${h + 1} worker 0 ${dir} +${on0}: the flow stayed behind`);
+    }
+    for (const d of dps) await d.close();
+  });
+});
+
+test('cpuLocal: light and bulk lanes: a bulk transfer moves to its worker\'s bulk lane at both hosts, a ping from the same CPU beside it stays on the light lanes both ways, the lanes\' threads pinned', { timeout: 150000 }, async (t) => {
+  const allowed = twoCpus(t);
+  if (!allowed) return;
+  await withBed(2, async (bed) => {
+    const [h1, h2] = bed.hosts;
+    const dps = await mesh(bed, 'vxlan', [h1, h2], { queues: 2 });
+    for (const [i, d] of dps.entries()) {
+      const ns = [h1, h2][i].ns;
+      const threads = laneThreads(d.child.pid!);
+      assert.deepEqual([...threads.keys()].sort(), ['bk0', 'bk1', 'wk0', 'wk1'], 'a light (wk) and a bulk (bk) thread per worker');
+      for (const [name, cpus] of threads) assert.deepEqual(cpus, [allowed[Number(name.slice(2))]], `${name} pinned to its worker's CPU`);
+      const link = (await bed.execOk(ns, ['ip', '-d', 'link', 'show', 'vxnet0'])).replace(/\s+/g, ' ');
+      assert.match(link, /numqueues 4/, `two TUN queues per worker: ${link}`);
+      const socks = (await bed.execOk(ns, ['ss', '-Huan', 'sport = :8472'])).trim().split('\n').filter(Boolean);
+      assert.equal(socks.length, 4, `two receiving sockets per worker: ${socks.join(' | ')}`);
+    }
+    // Both the bulk transfer and the ping are sent from the first CPU: without lanes they share
+    // worker 0's TUN queue at h1 and its socket at h2 (the ping then waits behind the bulk data,
+    // docs/datapath.md "Under bulk load").
+    const cpu = allowed[0];
+    const bulk = iperf3Tcp(bed, h2.containerNs, h2.containerIp!, h1.containerNs, { seconds: 5, streams: 2, clientCpu: cpu });
+    bulk.catch(() => undefined);  // awaited below
+    await new Promise((r) => setTimeout(r, 1500));  // past the flows' first bursts, which start light
+    const before = await Promise.all(dps.map((d) => d.stats()));
+    const pings = 60;
+    const p = await bed.exec(h1.containerNs, ['taskset', '-c', String(cpu), 'ping', '-n', '-c', String(pings), '-i', '0.02', '-W', '2', h2.containerIp!]);
+    const after = await Promise.all(dps.map((d) => d.stats()));
+    const out = await bulk;
+    assert.match(p.stdout, new RegExp(` ${pings} received`), p.stdout);
+    assert.ok(out.bytes > 10 * 1024 * 1024, `TCP moved ${out.bytes} bytes`);
+    const lane = (h: number, kind: 'light' | 'bulk', dir: 'txPackets' | 'rxPackets') => {
+      const at = (s: typeof before[number]) => s.lanes.filter((l) => l.lane === kind && l.worker === 0).reduce((n, l) => n + l[dir], 0);
+      return at(after[h]) - at(before[h]);
+    };
+    const shown = JSON.stringify(after.map((s, h) => s.lanes.map((l) => `${l.lane}${l.worker} tx+${l.txPackets - before[h].lanes.find((b) => b.lane === l.lane && b.worker === l.worker)!.txPackets} rx+${l.rxPackets - before[h].lanes.find((b) => b.lane === l.lane && b.worker === l.worker)!.rxPackets}`)));
+    // The data: h1 sends it, h2 receives it, on worker 0's bulk lane; of the light lane's packets in
+    // that direction all but a few are the pings (a flow that pauses for 50 ms starts over light).
+    for (const [h, dir] of [[0, 'txPackets'], [1, 'rxPackets']] as const) {
+      assert.ok(lane(h, 'bulk', dir) > 20 * lane(h, 'light', dir) && lane(h, 'bulk', dir) > 10000, `host ${h + 1} ${dir}: the bulk data on the bulk lane ${shown}`);
+      assert.ok(lane(h, 'light', dir) >= pings, `host ${h + 1} ${dir}: every echo request on the light lane ${shown}`);
+      assert.ok(lane(h, 'light', dir) <= pings + 40, `host ${h + 1} ${dir}: little else on the light lane ${shown}`);
+    }
+    // The replies: h2 sends them with the transfer's ACKs, h1 receives them; on the light lanes.
+    for (const [h, dir] of [[1, 'txPackets'], [0, 'rxPackets']] as const) {
+      assert.ok(lane(h, 'light', dir) >= pings, `host ${h + 1} ${dir}: every echo reply on the light lane ${shown}`);
+    }
+    for (const d of dps) {
+      const s = await d.stats();
+      for (const [reason, n] of Object.entries(s.drops)) if (reason.startsWith('rx_')) assert.equal(n, 0, `no ${reason}`);
     }
     for (const d of dps) await d.close();
   });

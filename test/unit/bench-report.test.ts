@@ -9,7 +9,7 @@ import { summarizeRuns } from '../../bench/lib/summary';
 import { backendSection } from '../../bench/lib/overlay';
 
 function sample(): BenchResult {
-  const fig = (k: number) => ({ tcp1Gbps: 3 * k, tcp4Gbps: 4 * k, rttP50Us: 50 / k, rttP99Us: 90 / k, pps64: 60000 * k, pps64NoLoss: 40000 * k, loss64: 0.1 / k, cpuSecPerGB: 1 / k, rssMB: 60 });
+  const fig = (k: number) => ({ tcp1Gbps: 3 * k, tcp4Gbps: 4 * k, rttP50Us: 50 / k, rttP99Us: 90 / k, rttLoadP50Us: 120 / k, rttLoadP99Us: 400 / k, pps64: 60000 * k, pps64NoLoss: 40000 * k, loss64: 0.1 / k, cpuSecPerGB: 1 / k, rssMB: 60 });
   return {
     machine: { cpus: 2, kernel: '6.1.0', cpuModel: 'Test CPU <x>' },
     quick: true,
