@@ -493,9 +493,9 @@ char kSockTag, kWakeTag;
 // burst (a few packets since it last slept: request/response traffic, not a bulk flow): then it
 // first keeps polling without sleeping for up to busy_poll_us, so an answer arriving within that
 // window is handled without a thread wake-up. Bulk flows never spin. A light lane's worker asks the
-// scheduler for a short slice (slice_us), a bulk lane's does not: when a light lane's packet wakes
-// its worker, it preempts the CPU's bulk work at once instead of waiting for that work's slice to
-// end (docs/datapath.md, "Under bulk load").
+// scheduler for a short slice (slice_us), a bulk lane's for kBulkSlice times that: when a light
+// lane's packet wakes its worker, it preempts the CPU's bulk work at once instead of waiting for
+// that work's slice to end (docs/datapath.md, "Under bulk load").
 //
 // The networks come from the NetworkSet snapshot entered at the top of every loop: when its version
 // changed (a network added or removed, or peers changed), the worker rebuilds its per-network state

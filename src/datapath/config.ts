@@ -34,6 +34,7 @@ export interface DatapathConfig {
   /**
    * Scheduler slice the workers request, in µs (EEVDF, Linux >= 6.12; default 100, 0 = the
    * kernel's): a worker woken by a packet preempts a CPU-bound task at once instead of after its slice.
+   * With CPU-local steering the light lanes' threads request it, the bulk lanes' three times it.
    */
   sliceUs?: number;
   /**
