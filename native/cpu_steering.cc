@@ -76,6 +76,12 @@ class Asm {
 constexpr int32_t kIdleNs = 5 * 1000 * 1000;
 constexpr int32_t kLongIdleNs = 50 * 1000 * 1000;
 constexpr int32_t kSmallBurst = 32;
+// A lane counts as drained past a packet only if its worker emptied it at least this long after the
+// program placed the packet: the program runs before the packet reaches the queue (the TUN's ring,
+// through the device's qdisc; the socket's receive queue), and a worker that looked in between saw
+// an empty lane. Without the margin a flow moved to the bulk lane overtook its own last light
+// packet: 24 reorderings in one of four runs of the e2e reordering test.
+constexpr int32_t kDrainSlackNs = 200 * 1000;
 constexpr uint32_t kFlows = 65536;  // LRU entries (one per flow key)
 
 // Stack slots of the programs (offsets from r10).
@@ -95,30 +101,29 @@ struct Maps {
   size_t bytes = 0;
 };
 
+// A BPF map, or -1 with *err naming `what`.
+int create_map(bpf_map_type type, uint32_t key_size, uint32_t value_size, uint32_t entries, uint32_t flags, const char* what,
+               std::string* err) {
+  bpf_attr attr{};
+  attr.map_type = type;
+  attr.key_size = key_size;
+  attr.value_size = value_size;
+  attr.max_entries = entries;
+  attr.map_flags = flags;
+  const int fd = static_cast<int>(bpf(BPF_MAP_CREATE, &attr));
+  if (fd < 0) *err = std::string("bpf(BPF_MAP_CREATE) ") + what + ": " + std::strerror(errno);
+  return fd;
+}
+
 bool make_maps(size_t lanes, Maps* m, std::string* err) {
   // The flow table: key = (saddr ^ daddr, proto ^ (sport ^ dport) << 8; ICMP: the echo identifier
   // for the ports), the same for both directions of a flow; value = {lane, packets of its current
   // burst (counted up to kSmallBurst + 1), last packet's time in ns}.
-  bpf_attr mattr{};
-  mattr.map_type = BPF_MAP_TYPE_LRU_HASH;
-  mattr.key_size = 8;
-  mattr.value_size = 16;
-  mattr.max_entries = kFlows;
-  m->flows = static_cast<int>(bpf(BPF_MAP_CREATE, &mattr));
-  if (m->flows < 0) {
-    *err = std::string("bpf(BPF_MAP_CREATE) flow table: ") + std::strerror(errno);
-    return false;
-  }
+  m->flows = create_map(BPF_MAP_TYPE_LRU_HASH, 8, 16, kFlows, 0, "flow table", err);
+  if (m->flows < 0) return false;
   // The drain clock: one u64 per lane, mapped into this process for the workers to write.
-  bpf_attr dattr{};
-  dattr.map_type = BPF_MAP_TYPE_ARRAY;
-  dattr.key_size = 4;
-  dattr.value_size = 8;
-  dattr.max_entries = static_cast<uint32_t>(lanes);
-  dattr.map_flags = BPF_F_MMAPABLE;
-  m->clock = static_cast<int>(bpf(BPF_MAP_CREATE, &dattr));
+  m->clock = create_map(BPF_MAP_TYPE_ARRAY, 4, 8, static_cast<uint32_t>(lanes), BPF_F_MMAPABLE, "drain clock", err);
   if (m->clock < 0) {
-    *err = std::string("bpf(BPF_MAP_CREATE) drain clock: ") + std::strerror(errno);
     ::close(m->flows);
     return false;
   }
@@ -136,7 +141,9 @@ bool make_maps(size_t lanes, Maps* m, std::string* err) {
 
 // The flow decision (cpu_steering.h). On entry the flow key is at kKeySlot; it ends at kDone with
 // r0 = the flow's lane. Uses r7-r9; r6 is left alone.
-void flow_choice(Asm& a, const Maps& m, const std::vector<int>& cpus) {
+// `promote`: whether a flow may move to a bulk lane (lane + n); without, every flow stays on the light
+// lanes 0..n-1 (the receiving sockets': see load_rx_steering).
+void flow_choice(Asm& a, const Maps& m, const std::vector<int>& cpus, bool promote) {
   const int32_t n = static_cast<int32_t>(cpus.size());
   a.load_map(BPF_REG_1, m.flows);
   a.op(BPF_ALU64 | BPF_MOV | BPF_X, BPF_REG_2, BPF_REG_10, 0, 0);
@@ -159,6 +166,7 @@ void flow_choice(Asm& a, const Maps& m, const std::vector<int>& cpus) {
   a.jump(BPF_JMP | BPF_JLE | BPF_K, BPF_REG_1, kSmallBurst, kKeep);
   a.bind(kBulk);                                                  // a bulk burst: on a light lane, move
   a.op(BPF_LDX | BPF_MEM | BPF_W, BPF_REG_0, BPF_REG_7, 0, 0);    // r0 = its lane
+  if (!promote) a.jump(BPF_JMP | BPF_JGE | BPF_K, BPF_REG_0, 0, kDone);  // (always: no bulk lane here)
   a.jump(BPF_JMP | BPF_JGE | BPF_K, BPF_REG_0, n, kKeep);         // already bulk (or beyond the lanes)
   a.op(BPF_STX | BPF_MEM | BPF_W, BPF_REG_10, BPF_REG_0, kLaneSlot, 0);
   a.load_map(BPF_REG_1, m.clock);
@@ -167,7 +175,9 @@ void flow_choice(Asm& a, const Maps& m, const std::vector<int>& cpus) {
   a.op(BPF_JMP | BPF_CALL, 0, 0, 0, BPF_FUNC_map_lookup_elem);
   a.jump(BPF_JMP | BPF_JEQ | BPF_K, BPF_REG_0, 0, kKeep);
   a.op(BPF_LDX | BPF_MEM | BPF_DW, BPF_REG_1, BPF_REG_0, 0, 0);   // r1 = drained
-  a.jump_x(BPF_JMP | BPF_JGE | BPF_X, BPF_REG_9, BPF_REG_1, kKeep);  // its previous packet may still be queued there
+  a.op(BPF_ALU64 | BPF_MOV | BPF_X, BPF_REG_3, BPF_REG_9, 0, 0);
+  a.op(BPF_ALU64 | BPF_ADD | BPF_K, BPF_REG_3, 0, 0, kDrainSlackNs);
+  a.jump_x(BPF_JMP | BPF_JGE | BPF_X, BPF_REG_3, BPF_REG_1, kKeep);  // its previous packet may still be queued there
   a.op(BPF_LDX | BPF_MEM | BPF_W, BPF_REG_0, BPF_REG_7, 0, 0);
   a.op(BPF_ALU64 | BPF_ADD | BPF_K, BPF_REG_0, 0, 0, n);          // the same worker's bulk lane
   a.op(BPF_STX | BPF_MEM | BPF_W, BPF_REG_7, BPF_REG_0, 0, 0);
@@ -190,7 +200,9 @@ void flow_choice(Asm& a, const Maps& m, const std::vector<int>& cpus) {
   a.op(BPF_JMP | BPF_CALL, 0, 0, 0, BPF_FUNC_map_lookup_elem);
   a.jump(BPF_JMP | BPF_JEQ | BPF_K, BPF_REG_0, 0, kKeep);         // a lane beyond the clock: stays
   a.op(BPF_LDX | BPF_MEM | BPF_DW, BPF_REG_1, BPF_REG_0, 0, 0);   // r1 = drained
-  a.jump_x(BPF_JMP | BPF_JGE | BPF_X, BPF_REG_9, BPF_REG_1, kKeep);  // last >= drained: it may still be queued
+  a.op(BPF_ALU64 | BPF_MOV | BPF_X, BPF_REG_3, BPF_REG_9, 0, 0);
+  a.op(BPF_ALU64 | BPF_ADD | BPF_K, BPF_REG_3, 0, 0, kDrainSlackNs);
+  a.jump_x(BPF_JMP | BPF_JGE | BPF_X, BPF_REG_3, BPF_REG_1, kKeep);  // last + slack >= drained: it may still be queued
   a.op(BPF_ALU64 | BPF_MOV | BPF_X, BPF_REG_0, BPF_REG_8, 0, 0);  // r0 = now
   a.jump(BPF_JMP | BPF_JA, 0, 0, kPlace);
   a.bind(kMiss);
@@ -305,7 +317,7 @@ bool load_tun_steering(const std::vector<int>& cpus, Steering* out, std::string*
   a.bind(kNoPorts);
   a.op(BPF_STX | BPF_MEM | BPF_W, BPF_REG_10, BPF_REG_8, kKeySlot, 0);
   a.op(BPF_STX | BPF_MEM | BPF_W, BPF_REG_10, BPF_REG_9, kKeySlot + 4, 0);
-  flow_choice(a, m, cpus);
+  flow_choice(a, m, cpus, true);
   a.op(BPF_JMP | BPF_EXIT, 0, 0, 0, 0);                           // the queue: the flow's lane
   return load("TUN steering", BPF_PROG_TYPE_SOCKET_FILTER, static_cast<bpf_attach_type>(0), a.finish(), m, lanes,
               out, err);
@@ -322,22 +334,14 @@ bool attach_tun_steering(int tun_fd, int prog_fd, std::string* err) {
 
 bool load_rx_steering(const std::vector<int>& cpus, const std::vector<int>& socks, size_t inner_offset, Steering* out,
                       std::string* err) {
-  const size_t lanes = 2 * cpus.size();
+  const size_t lanes = cpus.size();  // one socket per worker: received flows stay on the light lanes
   if (socks.size() != lanes || socks.empty()) {
-    *err = "receive steering needs " + std::to_string(lanes) + " sockets, got " + std::to_string(socks.size());
+    *err = "receive steering needs " + std::to_string(lanes) + " sockets (one per worker), got " + std::to_string(socks.size());
     return false;
   }
   // The sockets, by lane.
-  bpf_attr sattr{};
-  sattr.map_type = BPF_MAP_TYPE_REUSEPORT_SOCKARRAY;
-  sattr.key_size = 4;
-  sattr.value_size = 8;
-  sattr.max_entries = static_cast<uint32_t>(lanes);
-  const int smap = static_cast<int>(bpf(BPF_MAP_CREATE, &sattr));
-  if (smap < 0) {
-    *err = std::string("bpf(BPF_MAP_CREATE) reuseport socket array: ") + std::strerror(errno);
-    return false;
-  }
+  const int smap = create_map(BPF_MAP_TYPE_REUSEPORT_SOCKARRAY, 4, 8, static_cast<uint32_t>(lanes), 0, "reuseport socket array", err);
+  if (smap < 0) return false;
   for (uint32_t i = 0; i < lanes; ++i) {
     const uint64_t fd = static_cast<uint64_t>(socks[i]);
     bpf_attr u{};
@@ -409,7 +413,7 @@ bool load_rx_steering(const std::vector<int>& cpus, const std::vector<int>& sock
   a.bind(kNoPorts);
   a.op(BPF_STX | BPF_MEM | BPF_W, BPF_REG_10, BPF_REG_8, kKeySlot, 0);
   a.op(BPF_STX | BPF_MEM | BPF_W, BPF_REG_10, BPF_REG_9, kKeySlot + 4, 0);
-  flow_choice(a, m, cpus);
+  flow_choice(a, m, cpus, false);
   // The flow's lane is the socket.
   a.op(BPF_STX | BPF_MEM | BPF_W, BPF_REG_10, BPF_REG_0, kLaneSlot, 0);
   a.op(BPF_ALU64 | BPF_MOV | BPF_X, BPF_REG_1, BPF_REG_6, 0, 0);

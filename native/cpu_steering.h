@@ -2,23 +2,26 @@
 // keep a flow on the CPU it arrived on, and keep request/response traffic out of the queues that
 // bulk transfers fill.
 //
-// Each worker q (pinned to cpus[q]) owns two lanes on each side: TUN queues q (light) and n + q
-// (bulk), receiving sockets q (light) and n + q (bulk), n = cpus.size(). The TUN's steering program
-// picks the queue of a packet from the stack, the reuseport program of the receiving sockets the
-// socket of a datagram. Both keep a flow table (an LRU hash keyed by the flow, the same for both
-// directions) and decide alike (flow_choice in cpu_steering.cc):
+// Each worker q (pinned to cpus[q]) owns two lanes on the sending side: TUN queues q (light) and
+// n + q (bulk), n = cpus.size(), each read by its own thread; and one receiving socket (socket q of
+// the reuseport group), read by the light lane's thread. The TUN's steering program picks the
+// queue of a packet from the stack, the reuseport program of the receiving sockets the socket of
+// a datagram. Both keep a flow table (an LRU hash keyed by the flow, the same for both directions)
+// and decide alike (flow_choice in cpu_steering.cc):
 // - a new flow goes to the light lane of the CPU it was sent from or received on;
-// - a flow whose burst (packets less than 5 ms apart; a TSO super-packet or a GRO train counts
-//   one) passes 32 packets moves to the bulk lane of its worker, once the light lane has been
-//   drained since the flow's previous packet (the drain clock below): nothing of it is left
-//   behind there, so the move cannot reorder it;
-// - after a pause of 5 ms that followed a small burst, a flow moves to the light lane of the
+// - (TUN only) a flow whose burst (packets less than 5 ms apart; a TSO super-packet counts one)
+//   passes 32 packets moves to the bulk lane of its worker, once the light lane has been drained
+//   since the flow's previous packet (the drain clock below; by a pass that began at least 200 µs
+//   after that packet was placed, which covers its way from the program to the queue): nothing of
+//   it is left behind there, so the move does not reorder it;
+// - after a pause of 5 ms that followed a small burst, a light flow moves to the light lane of the
 //   current CPU, again once its lane has been drained since its last packet; after 50 ms, any flow.
-// Each lane has its own thread, pinned to the worker's CPU; the light lane's thread asks for a
-// short scheduler slice and preempts the bulk lane's when a packet wakes it. So a ping waits behind
-// no bulk data at either host: not in a FIFO queue (the TUN queue at the sender, the socket at the
-// receiver, which a bulk transfer keeps milliseconds deep) and not for a busy worker
+// Received flows are not split into lanes: the same move on the receiving sockets (light and bulk
+// socket per worker) reordered TCP in 4 of 10 transfers, and its cause was not found
 // (docs/datapath.md, "Under bulk load").
+// The light lane's thread asks for a short scheduler slice and preempts the bulk lane's when a
+// packet wakes it, so a ping leaving a host waits neither in the FIFO queue a bulk transfer keeps
+// full (the TUN queue) nor for a busy thread (docs/datapath.md, "Under bulk load").
 // With the workers pinned one per CPU, a round trip whose ends run on one CPU wakes no thread on
 // another CPU: no inter-processor interrupt, no idle CPU to bring back.
 #pragma once
@@ -37,7 +40,7 @@ struct Steering {
   // lane's packets queued before that time have been read and handled. Shared memory with a BPF
   // array (BPF_F_MMAPABLE); 0 until the worker first drains the lane.
   uint64_t* drained = nullptr;
-  size_t lanes = 0;   // entries at `drained`: 2 * cpus
+  size_t lanes = 0;   // entries at `drained`: 2 * cpus (TUN), cpus (receiving sockets)
   size_t mapped = 0;  // bytes mapped at `drained`
 };
 
@@ -52,8 +55,9 @@ bool load_tun_steering(const std::vector<int>& cpus, Steering* out, std::string*
 // Attaches `prog_fd` to the TUN of `tun_fd` (every queue of the device): false with *err.
 bool attach_tun_steering(int tun_fd, int prog_fd, std::string* err);
 
-// Loads the receiving sockets' program (SK_REUSEPORT) over `socks` (2 * cpus.size() sockets of one
-// reuseport group, in lane order) and attaches it to the group. The inner IPv4 header starts
+// Loads the receiving sockets' program (SK_REUSEPORT) over `socks` (cpus.size() sockets of one
+// reuseport group, socket q for worker q) and attaches it to the group: a flow on the socket of the
+// CPU that received its first datagram, following its sender after a pause as above. The inner IPv4 header starts
 // `inner_offset` bytes after the UDP header (0 for flannel's udp, 8 + 14 for VXLAN); a datagram too
 // short for it is left to the kernel's hash. False with *err.
 bool load_rx_steering(const std::vector<int>& cpus, const std::vector<int>& socks, size_t inner_offset, Steering* out,

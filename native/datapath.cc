@@ -229,11 +229,11 @@ bool Datapath::open(std::string* err) {
     offload_.tun_tso = n.tun_tso();
     offload_.tun_uso = n.tun_uso();
   }
-  for (uint32_t r = 0; r < lanes(); ++r) {
+  for (uint32_t r = 0; r < opts_.queues; ++r) {
     UdpSocketOptions rx;
     rx.bind_ip = opts_.bind_ip;
     rx.port = opts_.port;
-    rx.reuseport = lanes() > 1;
+    rx.reuseport = opts_.queues > 1;
     rx.gro = opts_.offload;
     rx.rcvbuf = opts_.sock_buf;
     rx_socks_.push_back(std::make_unique<UdpSocket>());
@@ -526,11 +526,12 @@ void Datapath::worker_loop(Worker* w, uint32_t lane) {
   };
   std::vector<std::unique_ptr<Local>> locals;
   TunBuffers bufs(opts_.batch);  // shared by this worker's TUN queues: its passes run one at a time
-  UdpSocket& rx_sock = *rx_socks_[lane];
+  // The worker's receiving socket is its light lane's (cpu_steering.h: received flows stay light).
+  UdpSocket* const rx_sock = bulk ? nullptr : rx_socks_[q].get();
   UdpSocket* tx_socks[kTxPorts];  // the CPU's: its light and bulk workers share them
   for (size_t k = 0; k < kTxPorts; ++k) tx_socks[k] = tx_socks_[q * kTxPorts + k].get();
   RxNets rx_nets;
-  RxPass rx(opts_.encap.kind, opts_.batch, rx_sock, *w->base, rx_nets);
+  std::unique_ptr<RxPass> rx(rx_sock ? new RxPass(opts_.encap.kind, opts_.batch, *rx_sock, *w->base, rx_nets) : nullptr);
   const int ep = ::epoll_create1(EPOLL_CLOEXEC);
   bool ok = ep >= 0;
   auto watch = [&](int op, int fd, void* tag) {
@@ -539,7 +540,7 @@ void Datapath::worker_loop(Worker* w, uint32_t lane) {
     ev.data.ptr = tag;
     return ::epoll_ctl(ep, op, fd, &ev) == 0;
   };
-  ok = ok && watch(EPOLL_CTL_ADD, rx_sock.fd(), &kSockTag) && watch(EPOLL_CTL_ADD, stop_fd_, &kWakeTag) &&
+  ok = ok && (!rx_sock || watch(EPOLL_CTL_ADD, rx_sock->fd(), &kSockTag)) && watch(EPOLL_CTL_ADD, stop_fd_, &kWakeTag) &&
        watch(EPOLL_CTL_ADD, wake_fds_[lane], &kWakeTag);
   uint64_t version = 0;
   std::vector<epoll_event> evs(4);
@@ -580,12 +581,12 @@ void Datapath::worker_loop(Worker* w, uint32_t lane) {
   };
   constexpr size_t kLightBurst = 8;  // packets since the last sleep up to which a spin is worth it
   const uint64_t spin_ns = static_cast<uint64_t>(opts_.busy_poll_us) * 1000;
-  bool sock_ready = true;
+  bool sock_ready = rx != nullptr;
   size_t burst = 0;  // packets handled since the worker last slept
   // This lane's entries of the steering programs' drain clocks (cpu_local), and what they last got.
   const bool clocked = tun_steer_.drained != nullptr && rx_steer_.drained != nullptr;
   uint64_t* const tun_clock = clocked ? tun_steer_.drained + lane : nullptr;
-  uint64_t* const rx_clock = clocked ? rx_steer_.drained + lane : nullptr;
+  uint64_t* const rx_clock = clocked && rx ? rx_steer_.drained + q : nullptr;
   uint64_t tun_published = 0, rx_published = 0, rx_drained_at = 0;
   while (ok && !stopping_.load(std::memory_order_relaxed)) {
     const NetworkSet* set = w->reader->enter();
@@ -601,7 +602,7 @@ void Datapath::worker_loop(Worker* w, uint32_t lane) {
     }
     if (sock_ready) {
       const uint64_t t0 = clocked ? now_ns() : 0;
-      sock_ready = !rx.run(&burst);
+      sock_ready = !rx->run(&burst);
       if (!sock_ready) rx_drained_at = t0;  // all received before t0 was read, and is written
     }
     if (clocked) {
@@ -612,7 +613,7 @@ void Datapath::worker_loop(Worker* w, uint32_t lane) {
         __atomic_store_n(tun_clock, t, __ATOMIC_RELEASE);
         tun_published = t;
       }
-      if (rx_drained_at > rx_published) {
+      if (rx_clock && rx_drained_at > rx_published) {
         __atomic_store_n(rx_clock, rx_drained_at, __ATOMIC_RELEASE);
         rx_published = rx_drained_at;
       }

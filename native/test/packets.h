@@ -1,4 +1,4 @@
-// Packet builders and the CHECK counter shared by the native test harnesses (check.cc, passes_check.cc): valid IPv4 TCP
+// Packet builders and the CHECK counter shared by the native test harnesses (check.cc, passes_check.cc, steering_check.cc): valid IPv4 TCP
 // and UDP packets with correct checksums and predictable payloads.
 #pragma once
 
