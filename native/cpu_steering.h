@@ -17,7 +17,7 @@
 // - after a pause of 5 ms that followed a small burst, a light flow moves to the light lane of the
 //   current CPU, again once its lane has been drained since its last packet; after 50 ms, any flow.
 // Received flows are not split into lanes: the same move on the receiving sockets (light and bulk
-// socket per worker) reordered TCP in 4 of 10 transfers, and its cause was not found
+// socket per worker) reordered TCP in 4 of 8 transfers, and its cause was not found
 // (docs/datapath.md, "Under bulk load").
 // The light lane's thread asks for a short scheduler slice and preempts the bulk lane's when a
 // packet wakes it, so a ping leaving a host waits neither in the FIFO queue a bulk transfer keeps

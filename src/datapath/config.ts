@@ -48,8 +48,8 @@ export interface DatapathConfig {
    * on the q-th CPU the process may use, a new flow goes to the worker of the CPU that received
    * its first datagram or sent its first packet into the TUN, where it stays while active. A round
    * trip then wakes no thread on another CPU. Each worker then has a light and a bulk lane (a
-   * thread, a TUN queue and a socket each; stats().lanes): a flow whose bursts pass 32 packets
-   * moves to the bulk lane, so a ping or a request never waits behind a bulk transfer
+   * thread and a TUN queue each; stats().lanes): a flow whose bursts pass 32 packets leaves on the
+   * bulk lane, so a ping or a request does not wait behind a bulk transfer on its way out
    * (docs/datapath.md, "CPU-local steering" and "Under bulk load"). The spread over
    * workers comes from where senders run and from the underlay's receive spread (NIC RSS or RPS by
    * the outer ports, which still carry the flow hash); on a single-queue NIC without RPS every
