@@ -76,12 +76,6 @@ class Asm {
 constexpr int32_t kIdleNs = 5 * 1000 * 1000;
 constexpr int32_t kLongIdleNs = 50 * 1000 * 1000;
 constexpr int32_t kSmallBurst = 32;
-// A lane counts as drained past a packet only if its worker emptied it at least this long after the
-// program placed the packet: the program runs before the packet reaches the queue (the TUN's ring,
-// through the device's qdisc; the socket's receive queue), and a worker that looked in between saw
-// an empty lane. Without the margin a flow moved to the bulk lane overtook its own last light
-// packet: 24 reorderings in one of four runs of the e2e reordering test.
-constexpr int32_t kDrainSlackNs = 200 * 1000;
 constexpr uint32_t kFlows = 65536;  // LRU entries (one per flow key)
 
 // Stack slots of the programs (offsets from r10).
@@ -175,9 +169,7 @@ void flow_choice(Asm& a, const Maps& m, const std::vector<int>& cpus, bool promo
   a.op(BPF_JMP | BPF_CALL, 0, 0, 0, BPF_FUNC_map_lookup_elem);
   a.jump(BPF_JMP | BPF_JEQ | BPF_K, BPF_REG_0, 0, kKeep);
   a.op(BPF_LDX | BPF_MEM | BPF_DW, BPF_REG_1, BPF_REG_0, 0, 0);   // r1 = drained
-  a.op(BPF_ALU64 | BPF_MOV | BPF_X, BPF_REG_3, BPF_REG_9, 0, 0);
-  a.op(BPF_ALU64 | BPF_ADD | BPF_K, BPF_REG_3, 0, 0, kDrainSlackNs);
-  a.jump_x(BPF_JMP | BPF_JGE | BPF_X, BPF_REG_3, BPF_REG_1, kKeep);  // its previous packet may still be queued there
+  a.jump_x(BPF_JMP | BPF_JGE | BPF_X, BPF_REG_9, BPF_REG_1, kKeep);  // its previous packet may still be queued there
   a.op(BPF_LDX | BPF_MEM | BPF_W, BPF_REG_0, BPF_REG_7, 0, 0);
   a.op(BPF_ALU64 | BPF_ADD | BPF_K, BPF_REG_0, 0, 0, n);          // the same worker's bulk lane
   a.op(BPF_STX | BPF_MEM | BPF_W, BPF_REG_7, BPF_REG_0, 0, 0);
@@ -200,9 +192,7 @@ void flow_choice(Asm& a, const Maps& m, const std::vector<int>& cpus, bool promo
   a.op(BPF_JMP | BPF_CALL, 0, 0, 0, BPF_FUNC_map_lookup_elem);
   a.jump(BPF_JMP | BPF_JEQ | BPF_K, BPF_REG_0, 0, kKeep);         // a lane beyond the clock: stays
   a.op(BPF_LDX | BPF_MEM | BPF_DW, BPF_REG_1, BPF_REG_0, 0, 0);   // r1 = drained
-  a.op(BPF_ALU64 | BPF_MOV | BPF_X, BPF_REG_3, BPF_REG_9, 0, 0);
-  a.op(BPF_ALU64 | BPF_ADD | BPF_K, BPF_REG_3, 0, 0, kDrainSlackNs);
-  a.jump_x(BPF_JMP | BPF_JGE | BPF_X, BPF_REG_3, BPF_REG_1, kKeep);  // last + slack >= drained: it may still be queued
+  a.jump_x(BPF_JMP | BPF_JGE | BPF_X, BPF_REG_9, BPF_REG_1, kKeep);  // last >= drained: it may still be queued
   a.op(BPF_ALU64 | BPF_MOV | BPF_X, BPF_REG_0, BPF_REG_8, 0, 0);  // r0 = now
   a.jump(BPF_JMP | BPF_JA, 0, 0, kPlace);
   a.bind(kMiss);

@@ -11,9 +11,8 @@
 // - a new flow goes to the light lane of the CPU it was sent from or received on;
 // - (TUN only) a flow whose burst (packets less than 5 ms apart; a TSO super-packet counts one)
 //   passes 32 packets moves to the bulk lane of its worker, once the light lane has been drained
-//   since the flow's previous packet (the drain clock below; by a pass that began at least 200 µs
-//   after that packet was placed, which covers its way from the program to the queue): nothing of
-//   it is left behind there, so the move does not reorder it;
+//   since the flow's previous packet (the drain clock below): nothing of it is left behind there,
+//   so the move does not reorder it;
 // - after a pause of 5 ms that followed a small burst, a light flow moves to the light lane of the
 //   current CPU, again once its lane has been drained since its last packet; after 50 ms, any flow.
 // Received flows are not split into lanes: the same move on the receiving sockets (light and bulk

@@ -102,8 +102,6 @@ static void tun_program(int c0, int c1) {
   bool stayed = true;
   for (int i = 0; i < 40; ++i) stayed = stayed && tun_lane(s.prog_fd, a) == 0;
   CHECK(stayed, "a long burst stays on the light lane while that lane was not drained after its previous packet");
-  s.drained[0] = mono_ns();
-  CHECK(tun_lane(s.prog_fd, a) == 0, "... nor by a pass that began within 200 µs of it (the packet may not have reached the queue)");
   sleep_ms(1);
   s.drained[0] = mono_ns();
   CHECK(tun_lane(s.prog_fd, a) == 2, "... and moves to its worker's bulk lane once it was");
