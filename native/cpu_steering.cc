@@ -133,12 +133,25 @@ bool make_maps(size_t lanes, Maps* m, std::string* err) {
   return true;
 }
 
-// The flow decision (cpu_steering.h). On entry the flow key is at kKeySlot; it ends at kDone with
-// r0 = the flow's lane. Uses r7-r9; r6 is left alone.
+// The flow decision (cpu_steering.h). On entry r8 and r9 hold the flow key's two words (addresses;
+// protocol and ports); it ends at kDone with r0 = the flow's lane. Uses r7-r9; r6 is left alone.
 // `promote`: whether a flow may move to a bulk lane (lane + n); without, every flow stays on the light
 // lanes 0..n-1 (the receiving sockets': see load_rx_steering).
 void flow_choice(Asm& a, const Maps& m, const std::vector<int>& cpus, bool promote) {
   const int32_t n = static_cast<int32_t>(cpus.size());
+  // Jumps to `keep` unless the drain clock of lane r0 passed the flow's previous packet (r9).
+  auto unless_drained = [&](int keep) {
+    a.op(BPF_STX | BPF_MEM | BPF_W, BPF_REG_10, BPF_REG_0, kLaneSlot, 0);
+    a.load_map(BPF_REG_1, m.clock);
+    a.op(BPF_ALU64 | BPF_MOV | BPF_X, BPF_REG_2, BPF_REG_10, 0, 0);
+    a.op(BPF_ALU64 | BPF_ADD | BPF_K, BPF_REG_2, 0, 0, kLaneSlot);
+    a.op(BPF_JMP | BPF_CALL, 0, 0, 0, BPF_FUNC_map_lookup_elem);
+    a.jump(BPF_JMP | BPF_JEQ | BPF_K, BPF_REG_0, 0, keep);           // a lane beyond the clock: stays
+    a.op(BPF_LDX | BPF_MEM | BPF_DW, BPF_REG_1, BPF_REG_0, 0, 0);     // r1 = drained
+    a.jump_x(BPF_JMP | BPF_JGE | BPF_X, BPF_REG_9, BPF_REG_1, keep);  // last >= drained: it may still be queued
+  };
+  a.op(BPF_STX | BPF_MEM | BPF_W, BPF_REG_10, BPF_REG_8, kKeySlot, 0);
+  a.op(BPF_STX | BPF_MEM | BPF_W, BPF_REG_10, BPF_REG_9, kKeySlot + 4, 0);
   a.load_map(BPF_REG_1, m.flows);
   a.op(BPF_ALU64 | BPF_MOV | BPF_X, BPF_REG_2, BPF_REG_10, 0, 0);
   a.op(BPF_ALU64 | BPF_ADD | BPF_K, BPF_REG_2, 0, 0, kKeySlot);
@@ -154,26 +167,20 @@ void flow_choice(Asm& a, const Maps& m, const std::vector<int>& cpus, bool promo
   a.op(BPF_ALU64 | BPF_SUB | BPF_X, BPF_REG_2, BPF_REG_9, 0, 0);  // r2 = now - last (signed: another CPU may have written a later time)
   a.jump(BPF_JMP | BPF_JSGT | BPF_K, BPF_REG_2, kIdleNs, kIdle);
   a.op(BPF_LDX | BPF_MEM | BPF_W, BPF_REG_1, BPF_REG_7, 4, 0);    // in a burst: count it (up to one past small)
-  a.jump(BPF_JMP | BPF_JGT | BPF_K, BPF_REG_1, kSmallBurst, kBulk);
+  a.jump(BPF_JMP | BPF_JGT | BPF_K, BPF_REG_1, kSmallBurst, promote ? kBulk : kKeep);
   a.op(BPF_ALU64 | BPF_ADD | BPF_K, BPF_REG_1, 0, 0, 1);
   a.op(BPF_STX | BPF_MEM | BPF_W, BPF_REG_7, BPF_REG_1, 4, 0);
   a.jump(BPF_JMP | BPF_JLE | BPF_K, BPF_REG_1, kSmallBurst, kKeep);
-  a.bind(kBulk);                                                  // a bulk burst: on a light lane, move
-  a.op(BPF_LDX | BPF_MEM | BPF_W, BPF_REG_0, BPF_REG_7, 0, 0);    // r0 = its lane
-  if (!promote) a.jump(BPF_JMP | BPF_JGE | BPF_K, BPF_REG_0, 0, kDone);  // (always: no bulk lane here)
-  a.jump(BPF_JMP | BPF_JGE | BPF_K, BPF_REG_0, n, kKeep);         // already bulk (or beyond the lanes)
-  a.op(BPF_STX | BPF_MEM | BPF_W, BPF_REG_10, BPF_REG_0, kLaneSlot, 0);
-  a.load_map(BPF_REG_1, m.clock);
-  a.op(BPF_ALU64 | BPF_MOV | BPF_X, BPF_REG_2, BPF_REG_10, 0, 0);
-  a.op(BPF_ALU64 | BPF_ADD | BPF_K, BPF_REG_2, 0, 0, kLaneSlot);
-  a.op(BPF_JMP | BPF_CALL, 0, 0, 0, BPF_FUNC_map_lookup_elem);
-  a.jump(BPF_JMP | BPF_JEQ | BPF_K, BPF_REG_0, 0, kKeep);
-  a.op(BPF_LDX | BPF_MEM | BPF_DW, BPF_REG_1, BPF_REG_0, 0, 0);   // r1 = drained
-  a.jump_x(BPF_JMP | BPF_JGE | BPF_X, BPF_REG_9, BPF_REG_1, kKeep);  // its previous packet may still be queued there
-  a.op(BPF_LDX | BPF_MEM | BPF_W, BPF_REG_0, BPF_REG_7, 0, 0);
-  a.op(BPF_ALU64 | BPF_ADD | BPF_K, BPF_REG_0, 0, 0, n);          // the same worker's bulk lane
-  a.op(BPF_STX | BPF_MEM | BPF_W, BPF_REG_7, BPF_REG_0, 0, 0);
-  a.jump(BPF_JMP | BPF_JA, 0, 0, kDone);
+  if (promote) {
+    a.bind(kBulk);                                                // a bulk burst: on a light lane, move
+    a.op(BPF_LDX | BPF_MEM | BPF_W, BPF_REG_0, BPF_REG_7, 0, 0);  // r0 = its lane
+    a.jump(BPF_JMP | BPF_JGE | BPF_K, BPF_REG_0, n, kKeep);       // already bulk (or beyond the lanes)
+    unless_drained(kKeep);
+    a.op(BPF_LDX | BPF_MEM | BPF_W, BPF_REG_0, BPF_REG_7, 0, 0);
+    a.op(BPF_ALU64 | BPF_ADD | BPF_K, BPF_REG_0, 0, 0, n);        // the same worker's bulk lane
+    a.op(BPF_STX | BPF_MEM | BPF_W, BPF_REG_7, BPF_REG_0, 0, 0);
+    a.jump(BPF_JMP | BPF_JA, 0, 0, kDone);
+  }
   a.bind(kKeep);
   a.op(BPF_LDX | BPF_MEM | BPF_W, BPF_REG_0, BPF_REG_7, 0, 0);    // its lane
   a.jump(BPF_JMP | BPF_JA, 0, 0, kDone);
@@ -185,14 +192,7 @@ void flow_choice(Asm& a, const Maps& m, const std::vector<int>& cpus, bool promo
   a.jump(BPF_JMP | BPF_JGT | BPF_K, BPF_REG_1, kSmallBurst, kKeep);
   a.op(BPF_LDX | BPF_MEM | BPF_W, BPF_REG_0, BPF_REG_7, 0, 0);
   a.jump(BPF_JMP | BPF_JGE | BPF_K, BPF_REG_0, n, kKeep);         // bulk stays bulk until a long pause
-  a.op(BPF_STX | BPF_MEM | BPF_W, BPF_REG_10, BPF_REG_0, kLaneSlot, 0);
-  a.load_map(BPF_REG_1, m.clock);
-  a.op(BPF_ALU64 | BPF_MOV | BPF_X, BPF_REG_2, BPF_REG_10, 0, 0);
-  a.op(BPF_ALU64 | BPF_ADD | BPF_K, BPF_REG_2, 0, 0, kLaneSlot);
-  a.op(BPF_JMP | BPF_CALL, 0, 0, 0, BPF_FUNC_map_lookup_elem);
-  a.jump(BPF_JMP | BPF_JEQ | BPF_K, BPF_REG_0, 0, kKeep);         // a lane beyond the clock: stays
-  a.op(BPF_LDX | BPF_MEM | BPF_DW, BPF_REG_1, BPF_REG_0, 0, 0);   // r1 = drained
-  a.jump_x(BPF_JMP | BPF_JGE | BPF_X, BPF_REG_9, BPF_REG_1, kKeep);  // last >= drained: it may still be queued
+  unless_drained(kKeep);
   a.op(BPF_ALU64 | BPF_MOV | BPF_X, BPF_REG_0, BPF_REG_8, 0, 0);  // r0 = now
   a.jump(BPF_JMP | BPF_JA, 0, 0, kPlace);
   a.bind(kMiss);
@@ -305,8 +305,6 @@ bool load_tun_steering(const std::vector<int>& cpus, Steering* out, std::string*
   a.op(BPF_ALU64 | BPF_LSH | BPF_K, BPF_REG_0, 0, 0, 8);
   a.op(BPF_ALU64 | BPF_XOR | BPF_X, BPF_REG_9, BPF_REG_0, 0, 0);
   a.bind(kNoPorts);
-  a.op(BPF_STX | BPF_MEM | BPF_W, BPF_REG_10, BPF_REG_8, kKeySlot, 0);
-  a.op(BPF_STX | BPF_MEM | BPF_W, BPF_REG_10, BPF_REG_9, kKeySlot + 4, 0);
   flow_choice(a, m, cpus, true);
   a.op(BPF_JMP | BPF_EXIT, 0, 0, 0, 0);                           // the queue: the flow's lane
   return load("TUN steering", BPF_PROG_TYPE_SOCKET_FILTER, static_cast<bpf_attach_type>(0), a.finish(), m, lanes,
@@ -401,8 +399,6 @@ bool load_rx_steering(const std::vector<int>& cpus, const std::vector<int>& sock
   a.op(BPF_ALU64 | BPF_LSH | BPF_K, BPF_REG_0, 0, 0, 8);
   a.op(BPF_ALU64 | BPF_XOR | BPF_X, BPF_REG_9, BPF_REG_0, 0, 0);
   a.bind(kNoPorts);
-  a.op(BPF_STX | BPF_MEM | BPF_W, BPF_REG_10, BPF_REG_8, kKeySlot, 0);
-  a.op(BPF_STX | BPF_MEM | BPF_W, BPF_REG_10, BPF_REG_9, kKeySlot + 4, 0);
   flow_choice(a, m, cpus, false);
   // The flow's lane is the socket.
   a.op(BPF_STX | BPF_MEM | BPF_W, BPF_REG_10, BPF_REG_0, kLaneSlot, 0);

@@ -56,6 +56,13 @@ void request_slice(uint32_t us) {
   syscall(SYS_sched_setattr, 0, &attr, 0);
 }
 
+// A bulk lane's worker asks for kBulkSlice times the light lanes' slice: long enough that a waking
+// light lane preempts it (EEVDF prefers the shorter request), short enough that the two hosts' bulk
+// workers sharing a CPU take turns finely (a sender running for milliseconds overfills the peer's
+// socket: measured, docs/datapath.md "Under bulk load").
+constexpr uint32_t kBulkSlice = 3;
+constexpr uint32_t kMaxSliceUs = 100000;  // the kernel's limit
+
 // The CPUs this process may run on, in ascending order.
 std::vector<int> allowed_cpus() {
   std::vector<int> out;
@@ -229,7 +236,7 @@ bool Datapath::open(std::string* err) {
     offload_.tun_tso = n.tun_tso();
     offload_.tun_uso = n.tun_uso();
   }
-  for (uint32_t r = 0; r < opts_.queues; ++r) {
+  for (uint32_t q = 0; q < opts_.queues; ++q) {
     UdpSocketOptions rx;
     rx.bind_ip = opts_.bind_ip;
     rx.port = opts_.port;
@@ -242,8 +249,6 @@ bool Datapath::open(std::string* err) {
       return false;
     }
     offload_.udp_gro = offload_.udp_gro && rx_socks_.back()->gro();
-  }
-  for (uint32_t q = 0; q < opts_.queues; ++q) {
     for (size_t k = 0; k < kTxPorts; ++k) {
       UdpSocketOptions tx;
       tx.bind_ip = opts_.bind_ip;
@@ -502,13 +507,6 @@ char kSockTag, kWakeTag;
 // (TUN queue and transmit pass for a new network, epoll registration; a removed network's state
 // destroyed and its fd taken out of epoll) before any pass, then announces the version it now serves
 // (`seen`): a removed network's fds are closed only once every worker has announced a later one.
-// A bulk lane's worker asks for kBulkSlice times the light lanes' slice: long enough that a waking
-// light lane preempts it (EEVDF prefers the shorter request), short enough that the two hosts' bulk
-// workers sharing a CPU take turns finely (a sender running for milliseconds overfills the peer's
-// socket: measured, docs/datapath.md "Under bulk load").
-constexpr uint32_t kBulkSlice = 3;
-constexpr uint32_t kMaxSliceUs = 100000;  // the kernel's limit
-
 void Datapath::worker_loop(Worker* w, uint32_t lane) {
   const uint32_t q = lane % opts_.queues;  // the CPU's index among the workers'
   const bool bulk = lane >= opts_.queues;
