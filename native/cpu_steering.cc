@@ -322,9 +322,9 @@ bool attach_tun_steering(int tun_fd, int prog_fd, std::string* err) {
 
 bool load_rx_steering(const std::vector<int>& cpus, const std::vector<int>& socks, size_t inner_offset, Steering* out,
                       std::string* err) {
-  const size_t lanes = cpus.size();  // one socket per worker: received flows stay on the light lanes
+  const size_t lanes = 2 * cpus.size();  // a light and a bulk socket per worker
   if (socks.size() != lanes || socks.empty()) {
-    *err = "receive steering needs " + std::to_string(lanes) + " sockets (one per worker), got " + std::to_string(socks.size());
+    *err = "receive steering needs " + std::to_string(lanes) + " sockets (a light and a bulk one per worker), got " + std::to_string(socks.size());
     return false;
   }
   // The sockets, by lane.
@@ -399,7 +399,7 @@ bool load_rx_steering(const std::vector<int>& cpus, const std::vector<int>& sock
   a.op(BPF_ALU64 | BPF_LSH | BPF_K, BPF_REG_0, 0, 0, 8);
   a.op(BPF_ALU64 | BPF_XOR | BPF_X, BPF_REG_9, BPF_REG_0, 0, 0);
   a.bind(kNoPorts);
-  flow_choice(a, m, cpus, false);
+  flow_choice(a, m, cpus, true);
   // The flow's lane is the socket.
   a.op(BPF_STX | BPF_MEM | BPF_W, BPF_REG_10, BPF_REG_0, kLaneSlot, 0);
   a.op(BPF_ALU64 | BPF_MOV | BPF_X, BPF_REG_1, BPF_REG_6, 0, 0);

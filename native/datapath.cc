@@ -236,19 +236,24 @@ bool Datapath::open(std::string* err) {
     offload_.tun_tso = n.tun_tso();
     offload_.tun_uso = n.tun_uso();
   }
-  for (uint32_t q = 0; q < opts_.queues; ++q) {
+  // A receiving socket per lane (rx_socks_[lane]); the sending sockets, kTxPorts per worker.
+  auto open_rx = [&]() {
     UdpSocketOptions rx;
     rx.bind_ip = opts_.bind_ip;
     rx.port = opts_.port;
-    rx.reuseport = opts_.queues > 1;
+    rx.reuseport = lanes() > 1;
     rx.gro = opts_.offload;
     rx.rcvbuf = opts_.sock_buf;
     rx_socks_.push_back(std::make_unique<UdpSocket>());
-    if (!rx_socks_.back()->open(rx, err)) {
+    if (!rx_socks_.back()->open(rx, err)) return false;
+    offload_.udp_gro = offload_.udp_gro && rx_socks_.back()->gro();
+    return true;
+  };
+  for (uint32_t q = 0; q < opts_.queues; ++q) {
+    if (!open_rx()) {
       stop();
       return false;
     }
-    offload_.udp_gro = offload_.udp_gro && rx_socks_.back()->gro();
     for (size_t k = 0; k < kTxPorts; ++k) {
       UdpSocketOptions tx;
       tx.bind_ip = opts_.bind_ip;
@@ -263,6 +268,12 @@ bool Datapath::open(std::string* err) {
       }
       offload_.udp_gso = offload_.udp_gso && tx_socks_.back()->gso();
       own_ports_.push_back(tx_socks_.back()->port());
+    }
+  }
+  for (uint32_t l = opts_.queues; l < lanes(); ++l) {  // the bulk lanes'
+    if (!open_rx()) {
+      stop();
+      return false;
     }
   }
   if (!cpus_.empty()) {
@@ -524,8 +535,7 @@ void Datapath::worker_loop(Worker* w, uint32_t lane) {
   };
   std::vector<std::unique_ptr<Local>> locals;
   TunBuffers bufs(opts_.batch);  // shared by this worker's TUN queues: its passes run one at a time
-  // The worker's receiving socket is its light lane's (cpu_steering.h: received flows stay light).
-  UdpSocket* const rx_sock = bulk ? nullptr : rx_socks_[q].get();
+  UdpSocket* const rx_sock = rx_socks_[lane].get();
   UdpSocket* tx_socks[kTxPorts];  // the CPU's: its light and bulk workers share them
   for (size_t k = 0; k < kTxPorts; ++k) tx_socks[k] = tx_socks_[q * kTxPorts + k].get();
   RxNets rx_nets;
@@ -584,7 +594,7 @@ void Datapath::worker_loop(Worker* w, uint32_t lane) {
   // This lane's entries of the steering programs' drain clocks (cpu_local), and what they last got.
   const bool clocked = tun_steer_.drained != nullptr && rx_steer_.drained != nullptr;
   uint64_t* const tun_clock = clocked ? tun_steer_.drained + lane : nullptr;
-  uint64_t* const rx_clock = clocked && rx ? rx_steer_.drained + q : nullptr;
+  uint64_t* const rx_clock = clocked ? rx_steer_.drained + lane : nullptr;
   uint64_t tun_published = 0, rx_published = 0, rx_drained_at = 0;
   while (ok && !stopping_.load(std::memory_order_relaxed)) {
     const NetworkSet* set = w->reader->enter();

@@ -116,7 +116,7 @@ class TxPass {
     size_t tot = 0;
     if (!route(table, p, &r, &tot)) return;
     uint8_t* f = encap_header(env_.encap, *r.peer, p.pkt);
-    add(socket_for(p.pkt, tot), *r.peer, f, tot + overhead_, nullptr, 0, static_cast<uint32_t>(tot));
+    add(flow_hash(p.pkt, tot), *r.peer, f, tot + overhead_, nullptr, 0, static_cast<uint32_t>(tot));
   }
 
   // Sends every queued message.
@@ -143,12 +143,12 @@ class TxPass {
       drop(Drop::TxNoRoute, p);
       return;
     }
-    cut(*peer, socket_for(p.pkt, p.len), plan.segments, [&](size_t k) { return tun_.tso_segment(p, plan, k); });
+    cut(*peer, flow_hash(p.pkt, p.len), plan.segments, [&](size_t k) { return tun_.tso_segment(p, plan, k); });
   }
 
   // Encapsulates and queues `segments` segments, segment k made by segment(k) in the header arena.
   template <typename Segment>
-  void cut(const Peer& peer, size_t sock, size_t segments, Segment&& segment) {
+  void cut(const Peer& peer, uint32_t flow, size_t segments, Segment&& segment) {
     for (size_t k = 0; k < segments; ++k) {
       if (tun_.hdr_free() == 0) {  // every header handed out is in a pending message: send them
         send_all();
@@ -156,7 +156,7 @@ class TxPass {
       }
       const TsoSegment s = segment(k);
       uint8_t* f = encap_header(env_.encap, peer, s.hdr);
-      add(sock, peer, f, overhead_ + s.hdr_len, s.payload, s.payload_len, static_cast<uint32_t>(s.hdr_len + s.payload_len));
+      add(flow, peer, f, overhead_ + s.hdr_len, s.payload, s.payload_len, static_cast<uint32_t>(s.hdr_len + s.payload_len));
     }
   }
 
@@ -171,7 +171,7 @@ class TxPass {
     TxResult r;
     size_t tot = 0;
     if (!route(table, p, &r, &tot)) return;
-    cut(*r.peer, socket_for(p.pkt, tot), plan.segments, [&](size_t k) { return tun_.uso_segment(p, plan, k); });
+    cut(*r.peer, flow_hash(p.pkt, tot), plan.segments, [&](size_t k) { return tun_.uso_segment(p, plan, k); });
   }
 
   // Routes a packet that is sent as it is (not cut by TCP): false, counted, when it has no peer, is
@@ -194,26 +194,26 @@ class TxPass {
     if (d == Drop::TxNoRoute) icmp(p.pkt, p.len);
   }
 
-  // One datagram of one inner packet, in one or two pieces: appended to the open message to the
-  // same peer when the sizes allow (UDP GSO also for small packets), else a new message.
-  void add(size_t sock, const Peer& peer, const uint8_t* p1, size_t l1, const uint8_t* p2, size_t l2, uint32_t inner) {
+  // One datagram of one inner packet of flow `flow` (flow_hash), in one or two pieces, on the flow's
+  // sending socket: appended to the open message to the same peer when it holds the same flow and
+  // the sizes allow (UDP GSO also for small packets), else a new message.
+  void add(uint32_t flow, const Peer& peer, const uint8_t* p1, size_t l1, const uint8_t* p2, size_t l2, uint32_t inner) {
+    const size_t sock = socket_of(flow);
     UdpSendBatch& b = *out_[sock];
     const size_t len = l1 + l2;
     const size_t pieces = p2 ? 2 : 1;
-    if (!b.can_append(&peer.addr, peer.slot, len, pieces)) {
+    if (!b.can_append(&peer.addr, peer.slot, flow, len, pieces)) {
       b.close_open();
       if (!b.room(pieces)) send(sock);
-      b.begin(&peer.addr, peer.slot, len);
+      b.begin(&peer.addr, peer.slot, flow, len);
     }
     b.piece(p1, l1);
     if (p2) b.piece(p2, l2);
     b.datagram_done(len, 1, inner);
   }
 
-  // The sending socket (outer source port) of the packet's flow.
-  size_t socket_for(const uint8_t* pkt, size_t len) const {
-    return static_cast<size_t>((static_cast<uint64_t>(flow_hash(pkt, len)) * nsocks_) >> 32);
-  }
+  // The sending socket (outer source port) of a flow.
+  size_t socket_of(uint32_t flow) const { return static_cast<size_t>((static_cast<uint64_t>(flow) * nsocks_) >> 32); }
 
   void send(size_t i) {
     UdpSendBatch& b = *out_[i];

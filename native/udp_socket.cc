@@ -66,10 +66,11 @@ void UdpSocket::close() {
   fd_ = -1;
 }
 
-void UdpSendBatch::begin(const sockaddr_in* to, uint32_t slot, size_t seg) {
+void UdpSendBatch::begin(const sockaddr_in* to, uint32_t slot, uint32_t flow, size_t seg) {
   close_open();
   open_ = true;
   cur_to_ = to;
+  cur_flow_ = flow;
   cur_first_iov_ = niov_;
   cur_dgrams_ = 0;
   cur_seg_ = seg;

@@ -79,15 +79,19 @@ class UdpSendBatch {
   UdpSendBatch& operator=(const UdpSendBatch&) = delete;
 
   bool empty() const { return n_ == 0 && !open_; }
-  // Can the open message take a datagram of `len` bytes in `pieces` pieces to `to` (counter `slot`)?
-  bool can_append(const sockaddr_in* to, uint32_t slot, size_t len, size_t pieces) const {
-    return open_ && gso_ && cur_to_ == to && cur_tag_.slot == slot && !cur_closed_ && len <= cur_seg_ &&
+  // Can the open message take a datagram of `len` bytes in `pieces` pieces to `to` (counter `slot`)
+  // of inner flow `flow` (its hash)? A message holds one flow's datagrams only: the receiver steers
+  // it as a whole, by its first datagram (it crosses the underlay and enters the receiving socket
+  // as one packet, or is merged into one again by GRO), so a second flow's datagrams in it would
+  // land in the first flow's socket and overtake, or fall behind, the rest of their own flow.
+  bool can_append(const sockaddr_in* to, uint32_t slot, uint32_t flow, size_t len, size_t pieces) const {
+    return open_ && gso_ && cur_to_ == to && cur_tag_.slot == slot && cur_flow_ == flow && !cur_closed_ && len <= cur_seg_ &&
            cur_dgrams_ < kGsoMaxSegs && cur_bytes_ + len <= kGsoMaxBytes && niov_ + pieces <= kMaxIovs;
   }
   // Room for a new message of `pieces` pieces (after close_open())?
   bool room(size_t pieces) const { return n_ + (open_ ? 1 : 0) < kMaxMsgs && niov_ + pieces <= kMaxIovs; }
-  // Starts a message whose datagrams are `seg` bytes (the caller checked room()).
-  void begin(const sockaddr_in* to, uint32_t slot, size_t seg);
+  // Starts a message of flow `flow` whose datagrams are `seg` bytes (the caller checked room()).
+  void begin(const sockaddr_in* to, uint32_t slot, uint32_t flow, size_t seg);
   void piece(const void* p, size_t len) { iovs_[niov_++] = iovec{const_cast<void*>(p), len}; }
   // The datagram whose pieces were just added is complete: `len` bytes, carrying `packets` inner
   // packets of `inner_bytes` bytes (counters).
@@ -121,6 +125,7 @@ class UdpSendBatch {
   size_t niov_ = 0;  // pieces used, finished and open messages
   bool open_ = false;
   const sockaddr_in* cur_to_ = nullptr;
+  uint32_t cur_flow_ = 0;
   size_t cur_first_iov_ = 0;
   size_t cur_dgrams_ = 0;
   size_t cur_seg_ = 0;

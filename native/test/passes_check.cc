@@ -48,6 +48,7 @@ bool l4_ok(const uint8_t* ip, size_t len) {
 // What the sink saw: every datagram, contiguous, with the message it came in.
 struct Sent {
   std::vector<std::vector<uint8_t>> dgrams;
+  std::vector<size_t> message_of;  // per datagram: the index of its message
   size_t messages = 0;
   bool shape_ok = true;  // every message: <= 64 datagrams, <= 65507 bytes, sizes as UDP_SEGMENT cuts
 };
@@ -70,6 +71,7 @@ int sink(void* ctx, mmsghdr* msgs, unsigned n) {
     if (seg == 0 || all.size() > kGsoMaxBytes || (all.size() + seg - 1) / seg > kGsoMaxSegs) s->shape_ok = false;
     for (size_t off = 0; off < all.size(); off += seg) {
       s->dgrams.emplace_back(all.begin() + off, all.begin() + std::min(all.size(), off + seg));
+      s->message_of.push_back(s->messages);
     }
     ++s->messages;
   }
@@ -239,6 +241,36 @@ void small_packets_and_loops() {
   tx.handle(*b.rt, other.p);
   tx.send_all();
   CHECK(sent.dgrams.size() == 12, "a container's datagram with the same port numbers is forwarded");
+}
+
+// Two flows that share a sending socket, interleaved in one pass (A A B B A A ...): every message
+// holds one flow's datagrams. A receiver steers a GSO message as a whole by its first datagram's
+// inner flow, so a mixed message put the second flow's datagrams on the first one's socket, and
+// TCP was reordered whenever the two flows' sockets differed (docs/datapath.md, "Under bulk load",
+// step 4).
+void one_flow_per_message() {
+  Bed b;
+  TunQueue tun(-1, true, 16, &b.ctr);
+  TxPass tx(*b.env, tun, b.sock_ptrs.data(), b.sock_ptrs.size(), b.ctr, 100);
+  Sent sent;
+  tx.set_sink(sink, &sent);
+  const auto sock_of = [&](uint16_t sport) {
+    const auto p = ipv4_udp(kLocal, kRemote, 18, sport, 9);
+    return (static_cast<uint64_t>(flow_hash(p.data(), p.size())) * b.sock_ptrs.size()) >> 32;
+  };
+  uint16_t other = 5001;
+  while (sock_of(other) != sock_of(5000)) ++other;
+  std::vector<std::unique_ptr<Slot>> slots;
+  for (int i = 0; i < 12; ++i) slots.emplace_back(new Slot(ipv4_udp(kLocal, kRemote, 18, (i / 2) % 2 ? other : 5000, 9), VnetHdr()));
+  for (auto& s : slots) tx.handle(*b.rt, s->p);
+  tx.send_all();
+  CHECK(sent.dgrams.size() == 12 && sent.messages == 6, "two interleaved flows on one socket: a message per run of one flow");
+  bool one = sent.message_of.size() == sent.dgrams.size();
+  for (size_t i = 1; one && i < sent.dgrams.size(); ++i) {
+    const bool same_flow = load_be16(&sent.dgrams[i][42]) == load_be16(&sent.dgrams[i - 1][42]);
+    one = sent.message_of[i] != sent.message_of[i - 1] || same_flow;
+  }
+  CHECK(one, "no message holds datagrams of two flows");
 }
 
 std::vector<uint8_t> vxlan(const std::vector<uint8_t>& inner) {
@@ -646,6 +678,7 @@ void multi_network_tx() {
 int main() {
   tso_cases();
   small_packets_and_loops();
+  one_flow_per_message();
   rx_cases();
   udp_offloads();
   truncated_read();

@@ -174,7 +174,7 @@ static void rx_program(int c0, int c1, size_t inner_offset, uint16_t port) {
   addr.sin_family = AF_INET;
   addr.sin_port = htons(port);
   addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  for (int i = 0; i < 2; ++i) {
+  for (int i = 0; i < 4; ++i) {
     const int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
     const int one = 1;
     setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one);
@@ -190,9 +190,9 @@ static void rx_program(int c0, int c1, size_t inner_offset, uint16_t port) {
     CHECK(false, ("load_rx_steering: " + err).c_str());
     return;
   }
-  std::vector<int> one(socks.begin(), socks.begin() + 1);
+  std::vector<int> three(socks.begin(), socks.begin() + 3);
   Steering bad;
-  CHECK(!load_rx_steering({c0, c1}, one, inner_offset, &bad, &err) && bad.prog_fd < 0, "refused: not one socket per CPU");
+  CHECK(!load_rx_steering({c0, c1}, three, inner_offset, &bad, &err) && bad.prog_fd < 0, "refused: not two sockets per CPU");
   const int tx = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
   auto send_inner = [&](const std::vector<uint8_t>& inner) {
     std::vector<uint8_t> d(inner_offset, 0);
@@ -206,19 +206,19 @@ static void rx_program(int c0, int c1, size_t inner_offset, uint16_t port) {
   CHECK(send_inner(a) == 0, "a new flow's datagram goes to the light socket of the CPU that received it");
   bool stayed = true;
   for (int i = 0; i < 40; ++i) stayed = stayed && send_inner(a) == 0;
-  CHECK(stayed, "a long burst keeps its socket");
+  CHECK(stayed, "a long burst stays on the light socket while it was not drained after the flow's previous datagram");
   sleep_ms(1);
   s.drained[0] = mono_ns();
-  CHECK(send_inner(a) == 0, "... also once that socket was drained: received flows have no bulk lane");
+  CHECK(send_inner(a) == 2, "... and moves to the bulk socket of the same worker once it was");
   pin(c1);
-  CHECK(send_inner(a) == 0, "a flow keeps its socket whichever CPU receives it, within a burst");
+  CHECK(send_inner(a) == 2, "a bulk flow keeps its socket whichever CPU receives it");
   const auto b = ipv4(0x0af40103, 0x0af40203, 17, 53, 5353);
   CHECK(send_inner(b) == 1, "a new flow received on the second CPU: its light socket");
   const auto ping = ipv4(0x0af40102, 0x0af40202, 1, 99, 0);
   CHECK(send_inner(ping) == 1, "a ping: the light socket of the receiving CPU");
   const std::vector<uint8_t> runt = {0x45, 0};
   const int r = send_inner(runt);
-  CHECK(r >= 0 && r < 2, "a datagram too short for an inner header is still delivered (the kernel's hash picks; the worker drops it)");
+  CHECK(r >= 0 && r < 4, "a datagram too short for an inner header is still delivered (the kernel's hash picks; the worker drops it)");
   unload_steering(&s);
   close(tx);
   for (int fd : socks) close(fd);

@@ -238,7 +238,7 @@ test('cpuLocal: a request/response flow whose sender moves to another CPU follow
   });
 });
 
-test('cpuLocal: light and bulk lanes: a bulk transfer leaves on its worker\'s bulk lane, a ping sent from the same CPU beside it on the light lane, both ways; received traffic on the light lanes; the lanes\' threads pinned', { timeout: 150000 }, async (t) => {
+test('cpuLocal: light and bulk lanes: a bulk transfer moves to its worker\'s bulk lane at both hosts, its ACKs too, a ping from the same CPU beside it stays on the light lanes both ways; the lanes\' threads pinned', { timeout: 150000 }, async (t) => {
   const allowed = twoCpus(t);
   if (!allowed) return;
   await withBed(2, async (bed) => {
@@ -252,7 +252,7 @@ test('cpuLocal: light and bulk lanes: a bulk transfer leaves on its worker\'s bu
       const link = (await bed.execOk(ns, ['ip', '-d', 'link', 'show', 'vxnet0'])).replace(/\s+/g, ' ');
       assert.match(link, /numqueues 4/, `two TUN queues per worker: ${link}`);
       const socks = (await bed.execOk(ns, ['ss', '-Huan', 'sport = :8472'])).trim().split('\n').filter(Boolean);
-      assert.equal(socks.length, 2, `one receiving socket per worker: ${socks.join(' | ')}`);
+      assert.equal(socks.length, 4, `a light and a bulk receiving socket per worker: ${socks.join(' | ')}`);
     }
     // Both the bulk transfer and the ping are sent from the first CPU: without lanes they share
     // worker 0's TUN queue at h1 and its socket at h2 (the ping then waits behind the bulk data,
@@ -264,27 +264,35 @@ test('cpuLocal: light and bulk lanes: a bulk transfer leaves on its worker\'s bu
     const before = await Promise.all(dps.map((d) => d.stats()));
     const pings = 60;
     const p = await bed.exec(h1.containerNs, ['taskset', '-c', String(cpu), 'ping', '-n', '-c', String(pings), '-i', '0.02', '-W', '2', h2.containerIp!]);
-    const after = await Promise.all(dps.map((d) => d.stats()));
-    const out = await bulk;
-    assert.match(p.stdout, new RegExp(` ${pings} received`), p.stdout);
-    assert.ok(out.bytes > 10 * 1024 * 1024, `TCP moved ${out.bytes} bytes`);
+    let after = await Promise.all(dps.map((d) => d.stats()));
     const lane = (h: number, kind: 'light' | 'bulk', dir: 'txPackets' | 'rxPackets') => {
       const at = (s: typeof before[number]) => s.lanes.filter((l) => l.lane === kind && l.worker === 0).reduce((n, l) => n + l[dir], 0);
       return at(after[h]) - at(before[h]);
     };
+    // A lane counts a datagram once its sendmmsg has returned; on a CPU this busy its thread may be
+    // preempted between the two while the reply already reached ping (CI saw h2's light lane at 59
+    // of 60 replies). Read again until every lane has counted the pings (or 3 s have passed).
+    for (let i = 0; i < 30 && !(lane(0, 'light', 'txPackets') >= pings && lane(1, 'light', 'txPackets') >= pings &&
+                                lane(0, 'light', 'rxPackets') >= pings && lane(1, 'light', 'rxPackets') >= pings); ++i) {
+      await new Promise((r) => setTimeout(r, 100));
+      after = await Promise.all(dps.map((d) => d.stats()));
+    }
+    const out = await bulk;
+    assert.match(p.stdout, new RegExp(` ${pings} received`), p.stdout);
+    assert.ok(out.bytes > 10 * 1024 * 1024, `TCP moved ${out.bytes} bytes`);
     const shown = JSON.stringify(after.map((s, h) => s.lanes.map((l) => `${l.lane}${l.worker} tx+${l.txPackets - before[h].lanes.find((b) => b.lane === l.lane && b.worker === l.worker)!.txPackets} rx+${l.rxPackets - before[h].lanes.find((b) => b.lane === l.lane && b.worker === l.worker)!.rxPackets}`)));
-    // The data leaves h1 on worker 0's bulk lane; of the light lane's packets in that direction all
-    // but a few are the pings (a flow that pauses for 50 ms starts over light).
-    assert.ok(lane(0, 'bulk', 'txPackets') > 20 * lane(0, 'light', 'txPackets') && lane(0, 'bulk', 'txPackets') > 10000, `h1 tx: the bulk data on the bulk lane ${shown}`);
-    assert.ok(lane(0, 'light', 'txPackets') >= pings, `h1 tx: every echo request on the light lane ${shown}`);
-    assert.ok(lane(0, 'light', 'txPackets') <= pings + 40, `h1 tx: little else on the light lane ${shown}`);
-    // The replies leave h2 on its light lane beside the transfer's ACKs, which are a bulk flow there.
-    assert.ok(lane(1, 'light', 'txPackets') >= pings, `h2 tx: every echo reply on the light lane ${shown}`);
-    assert.ok(lane(1, 'bulk', 'txPackets') > 1000, `h2 tx: the ACKs on the bulk lane ${shown}`);
-    // Received traffic is not split: the light lane's thread reads the worker's socket.
-    for (const h of [0, 1]) {
-      assert.ok(lane(h, 'light', 'rxPackets') >= pings, `host ${h + 1} rx on the light lane ${shown}`);
-      assert.equal(lane(h, 'bulk', 'rxPackets'), 0, `host ${h + 1}: the bulk lane receives nothing ${shown}`);
+    // The data: h1 sends it, h2 receives it, on worker 0's bulk lane; of the light lane's packets in
+    // that direction all but a few are the pings (a flow that pauses for 50 ms starts over light).
+    for (const [h, dir] of [[0, 'txPackets'], [1, 'rxPackets']] as const) {
+      assert.ok(lane(h, 'bulk', dir) > 20 * lane(h, 'light', dir) && lane(h, 'bulk', dir) > 10000, `host ${h + 1} ${dir}: the bulk data on the bulk lane ${shown}`);
+      assert.ok(lane(h, 'light', dir) >= pings, `host ${h + 1} ${dir}: every echo request on the light lane ${shown}`);
+      assert.ok(lane(h, 'light', dir) <= pings + 40, `host ${h + 1} ${dir}: little else on the light lane ${shown}`);
+    }
+    // The other way: h2 sends the replies beside the transfer's ACKs, h1 receives them; the replies
+    // on the light lanes, the ACKs (a bulk flow too) on the bulk lanes.
+    for (const [h, dir] of [[1, 'txPackets'], [0, 'rxPackets']] as const) {
+      assert.ok(lane(h, 'light', dir) >= pings, `host ${h + 1} ${dir}: every echo reply on the light lane ${shown}`);
+      assert.ok(lane(h, 'bulk', dir) > 1000, `host ${h + 1} ${dir}: the ACKs on the bulk lane ${shown}`);
     }
     for (const d of dps) {
       const s = await d.stats();
