@@ -135,9 +135,8 @@ bool make_maps(size_t lanes, Maps* m, std::string* err) {
 
 // The flow decision (cpu_steering.h). On entry r8 and r9 hold the flow key's two words (addresses;
 // protocol and ports); it ends at kDone with r0 = the flow's lane. Uses r7-r9; r6 is left alone.
-// `promote`: whether a flow may move to a bulk lane (lane + n); without, every flow stays on the light
-// lanes 0..n-1 (the receiving sockets': see load_rx_steering).
-void flow_choice(Asm& a, const Maps& m, const std::vector<int>& cpus, bool promote) {
+// Lanes 0..n-1 are the workers' light lanes, n..2n-1 their bulk lanes.
+void flow_choice(Asm& a, const Maps& m, const std::vector<int>& cpus) {
   const int32_t n = static_cast<int32_t>(cpus.size());
   // Jumps to `keep` unless the drain clock of lane r0 passed the flow's previous packet (r9).
   auto unless_drained = [&](int keep) {
@@ -167,20 +166,18 @@ void flow_choice(Asm& a, const Maps& m, const std::vector<int>& cpus, bool promo
   a.op(BPF_ALU64 | BPF_SUB | BPF_X, BPF_REG_2, BPF_REG_9, 0, 0);  // r2 = now - last (signed: another CPU may have written a later time)
   a.jump(BPF_JMP | BPF_JSGT | BPF_K, BPF_REG_2, kIdleNs, kIdle);
   a.op(BPF_LDX | BPF_MEM | BPF_W, BPF_REG_1, BPF_REG_7, 4, 0);    // in a burst: count it (up to one past small)
-  a.jump(BPF_JMP | BPF_JGT | BPF_K, BPF_REG_1, kSmallBurst, promote ? kBulk : kKeep);
+  a.jump(BPF_JMP | BPF_JGT | BPF_K, BPF_REG_1, kSmallBurst, kBulk);
   a.op(BPF_ALU64 | BPF_ADD | BPF_K, BPF_REG_1, 0, 0, 1);
   a.op(BPF_STX | BPF_MEM | BPF_W, BPF_REG_7, BPF_REG_1, 4, 0);
   a.jump(BPF_JMP | BPF_JLE | BPF_K, BPF_REG_1, kSmallBurst, kKeep);
-  if (promote) {
-    a.bind(kBulk);                                                // a bulk burst: on a light lane, move
-    a.op(BPF_LDX | BPF_MEM | BPF_W, BPF_REG_0, BPF_REG_7, 0, 0);  // r0 = its lane
-    a.jump(BPF_JMP | BPF_JGE | BPF_K, BPF_REG_0, n, kKeep);       // already bulk (or beyond the lanes)
-    unless_drained(kKeep);
-    a.op(BPF_LDX | BPF_MEM | BPF_W, BPF_REG_0, BPF_REG_7, 0, 0);
-    a.op(BPF_ALU64 | BPF_ADD | BPF_K, BPF_REG_0, 0, 0, n);        // the same worker's bulk lane
-    a.op(BPF_STX | BPF_MEM | BPF_W, BPF_REG_7, BPF_REG_0, 0, 0);
-    a.jump(BPF_JMP | BPF_JA, 0, 0, kDone);
-  }
+  a.bind(kBulk);                                                  // a bulk burst: on a light lane, move
+  a.op(BPF_LDX | BPF_MEM | BPF_W, BPF_REG_0, BPF_REG_7, 0, 0);    // r0 = its lane
+  a.jump(BPF_JMP | BPF_JGE | BPF_K, BPF_REG_0, n, kKeep);         // already bulk (or beyond the lanes)
+  unless_drained(kKeep);
+  a.op(BPF_LDX | BPF_MEM | BPF_W, BPF_REG_0, BPF_REG_7, 0, 0);
+  a.op(BPF_ALU64 | BPF_ADD | BPF_K, BPF_REG_0, 0, 0, n);          // the same worker's bulk lane
+  a.op(BPF_STX | BPF_MEM | BPF_W, BPF_REG_7, BPF_REG_0, 0, 0);
+  a.jump(BPF_JMP | BPF_JA, 0, 0, kDone);
   a.bind(kKeep);
   a.op(BPF_LDX | BPF_MEM | BPF_W, BPF_REG_0, BPF_REG_7, 0, 0);    // its lane
   a.jump(BPF_JMP | BPF_JA, 0, 0, kDone);
@@ -305,7 +302,7 @@ bool load_tun_steering(const std::vector<int>& cpus, Steering* out, std::string*
   a.op(BPF_ALU64 | BPF_LSH | BPF_K, BPF_REG_0, 0, 0, 8);
   a.op(BPF_ALU64 | BPF_XOR | BPF_X, BPF_REG_9, BPF_REG_0, 0, 0);
   a.bind(kNoPorts);
-  flow_choice(a, m, cpus, true);
+  flow_choice(a, m, cpus);
   a.op(BPF_JMP | BPF_EXIT, 0, 0, 0, 0);                           // the queue: the flow's lane
   return load("TUN steering", BPF_PROG_TYPE_SOCKET_FILTER, static_cast<bpf_attach_type>(0), a.finish(), m, lanes,
               out, err);
@@ -399,7 +396,7 @@ bool load_rx_steering(const std::vector<int>& cpus, const std::vector<int>& sock
   a.op(BPF_ALU64 | BPF_LSH | BPF_K, BPF_REG_0, 0, 0, 8);
   a.op(BPF_ALU64 | BPF_XOR | BPF_X, BPF_REG_9, BPF_REG_0, 0, 0);
   a.bind(kNoPorts);
-  flow_choice(a, m, cpus, true);
+  flow_choice(a, m, cpus);
   // The flow's lane is the socket.
   a.op(BPF_STX | BPF_MEM | BPF_W, BPF_REG_10, BPF_REG_0, kLaneSlot, 0);
   a.op(BPF_ALU64 | BPF_MOV | BPF_X, BPF_REG_1, BPF_REG_6, 0, 0);

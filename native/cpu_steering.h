@@ -2,25 +2,27 @@
 // keep a flow on the CPU it arrived on, and keep request/response traffic out of the queues that
 // bulk transfers fill.
 //
-// Each worker q (pinned to cpus[q]) owns two lanes on the sending side: TUN queues q (light) and
-// n + q (bulk), n = cpus.size(), each read by its own thread; and one receiving socket (socket q of
-// the reuseport group), read by the light lane's thread. The TUN's steering program picks the
-// queue of a packet from the stack, the reuseport program of the receiving sockets the socket of
-// a datagram. Both keep a flow table (an LRU hash keyed by the flow, the same for both directions)
-// and decide alike (flow_choice in cpu_steering.cc):
+// Each worker q (pinned to cpus[q]) owns two lanes, n = cpus.size(): the light lane (TUN queue q,
+// receiving socket q of the reuseport group) and the bulk lane (TUN queue n + q, socket n + q),
+// each with its own thread. The TUN's steering program picks the queue of a packet from the stack,
+// the reuseport program of the receiving sockets the socket of a datagram. Both keep a flow table
+// (an LRU hash keyed by the flow, the same for both directions) and decide alike (flow_choice in
+// cpu_steering.cc):
 // - a new flow goes to the light lane of the CPU it was sent from or received on;
-// - (TUN only) a flow whose burst (packets less than 5 ms apart; a TSO super-packet counts one)
-//   passes 32 packets moves to the bulk lane of its worker, once the light lane has been drained
-//   since the flow's previous packet (the drain clock below): nothing of it is left behind there,
-//   so the move does not reorder it;
+// - a flow whose burst (packets less than 5 ms apart; a TSO super-packet or a GSO message counts
+//   one) passes 32 packets moves to the bulk lane of its worker, once the light lane has been
+//   drained since the flow's previous packet (the drain clock below): nothing of it is left behind
+//   there, so the move does not reorder it;
 // - after a pause of 5 ms that followed a small burst, a light flow moves to the light lane of the
 //   current CPU, again once its lane has been drained since its last packet; after 50 ms, any flow.
-// Received flows are not split into lanes: the same move on the receiving sockets (light and bulk
-// socket per worker) reordered TCP in 4 of 8 transfers, and its cause was not found
-// (docs/datapath.md, "Under bulk load").
+// The reuseport program sees a GSO message (or a GRO train) once, by its first datagram: the
+// senders put one inner flow's datagrams in a message (UdpSendBatch::can_append), or the rest of
+// the message would follow the first flow's lane and overtake its own flow (docs/datapath.md,
+// "Under bulk load", step 4).
 // The light lane's thread asks for a short scheduler slice and preempts the bulk lane's when a
-// packet wakes it, so a ping leaving a host waits neither in the FIFO queue a bulk transfer keeps
-// full (the TUN queue) nor for a busy thread (docs/datapath.md, "Under bulk load").
+// packet wakes it, so a ping waits neither in a FIFO queue a bulk transfer keeps full (the TUN
+// queue at the sender, the socket at the receiver) nor for a busy thread (docs/datapath.md,
+// "Under bulk load").
 // With the workers pinned one per CPU, a round trip whose ends run on one CPU wakes no thread on
 // another CPU: no inter-processor interrupt, no idle CPU to bring back.
 #pragma once
@@ -39,7 +41,7 @@ struct Steering {
   // lane's packets queued before that time have been read and handled. Shared memory with a BPF
   // array (BPF_F_MMAPABLE); 0 until the worker first drains the lane.
   uint64_t* drained = nullptr;
-  size_t lanes = 0;   // entries at `drained`: 2 * cpus (TUN), cpus (receiving sockets)
+  size_t lanes = 0;   // entries at `drained`: 2 * cpus
   size_t mapped = 0;  // bytes mapped at `drained`
 };
 
@@ -54,10 +56,9 @@ bool load_tun_steering(const std::vector<int>& cpus, Steering* out, std::string*
 // Attaches `prog_fd` to the TUN of `tun_fd` (every queue of the device): false with *err.
 bool attach_tun_steering(int tun_fd, int prog_fd, std::string* err);
 
-// Loads the receiving sockets' program (SK_REUSEPORT) over `socks` (cpus.size() sockets of one
-// reuseport group, socket q for worker q) and attaches it to the group: a flow on the socket of the
-// CPU that received its first datagram, following its sender after a pause as above. The inner IPv4 header starts
-// `inner_offset` bytes after the UDP header (0 for flannel's udp, 8 + 14 for VXLAN); a datagram too
+// Loads the receiving sockets' program (SK_REUSEPORT) over `socks` (2 * cpus.size() sockets of one
+// reuseport group, in lane order: worker q's light socket at q, its bulk socket at n + q) and
+// attaches it to the group. The inner IPv4 header starts `inner_offset` bytes after the UDP header (0 for flannel's udp, 8 + 14 for VXLAN); a datagram too
 // short for it is left to the kernel's hash. False with *err.
 bool load_rx_steering(const std::vector<int>& cpus, const std::vector<int>& socks, size_t inner_offset, Steering* out,
                       std::string* err);

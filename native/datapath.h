@@ -1,10 +1,10 @@
 // The forwarding engine: a TUN device and UDP sockets joined by worker threads, one per lane.
-// Each worker has one TUN queue (TunQueue), one receiving UDP socket (bound to the port, the
-// workers' sockets sharing it with SO_REUSEPORT), a few sending sockets on ephemeral ports (the
-// outer source port: one per inner-flow hash bucket) and one thread. With CPU-local steering each
-// worker has a light and a bulk lane, each with its own TUN queue and thread, both threads pinned
-// to the worker's CPU (cpu_steering.h); the light lane's thread also reads the receiving socket.
-// Each thread runs its passes (the bulk lane's only the first):
+// Without steering a worker has one lane: one TUN queue (TunQueue), one receiving UDP socket (bound
+// to the port, the lanes' sockets sharing it with SO_REUSEPORT) and one thread. With CPU-local
+// steering each worker has a light and a bulk lane, each with its own TUN queue, receiving socket
+// and thread, both threads pinned to the worker's CPU (cpu_steering.h). A worker's lanes share a
+// few sending sockets on ephemeral ports (the outer source port: one per inner-flow hash bucket).
+// Each lane's thread runs two passes:
 //   tx pass: TUN --read batch--> cut TSO, route, encapsulate (in place) --sendmmsg batch--> peers
 //   rx pass: peers --recvmmsg batch--> split GRO trains, validate, decapsulate --coalesce, writev--> TUN
 // Several networks (one VNI, TUN, route table and counter set each) may share the sockets and
@@ -215,7 +215,8 @@ class Datapath {
   DatapathOptions opts_;
   OffloadState offload_;
   std::string tun_name_;
-  // Bound to the port: one per worker (queue), read by its light lane's thread with steering.
+  // Bound to the port, one per lane: per queue, or with steering (lanes() == 2 * queues) worker q's
+  // light lane's at q and its bulk lane's at queues + q.
   std::vector<std::unique_ptr<UdpSocket>> rx_socks_;
   std::vector<std::unique_ptr<UdpSocket>> tx_socks_;  // kTxPorts per queue
   std::vector<uint16_t> own_ports_;                   // every port we send from (loop detection)

@@ -155,13 +155,19 @@ VnetHdr tso_hdr(uint16_t mss) {
   return h;
 }
 
+// A transmit pass over a Bed, what it sends caught by `sink` in `sent`.
+struct TxRig {
+  Bed b;
+  TunQueue tun{-1, true, 16, &b.ctr};
+  TxPass tx{*b.env, tun, b.sock_ptrs.data(), b.sock_ptrs.size(), b.ctr, 100};
+  Sent sent;
+  TxRig() { tx.set_sink(sink, &sent); }
+};
+
 void tso_cases() {
   for (uint16_t mss : {48, 536, 1398}) {
-    Bed b;
-    TunQueue tun(-1, true, 16, &b.ctr);
-    TxPass tx(*b.env, tun, b.sock_ptrs.data(), b.sock_ptrs.size(), b.ctr, 100);
-    Sent sent;
-    tx.set_sink(sink, &sent);
+    TxRig rig;
+    auto& [b, tun, tx, sent] = rig;
     const std::vector<uint8_t> super = ipv4_tcp(kLocal, kRemote, 1000, 65535 - 40, 0x18);
     // At MSS 48 two packets need more segment headers than the arena holds: it is reused midway.
     const size_t reps = mss == 48 ? 2 : 1;
@@ -188,11 +194,8 @@ void tso_cases() {
     CHECK(b.ctr.get(static_cast<size_t>(Ctr::TxPackets)) == reps * segs, "tx_packets counts segments");
   }
   // gso_size so large that one segment cannot be a datagram: dropped, no hang, nothing sent.
-  Bed b;
-  TunQueue tun(-1, true, 16, &b.ctr);
-  TxPass tx(*b.env, tun, b.sock_ptrs.data(), b.sock_ptrs.size(), b.ctr, 100);
-  Sent sent;
-  tx.set_sink(sink, &sent);
+  TxRig rig;
+  auto& [b, tun, tx, sent] = rig;
   Slot s(ipv4_tcp(kLocal, kRemote, 1, 65535 - 40, 0x10), tso_hdr(65535));
   tx.handle(*b.rt, s.p);
   tx.send_all();
@@ -218,11 +221,8 @@ void tso_cases() {
 }
 
 void small_packets_and_loops() {
-  Bed b;
-  TunQueue tun(-1, true, 16, &b.ctr);
-  TxPass tx(*b.env, tun, b.sock_ptrs.data(), b.sock_ptrs.size(), b.ctr, 100);
-  Sent sent;
-  tx.set_sink(sink, &sent);
+  TxRig rig;
+  auto& [b, tun, tx, sent] = rig;
   std::vector<std::unique_ptr<Slot>> slots;
   for (int i = 0; i < 10; ++i) slots.emplace_back(new Slot(ipv4_udp(kLocal, kRemote, 18, 5000, 9), VnetHdr()));
   slots.emplace_back(new Slot(ipv4_udp(kLocal, kRemote, 10, 5000, 9), VnetHdr()));  // shorter: ends the train
@@ -249,11 +249,8 @@ void small_packets_and_loops() {
 // TCP was reordered whenever the two flows' sockets differed (docs/datapath.md, "Under bulk load",
 // step 4).
 void one_flow_per_message() {
-  Bed b;
-  TunQueue tun(-1, true, 16, &b.ctr);
-  TxPass tx(*b.env, tun, b.sock_ptrs.data(), b.sock_ptrs.size(), b.ctr, 100);
-  Sent sent;
-  tx.set_sink(sink, &sent);
+  TxRig rig;
+  auto& [b, tun, tx, sent] = rig;
   const auto sock_of = [&](uint16_t sport) {
     const auto p = ipv4_udp(kLocal, kRemote, 18, sport, 9);
     return (static_cast<uint64_t>(flow_hash(p.data(), p.size())) * b.sock_ptrs.size()) >> 32;

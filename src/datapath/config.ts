@@ -48,9 +48,9 @@ export interface DatapathConfig {
    * on the q-th CPU the process may use, a new flow goes to the worker of the CPU that received
    * its first datagram or sent its first packet into the TUN, where it stays while active. A round
    * trip then wakes no thread on another CPU. Each worker then has a light and a bulk lane (a
-   * thread and a TUN queue each; stats().lanes): a flow whose bursts pass 32 packets leaves on the
-   * bulk lane, so a ping or a request does not wait behind a bulk transfer on its way out
-   * (docs/datapath.md, "CPU-local steering" and "Under bulk load"). The spread over
+   * thread, a TUN queue and a receiving socket each; stats().lanes): a flow whose bursts pass 32
+   * packets moves to the bulk lane at both ends, so a ping or a request does not wait behind a
+   * bulk transfer (docs/datapath.md, "CPU-local steering" and "Under bulk load"). The spread over
    * workers comes from where senders run and from the underlay's receive spread (NIC RSS or RPS by
    * the outer ports, which still carry the flow hash); on a single-queue NIC without RPS every
    * datagram lands on one worker, as in the kernel's own vxlan path. False: workers float, flows
