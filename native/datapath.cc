@@ -535,11 +535,11 @@ void Datapath::worker_loop(Worker* w, uint32_t lane) {
   };
   std::vector<std::unique_ptr<Local>> locals;
   TunBuffers bufs(opts_.batch);  // shared by this worker's TUN queues: its passes run one at a time
-  UdpSocket* const rx_sock = rx_socks_[lane].get();
+  UdpSocket& rx_sock = *rx_socks_[lane];
   UdpSocket* tx_socks[kTxPorts];  // the CPU's: its light and bulk workers share them
   for (size_t k = 0; k < kTxPorts; ++k) tx_socks[k] = tx_socks_[q * kTxPorts + k].get();
   RxNets rx_nets;
-  std::unique_ptr<RxPass> rx(rx_sock ? new RxPass(opts_.encap.kind, opts_.batch, *rx_sock, *w->base, rx_nets) : nullptr);
+  RxPass rx(opts_.encap.kind, opts_.batch, rx_sock, *w->base, rx_nets);
   const int ep = ::epoll_create1(EPOLL_CLOEXEC);
   bool ok = ep >= 0;
   auto watch = [&](int op, int fd, void* tag) {
@@ -548,7 +548,7 @@ void Datapath::worker_loop(Worker* w, uint32_t lane) {
     ev.data.ptr = tag;
     return ::epoll_ctl(ep, op, fd, &ev) == 0;
   };
-  ok = ok && (!rx_sock || watch(EPOLL_CTL_ADD, rx_sock->fd(), &kSockTag)) && watch(EPOLL_CTL_ADD, stop_fd_, &kWakeTag) &&
+  ok = ok && watch(EPOLL_CTL_ADD, rx_sock.fd(), &kSockTag) && watch(EPOLL_CTL_ADD, stop_fd_, &kWakeTag) &&
        watch(EPOLL_CTL_ADD, wake_fds_[lane], &kWakeTag);
   uint64_t version = 0;
   std::vector<epoll_event> evs(4);
@@ -589,7 +589,7 @@ void Datapath::worker_loop(Worker* w, uint32_t lane) {
   };
   constexpr size_t kLightBurst = 8;  // packets since the last sleep up to which a spin is worth it
   const uint64_t spin_ns = static_cast<uint64_t>(opts_.busy_poll_us) * 1000;
-  bool sock_ready = rx != nullptr;
+  bool sock_ready = true;
   size_t burst = 0;  // packets handled since the worker last slept
   // This lane's entries of the steering programs' drain clocks (cpu_local), and what they last got.
   const bool clocked = tun_steer_.drained != nullptr && rx_steer_.drained != nullptr;
@@ -610,7 +610,7 @@ void Datapath::worker_loop(Worker* w, uint32_t lane) {
     }
     if (sock_ready) {
       const uint64_t t0 = clocked ? now_ns() : 0;
-      sock_ready = !rx->run(&burst);
+      sock_ready = !rx.run(&burst);
       if (!sock_ready) rx_drained_at = t0;  // all received before t0 was read, and is written
     }
     if (clocked) {
