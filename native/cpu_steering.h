@@ -45,10 +45,6 @@ struct Steering {
   size_t mapped = 0;  // bytes mapped at `drained`
 };
 
-// The lanes of worker q of n: light q, bulk n + q.
-inline size_t light_lane(size_t q) { return q; }
-inline size_t bulk_lane(size_t n, size_t q) { return n + q; }
-
 // Loads the TUN's program (an eBPF socket filter for TUNSETSTEERINGEBPF, the result a queue index:
 // the TUN must have 2 * cpus.size() queues). A packet too short for its IPv4 header goes to queue 0.
 // False with *err.

@@ -237,7 +237,7 @@ bool Datapath::open(std::string* err) {
     offload_.tun_uso = n.tun_uso();
   }
   // A receiving socket per lane (rx_socks_[lane]); the sending sockets, kTxPorts per worker.
-  auto open_rx = [&]() {
+  for (uint32_t l = 0; l < lanes(); ++l) {
     UdpSocketOptions rx;
     rx.bind_ip = opts_.bind_ip;
     rx.port = opts_.port;
@@ -245,15 +245,13 @@ bool Datapath::open(std::string* err) {
     rx.gro = opts_.offload;
     rx.rcvbuf = opts_.sock_buf;
     rx_socks_.push_back(std::make_unique<UdpSocket>());
-    if (!rx_socks_.back()->open(rx, err)) return false;
-    offload_.udp_gro = offload_.udp_gro && rx_socks_.back()->gro();
-    return true;
-  };
-  for (uint32_t q = 0; q < opts_.queues; ++q) {
-    if (!open_rx()) {
+    if (!rx_socks_.back()->open(rx, err)) {
       stop();
       return false;
     }
+    offload_.udp_gro = offload_.udp_gro && rx_socks_.back()->gro();
+  }
+  for (uint32_t q = 0; q < opts_.queues; ++q) {
     for (size_t k = 0; k < kTxPorts; ++k) {
       UdpSocketOptions tx;
       tx.bind_ip = opts_.bind_ip;
@@ -268,12 +266,6 @@ bool Datapath::open(std::string* err) {
       }
       offload_.udp_gso = offload_.udp_gso && tx_socks_.back()->gso();
       own_ports_.push_back(tx_socks_.back()->port());
-    }
-  }
-  for (uint32_t l = opts_.queues; l < lanes(); ++l) {  // the bulk lanes'
-    if (!open_rx()) {
-      stop();
-      return false;
     }
   }
   if (!cpus_.empty()) {
@@ -531,7 +523,7 @@ void Datapath::worker_loop(Worker* w, uint32_t lane) {
     RxNet rx;
     const RouteTable* table = nullptr;
     bool tun_ready = true;
-    uint64_t drained_at = 0;  // start of the last tx pass that emptied the queue (drain clock only)
+    uint64_t drained_at = 0;  // read just before the last tx pass that emptied the queue (drain clock only)
   };
   std::vector<std::unique_ptr<Local>> locals;
   TunBuffers bufs(opts_.batch);  // shared by this worker's TUN queues: its passes run one at a time
@@ -591,7 +583,8 @@ void Datapath::worker_loop(Worker* w, uint32_t lane) {
   const uint64_t spin_ns = static_cast<uint64_t>(opts_.busy_poll_us) * 1000;
   bool sock_ready = true;
   size_t burst = 0;  // packets handled since the worker last slept
-  // This lane's entries of the steering programs' drain clocks (cpu_local), and what they last got.
+  // This lane's entries of the steering programs' drain clocks (cpu_local: both programs loaded),
+  // and what they last got.
   const bool clocked = tun_steer_.drained != nullptr && rx_steer_.drained != nullptr;
   uint64_t* const tun_clock = clocked ? tun_steer_.drained + lane : nullptr;
   uint64_t* const rx_clock = clocked ? rx_steer_.drained + lane : nullptr;
@@ -599,17 +592,18 @@ void Datapath::worker_loop(Worker* w, uint32_t lane) {
   while (ok && !stopping_.load(std::memory_order_relaxed)) {
     const NetworkSet* set = w->reader->enter();
     if (set->version != version) ok = refresh(*set);
+    // Before this loop's passes: what was queued before t0 and is read by them is handled when
+    // they return (one clock reading for all of them).
+    const uint64_t t0 = clocked ? now_ns() : 0;
     bool more = false;
     for (auto& l : locals) {
       if (l->tun_ready) {
-        const uint64_t t0 = clocked ? now_ns() : 0;
         l->tun_ready = !l->tx->run(*l->table, &burst);
         if (!l->tun_ready) l->drained_at = t0;  // all queued before t0 was read, and is sent
       }
       more = more || l->tun_ready;
     }
     if (sock_ready) {
-      const uint64_t t0 = clocked ? now_ns() : 0;
       sock_ready = !rx.run(&burst);
       if (!sock_ready) rx_drained_at = t0;  // all received before t0 was read, and is written
     }
@@ -621,7 +615,7 @@ void Datapath::worker_loop(Worker* w, uint32_t lane) {
         __atomic_store_n(tun_clock, t, __ATOMIC_RELEASE);
         tun_published = t;
       }
-      if (rx_clock && rx_drained_at > rx_published) {
+      if (rx_drained_at > rx_published) {
         __atomic_store_n(rx_clock, rx_drained_at, __ATOMIC_RELEASE);
         rx_published = rx_drained_at;
       }

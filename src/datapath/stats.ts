@@ -12,9 +12,9 @@ export interface DatapathStats extends DatapathCounters {
   /** Inner packets each worker (one per queue; with CPU-local steering, one per CPU) sent and received (is the load spread over the cores?). */
   workers: Array<{ txPackets: number; rxPackets: number }>;
   /**
-   * With CPU-local steering, each worker's two lanes (a thread each): `light` sends flows whose
-   * bursts are small (pings, requests) and receives everything, `bulk` sends the rest
-   * (docs/datapath.md, "Under bulk load"). Empty without steering.
+   * With CPU-local steering, each worker's two lanes (a thread, a TUN queue and a receiving
+   * socket each): `light` carries flows whose bursts are small (pings, requests) both ways,
+   * `bulk` the rest (docs/datapath.md, "Under bulk load"). Empty without steering.
    */
   lanes: Array<{ worker: number; lane: 'light' | 'bulk'; txPackets: number; rxPackets: number }>;
   /** Which offloads the kernel accepted. */

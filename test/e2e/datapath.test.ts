@@ -117,11 +117,7 @@ function allowedCpus(task: string): number[] {
 /** The CPUs each `vxnet-wkN` thread of `pid` may run on, by N. */
 function workerCpus(pid: number): Map<number, number[]> {
   const out = new Map<number, number[]>();
-  for (const tid of execFileSync('ls', [`/proc/${pid}/task`], { encoding: 'utf8' }).split('\n').filter(Boolean)) {
-    const m = /^vxnet-wk(\d+)$/.exec(readFileSync(`/proc/${pid}/task/${tid}/comm`, 'utf8').trim());
-    if (!m) continue;
-    out.set(Number(m[1]), allowedCpus(`${pid}/task/${tid}`));
-  }
+  for (const [name, cpus] of laneThreads(pid)) if (name.startsWith('wk')) out.set(Number(name.slice(2)), cpus);
   return out;
 }
 
@@ -135,20 +131,28 @@ function laneThreads(pid: number): Map<string, number[]> {
   return out;
 }
 
-/** The CPUs this process may use when there are at least two (cpuLocal steers by CPU); else `t` is skipped. */
-function twoCpus(t: TestContext): number[] | undefined {
+/**
+ * Two hosts with two workers each (cpuLocal, the default) in a full mesh, when this process may use
+ * two CPUs (cpuLocal steers by CPU; else `t` is skipped); `allowed` is the CPUs it may use.
+ */
+async function withTwoWorkerMesh(
+  t: TestContext,
+  encap: 'udp' | 'vxlan',
+  fn: (c: { bed: NetBed; h1: BedHost; h2: BedHost; dps: DpHost[]; allowed: number[] }) => Promise<void>,
+): Promise<void> {
   const allowed = allowedCpus('self');
-  if (allowed.length >= 2) return allowed;
-  t.skip(`needs two CPUs, this process may use ${allowed.length}`);
-  return undefined;
+  if (allowed.length < 2) {
+    t.skip(`needs two CPUs, this process may use ${allowed.length}`);
+    return;
+  }
+  await withBed(2, async (bed) => {
+    const [h1, h2] = bed.hosts;
+    await fn({ bed, h1, h2, dps: await mesh(bed, encap, [h1, h2], { queues: 2 }), allowed });
+  });
 }
 
 test('cpuLocal (the default with two workers): each worker pinned to its own CPU; a new flow is placed on the CPU its sender runs on, at both hosts and both ways; TCP sent from two CPUs is never reordered', { timeout: 150000 }, async (t) => {
-  const allowed = twoCpus(t);
-  if (!allowed) return;
-  await withBed(2, async (bed) => {
-    const [h1, h2] = bed.hosts;
-    const dps = await mesh(bed, 'vxlan', [h1, h2], { queues: 2 });
+  await withTwoWorkerMesh(t, 'vxlan', async ({ bed, h1, h2, dps, allowed }) => {
     for (const d of dps) assert.equal((await d.stats()).offload.cpuLocal, true, 'steering in effect (stats().offload)');
     for (const d of dps) {
       const pinned = workerCpus(d.child.pid!);
@@ -199,11 +203,7 @@ test('cpuLocal (the default with two workers): each worker pinned to its own CPU
 });
 
 test('cpuLocal: a request/response flow whose sender moves to another CPU follows it after a pause (5 ms idle), at both hosts and both ways', { timeout: 120000 }, async (t) => {
-  const allowed = twoCpus(t);
-  if (!allowed) return;
-  await withBed(2, async (bed) => {
-    const [h1, h2] = bed.hosts;
-    const dps = await mesh(bed, 'udp', [h1, h2], { queues: 2 });
+  await withTwoWorkerMesh(t, 'udp', async ({ bed, h1, h2, dps, allowed }) => {
     // One ping process (one ICMP flow: one identifier), 20 ms apart: placed on worker 0 by its first
     // echo, then moved by the scheduler (here: by us) to the second CPU.
     const count = 50;
@@ -239,11 +239,7 @@ test('cpuLocal: a request/response flow whose sender moves to another CPU follow
 });
 
 test('cpuLocal: light and bulk lanes: a bulk transfer moves to its worker\'s bulk lane at both hosts, its ACKs too, a ping from the same CPU beside it stays on the light lanes both ways; the lanes\' threads pinned', { timeout: 150000 }, async (t) => {
-  const allowed = twoCpus(t);
-  if (!allowed) return;
-  await withBed(2, async (bed) => {
-    const [h1, h2] = bed.hosts;
-    const dps = await mesh(bed, 'vxlan', [h1, h2], { queues: 2 });
+  await withTwoWorkerMesh(t, 'vxlan', async ({ bed, h1, h2, dps, allowed }) => {
     for (const [i, d] of dps.entries()) {
       const ns = [h1, h2][i].ns;
       const threads = laneThreads(d.child.pid!);
