@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstddef>
 #include <cstdint>
 #include <cstring>
 #include <vector>
@@ -41,6 +42,8 @@ class Asm {
     fixups_.push_back({prog_.size(), label});
     op(code, dst, src, 0, 0);
   }
+  // A label of its own (for code emitted in loops).
+  int fresh() { return next_label_++; }
   void bind(int label) {
     if (static_cast<size_t>(label) >= labels_.size()) labels_.resize(static_cast<size_t>(label) + 1, SIZE_MAX);
     labels_[static_cast<size_t>(label)] = prog_.size();
@@ -62,6 +65,7 @@ class Asm {
   std::vector<bpf_insn> prog_;
   std::vector<Fixup> fixups_;
   std::vector<size_t> labels_;
+  int next_label_ = 1000;
 };
 
 // The flow decision's constants (cpu_steering.h):
@@ -77,6 +81,14 @@ constexpr int32_t kIdleNs = 5 * 1000 * 1000;
 constexpr int32_t kLongIdleNs = 50 * 1000 * 1000;
 constexpr int32_t kSmallBurst = 32;
 constexpr uint32_t kFlows = 65536;  // LRU entries (one per flow key)
+// The receiving program's load of a bulk lane: the bytes its datagrams carried in the current and
+// the previous epoch of kEpochNs. A flow turning bulk takes the bulk lane of the CPU it arrives on
+// unless another worker's carries kMargin fewer bytes per epoch (then the least loaded one's); the
+// chosen lane is charged kFlowCharge at once, so flows turning bulk together (one sender's
+// parallel streams) spread before their bytes show.
+constexpr int32_t kEpochNs = 10 * 1000 * 1000;
+constexpr int32_t kMargin = 1536 * 1024;  // 1.2 Gbit/s
+constexpr int32_t kFlowCharge = 2048 * 1024;
 
 // Stack slots of the programs (offsets from r10).
 constexpr int16_t kKeySlot = -8;     // the flow key: u32 addresses, u32 protocol and ports
@@ -84,13 +96,29 @@ constexpr int16_t kValueSlot = -24;  // a new flow table value: u32 lane, u32 bu
 constexpr int16_t kLaneSlot = -32;   // a u32 lane, the key of the drain clock and of the socket array
 constexpr int16_t kHdrSlot = -64;    // the reuseport program's copy of the inner IPv4 header (20 bytes)
 constexpr int16_t kPortsSlot = -72;  // ... and of the 4 bytes after it
+constexpr int16_t kCurSlot = -80;       // the balancing: the receiving CPU's worker (u64)
+constexpr int16_t kCurLoadSlot = -88;   // ... its bulk lane's load
+constexpr int16_t kBestSlot = -96;      // ... the least loaded worker so far
+constexpr int16_t kBestLoadSlot = -104; // ... and its load
 
 // Labels of the flow decision (the front ends use labels from kFrontLabels on).
 enum { kMiss, kPlace, kStore, kKeep, kIdle, kBulk, kDone, kFrontLabels };
 
-// The maps behind a program: the flow table and the drain clock, mapped into this process.
+// Where a flow goes when it turns bulk:
+// - kSameWorker (the TUN's program): the bulk lane of its light lane's worker. A move to another
+//   CPU's lane could reorder the flow: what the old lane sent may still wait in that CPU's queues
+//   below the socket (a veth's backlog, a NIC queue), which no drain clock sees (docs/datapath.md,
+//   "One sender's streams").
+// - kLeastLoaded (the receiving sockets' program): the bulk lane of the least loaded worker,
+//   preferring the receiving CPU's. Safe: datagrams are steered as they arrive, and the old socket
+//   has been drained past the flow's last one. It spreads one sender's parallel streams, which the
+//   sending host's CPU-local steering keeps on one worker, over the receiving host's CPUs.
+enum class BulkTarget { kSameWorker, kLeastLoaded };
+
+// The maps behind a program: the flow table and the drain clock, mapped into this process, and
+// (kLeastLoaded) the bulk lanes' loads.
 struct Maps {
-  int flows = -1, clock = -1;
+  int flows = -1, clock = -1, load = -1;
   void* mem = nullptr;
   size_t bytes = 0;
 };
@@ -133,10 +161,123 @@ bool make_maps(size_t lanes, Maps* m, std::string* err) {
   return true;
 }
 
+// r0 = the index among the workers of the CPU number in r0 (i for cpus[i]; any other CPU's number
+// modulo n), then on at `done`.
+void cpu_to_worker(Asm& a, const std::vector<int>& cpus, int done) {
+  for (size_t i = 0; i < cpus.size(); ++i) {
+    a.op(BPF_JMP | BPF_JNE | BPF_K, BPF_REG_0, 0, 2, cpus[i]);
+    a.op(BPF_ALU64 | BPF_MOV | BPF_K, BPF_REG_0, 0, 0, static_cast<int32_t>(i));
+    a.jump(BPF_JMP | BPF_JA, 0, 0, done);
+  }
+  a.op(BPF_ALU64 | BPF_MOD | BPF_K, BPF_REG_0, 0, 0, static_cast<int32_t>(cpus.size()));
+  a.bind(done);
+}
+
+// A bulk lane's load entry at r0 (u64 epoch start, bytes this epoch, bytes the epoch before), the
+// time in r8: starts a new epoch once the current one is over. Uses r2, r3.
+void roll_epoch(Asm& a) {
+  const int done = a.fresh(), keep = a.fresh();
+  a.op(BPF_ALU64 | BPF_MOV | BPF_X, BPF_REG_2, BPF_REG_8, 0, 0);
+  a.op(BPF_LDX | BPF_MEM | BPF_DW, BPF_REG_3, BPF_REG_0, 0, 0);
+  a.op(BPF_ALU64 | BPF_SUB | BPF_X, BPF_REG_2, BPF_REG_3, 0, 0);   // r2 = age of the epoch
+  a.jump(BPF_JMP | BPF_JSLT | BPF_K, BPF_REG_2, kEpochNs, done);
+  a.op(BPF_LDX | BPF_MEM | BPF_DW, BPF_REG_3, BPF_REG_0, 8, 0);    // it becomes the previous one,
+  a.jump(BPF_JMP | BPF_JSLT | BPF_K, BPF_REG_2, 2 * kEpochNs, keep);
+  a.op(BPF_ALU64 | BPF_MOV | BPF_K, BPF_REG_3, 0, 0, 0);           // unless another has passed since
+  a.bind(keep);
+  a.op(BPF_STX | BPF_MEM | BPF_DW, BPF_REG_0, BPF_REG_3, 16, 0);
+  a.op(BPF_ST | BPF_MEM | BPF_DW, BPF_REG_0, 0, 8, 0);
+  a.op(BPF_STX | BPF_MEM | BPF_DW, BPF_REG_0, BPF_REG_8, 0, 0);
+  a.bind(done);
+}
+
+// r0 = the load map's entry of the worker whose u32 index is at kLaneSlot, or on at `none`.
+void load_entry(Asm& a, const Maps& m, int none) {
+  a.load_map(BPF_REG_1, m.load);
+  a.op(BPF_ALU64 | BPF_MOV | BPF_X, BPF_REG_2, BPF_REG_10, 0, 0);
+  a.op(BPF_ALU64 | BPF_ADD | BPF_K, BPF_REG_2, 0, 0, kLaneSlot);
+  a.op(BPF_JMP | BPF_CALL, 0, 0, 0, BPF_FUNC_map_lookup_elem);
+  a.jump(BPF_JMP | BPF_JEQ | BPF_K, BPF_REG_0, 0, none);
+}
+
+// r0 = the worker whose bulk lane a flow turning bulk now takes (BulkTarget::kLeastLoaded), its
+// lane charged kFlowCharge. The time in r8; uses r1-r5 and the balancing's stack slots (r6-r9 kept).
+void least_loaded_worker(Asm& a, const Maps& m, const std::vector<int>& cpus) {
+  const int32_t n = static_cast<int32_t>(cpus.size());
+  const int cur = a.fresh(), chosen = a.fresh(), charged = a.fresh();
+  a.op(BPF_JMP | BPF_CALL, 0, 0, 0, BPF_FUNC_get_smp_processor_id);
+  cpu_to_worker(a, cpus, cur);
+  a.op(BPF_STX | BPF_MEM | BPF_DW, BPF_REG_10, BPF_REG_0, kCurSlot, 0);
+  a.op(BPF_STX | BPF_MEM | BPF_DW, BPF_REG_10, BPF_REG_0, kBestSlot, 0);
+  a.op(BPF_ST | BPF_MEM | BPF_DW, BPF_REG_10, 0, kCurLoadSlot, 0);
+  a.op(BPF_ST | BPF_MEM | BPF_DW, BPF_REG_10, 0, kBestLoadSlot, -1);   // UINT64_MAX
+  for (int32_t w = 0; w < n; ++w) {
+    // r1 = worker w's load: the larger of this epoch's and the previous one's bytes while this
+    // epoch runs, this epoch's for one more epoch after, then none.
+    const int next = a.fresh(), have = a.fresh(), not_cur = a.fresh();
+    a.op(BPF_ST | BPF_MEM | BPF_W, BPF_REG_10, 0, kLaneSlot, w);
+    load_entry(a, m, next);
+    a.op(BPF_ALU64 | BPF_MOV | BPF_X, BPF_REG_2, BPF_REG_8, 0, 0);
+    a.op(BPF_LDX | BPF_MEM | BPF_DW, BPF_REG_3, BPF_REG_0, 0, 0);
+    a.op(BPF_ALU64 | BPF_SUB | BPF_X, BPF_REG_2, BPF_REG_3, 0, 0);   // r2 = age of its epoch
+    a.op(BPF_ALU64 | BPF_MOV | BPF_K, BPF_REG_1, 0, 0, 0);
+    a.jump(BPF_JMP | BPF_JSGE | BPF_K, BPF_REG_2, 2 * kEpochNs, have);
+    a.op(BPF_LDX | BPF_MEM | BPF_DW, BPF_REG_1, BPF_REG_0, 8, 0);
+    a.jump(BPF_JMP | BPF_JSGE | BPF_K, BPF_REG_2, kEpochNs, have);
+    a.op(BPF_LDX | BPF_MEM | BPF_DW, BPF_REG_3, BPF_REG_0, 16, 0);
+    a.jump_x(BPF_JMP | BPF_JGE | BPF_X, BPF_REG_1, BPF_REG_3, have);
+    a.op(BPF_ALU64 | BPF_MOV | BPF_X, BPF_REG_1, BPF_REG_3, 0, 0);
+    a.bind(have);
+    a.op(BPF_LDX | BPF_MEM | BPF_DW, BPF_REG_3, BPF_REG_10, kCurSlot, 0);
+    a.jump(BPF_JMP | BPF_JNE | BPF_K, BPF_REG_3, w, not_cur);
+    a.op(BPF_STX | BPF_MEM | BPF_DW, BPF_REG_10, BPF_REG_1, kCurLoadSlot, 0);
+    a.bind(not_cur);
+    a.op(BPF_LDX | BPF_MEM | BPF_DW, BPF_REG_3, BPF_REG_10, kBestLoadSlot, 0);
+    a.jump_x(BPF_JMP | BPF_JGE | BPF_X, BPF_REG_1, BPF_REG_3, next);
+    a.op(BPF_STX | BPF_MEM | BPF_DW, BPF_REG_10, BPF_REG_1, kBestLoadSlot, 0);
+    a.op(BPF_ST | BPF_MEM | BPF_DW, BPF_REG_10, 0, kBestSlot, w);
+    a.bind(next);
+  }
+  // The receiving CPU's worker unless the least loaded one carries kMargin less.
+  a.op(BPF_LDX | BPF_MEM | BPF_DW, BPF_REG_0, BPF_REG_10, kCurSlot, 0);
+  a.op(BPF_LDX | BPF_MEM | BPF_DW, BPF_REG_1, BPF_REG_10, kCurLoadSlot, 0);
+  a.op(BPF_LDX | BPF_MEM | BPF_DW, BPF_REG_2, BPF_REG_10, kBestLoadSlot, 0);
+  a.op(BPF_ALU64 | BPF_ADD | BPF_K, BPF_REG_2, 0, 0, kMargin);
+  a.jump_x(BPF_JMP | BPF_JLE | BPF_X, BPF_REG_1, BPF_REG_2, chosen);  // (a wrapped sum: no lane had an entry)
+  a.op(BPF_LDX | BPF_MEM | BPF_DW, BPF_REG_0, BPF_REG_10, kBestSlot, 0);
+  a.bind(chosen);
+  // Charge the chosen lane for the flow now, so the next flow turning bulk sees it.
+  a.op(BPF_STX | BPF_MEM | BPF_DW, BPF_REG_10, BPF_REG_0, kBestSlot, 0);
+  a.op(BPF_STX | BPF_MEM | BPF_W, BPF_REG_10, BPF_REG_0, kLaneSlot, 0);
+  load_entry(a, m, charged);
+  roll_epoch(a);
+  a.op(BPF_ALU64 | BPF_MOV | BPF_K, BPF_REG_1, 0, 0, kFlowCharge);
+  a.op(BPF_STX | BPF_ATOMIC | BPF_DW, BPF_REG_0, BPF_REG_1, 8, BPF_ADD);
+  a.bind(charged);
+  a.op(BPF_LDX | BPF_MEM | BPF_DW, BPF_REG_0, BPF_REG_10, kBestSlot, 0);
+}
+
+// The accounting of BulkTarget::kLeastLoaded: the packet (the context in r6, its length at `len_off`)
+// adds its length to its bulk lane's load; r0 = its lane on entry and on exit, the time in r8. Uses
+// r1-r5, r7, r9.
+void charge_bulk_lane(Asm& a, const Maps& m, int32_t n, int16_t len_off) {
+  const int done = a.fresh();
+  a.op(BPF_ALU64 | BPF_MOV | BPF_X, BPF_REG_9, BPF_REG_0, 0, 0);   // r9 = lane
+  a.jump(BPF_JMP | BPF_JLT | BPF_K, BPF_REG_0, n, done);           // a light lane: not counted
+  a.op(BPF_LDX | BPF_MEM | BPF_W, BPF_REG_7, BPF_REG_6, len_off, 0);
+  a.op(BPF_ALU64 | BPF_SUB | BPF_K, BPF_REG_0, 0, 0, n);
+  a.op(BPF_STX | BPF_MEM | BPF_W, BPF_REG_10, BPF_REG_0, kLaneSlot, 0);
+  load_entry(a, m, done);
+  roll_epoch(a);
+  a.op(BPF_STX | BPF_ATOMIC | BPF_DW, BPF_REG_0, BPF_REG_7, 8, BPF_ADD);
+  a.bind(done);
+  a.op(BPF_ALU64 | BPF_MOV | BPF_X, BPF_REG_0, BPF_REG_9, 0, 0);
+}
+
 // The flow decision (cpu_steering.h). On entry r8 and r9 hold the flow key's two words (addresses;
-// protocol and ports); it ends at kDone with r0 = the flow's lane. Uses r7-r9; r6 is left alone.
-// Lanes 0..n-1 are the workers' light lanes, n..2n-1 their bulk lanes.
-void flow_choice(Asm& a, const Maps& m, const std::vector<int>& cpus) {
+// protocol and ports); it ends at kDone with r0 = the flow's lane and r8 = the time. Uses r7-r9;
+// r6 is left alone. Lanes 0..n-1 are the workers' light lanes, n..2n-1 their bulk lanes.
+void flow_choice(Asm& a, const Maps& m, const std::vector<int>& cpus, BulkTarget target) {
   const int32_t n = static_cast<int32_t>(cpus.size());
   // Jumps to `keep` unless the drain clock of lane r0 passed the flow's previous packet (r9).
   auto unless_drained = [&](int keep) {
@@ -174,8 +315,12 @@ void flow_choice(Asm& a, const Maps& m, const std::vector<int>& cpus) {
   a.op(BPF_LDX | BPF_MEM | BPF_W, BPF_REG_0, BPF_REG_7, 0, 0);    // r0 = its lane
   a.jump(BPF_JMP | BPF_JGE | BPF_K, BPF_REG_0, n, kKeep);         // already bulk (or beyond the lanes)
   unless_drained(kKeep);
-  a.op(BPF_LDX | BPF_MEM | BPF_W, BPF_REG_0, BPF_REG_7, 0, 0);
-  a.op(BPF_ALU64 | BPF_ADD | BPF_K, BPF_REG_0, 0, 0, n);          // the same worker's bulk lane
+  if (target == BulkTarget::kSameWorker) {
+    a.op(BPF_LDX | BPF_MEM | BPF_W, BPF_REG_0, BPF_REG_7, 0, 0);  // its light lane's worker
+  } else {
+    least_loaded_worker(a, m, cpus);
+  }
+  a.op(BPF_ALU64 | BPF_ADD | BPF_K, BPF_REG_0, 0, 0, n);          // r0 = that worker's bulk lane
   a.op(BPF_STX | BPF_MEM | BPF_W, BPF_REG_7, BPF_REG_0, 0, 0);
   a.jump(BPF_JMP | BPF_JA, 0, 0, kDone);
   a.bind(kKeep);
@@ -197,14 +342,7 @@ void flow_choice(Asm& a, const Maps& m, const std::vector<int>& cpus) {
   a.bind(kPlace);                                                 // r0 = now
   a.op(BPF_ALU64 | BPF_MOV | BPF_X, BPF_REG_8, BPF_REG_0, 0, 0);
   a.op(BPF_JMP | BPF_CALL, 0, 0, 0, BPF_FUNC_get_smp_processor_id);
-  // The light lane of this CPU: i for cpus[i]; any other CPU's number modulo n.
-  for (size_t i = 0; i < cpus.size(); ++i) {
-    a.op(BPF_JMP | BPF_JNE | BPF_K, BPF_REG_0, 0, 2, cpus[i]);
-    a.op(BPF_ALU64 | BPF_MOV | BPF_K, BPF_REG_0, 0, 0, static_cast<int32_t>(i));
-    a.jump(BPF_JMP | BPF_JA, 0, 0, kStore);
-  }
-  a.op(BPF_ALU64 | BPF_MOD | BPF_K, BPF_REG_0, 0, 0, n);
-  a.bind(kStore);
+  cpu_to_worker(a, cpus, kStore);  // the light lane of this CPU
   a.op(BPF_ALU64 | BPF_MOV | BPF_X, BPF_REG_9, BPF_REG_0, 0, 0);  // r9 = lane
   a.op(BPF_STX | BPF_MEM | BPF_W, BPF_REG_10, BPF_REG_0, kValueSlot, 0);      // value: lane
   a.op(BPF_ST | BPF_MEM | BPF_W, BPF_REG_10, 0, kValueSlot + 4, 1);          //   burst: this packet
@@ -252,6 +390,7 @@ bool load(const char* what, bpf_prog_type type, bpf_attach_type attach, std::vec
   }
   ::close(m.flows);  // the program holds its maps, the mapping the drain clock
   ::close(m.clock);
+  if (m.load >= 0) ::close(m.load);
   if (fd < 0) {
     ::munmap(m.mem, m.bytes);
     return false;
@@ -302,7 +441,7 @@ bool load_tun_steering(const std::vector<int>& cpus, Steering* out, std::string*
   a.op(BPF_ALU64 | BPF_LSH | BPF_K, BPF_REG_0, 0, 0, 8);
   a.op(BPF_ALU64 | BPF_XOR | BPF_X, BPF_REG_9, BPF_REG_0, 0, 0);
   a.bind(kNoPorts);
-  flow_choice(a, m, cpus);
+  flow_choice(a, m, cpus, BulkTarget::kSameWorker);
   a.op(BPF_JMP | BPF_EXIT, 0, 0, 0, 0);                           // the queue: the flow's lane
   return load("TUN steering", BPF_PROG_TYPE_SOCKET_FILTER, static_cast<bpf_attach_type>(0), a.finish(), m, lanes,
               out, err);
@@ -342,6 +481,15 @@ bool load_rx_steering(const std::vector<int>& cpus, const std::vector<int>& sock
   }
   Maps m;
   if (!make_maps(lanes, &m, err)) {
+    ::close(smap);
+    return false;
+  }
+  // The bulk lanes' loads, one {epoch start, bytes this epoch, bytes the epoch before} per worker.
+  m.load = create_map(BPF_MAP_TYPE_ARRAY, 4, 24, static_cast<uint32_t>(cpus.size()), 0, "bulk lane loads", err);
+  if (m.load < 0) {
+    ::close(m.flows);
+    ::close(m.clock);
+    ::munmap(m.mem, m.bytes);
     ::close(smap);
     return false;
   }
@@ -396,7 +544,8 @@ bool load_rx_steering(const std::vector<int>& cpus, const std::vector<int>& sock
   a.op(BPF_ALU64 | BPF_LSH | BPF_K, BPF_REG_0, 0, 0, 8);
   a.op(BPF_ALU64 | BPF_XOR | BPF_X, BPF_REG_9, BPF_REG_0, 0, 0);
   a.bind(kNoPorts);
-  flow_choice(a, m, cpus);
+  flow_choice(a, m, cpus, BulkTarget::kLeastLoaded);
+  charge_bulk_lane(a, m, static_cast<int32_t>(cpus.size()), static_cast<int16_t>(offsetof(sk_reuseport_md, len)));
   // The flow's lane is the socket.
   a.op(BPF_STX | BPF_MEM | BPF_W, BPF_REG_10, BPF_REG_0, kLaneSlot, 0);
   a.op(BPF_ALU64 | BPF_MOV | BPF_X, BPF_REG_1, BPF_REG_6, 0, 0);

@@ -10,9 +10,12 @@
 // cpu_steering.cc):
 // - a new flow goes to the light lane of the CPU it was sent from or received on;
 // - a flow whose burst (packets less than 5 ms apart; a TSO super-packet or a GSO message counts
-//   one) passes 32 packets moves to the bulk lane of its worker, once the light lane has been
-//   drained since the flow's previous packet (the drain clock below): nothing of it is left behind
-//   there, so the move does not reorder it;
+//   one) passes 32 packets moves to a bulk lane, once the light lane has been drained since the
+//   flow's previous packet (the drain clock below): nothing of it is left behind there, so the move
+//   does not reorder it. The TUN's program takes the bulk lane of the flow's worker; the receiving
+//   sockets' program the least loaded worker's, preferring the receiving CPU's (BulkTarget in
+//   cpu_steering.cc: it counts its bulk lanes' bytes), so one sender's parallel streams, which the
+//   sending host keeps on one worker, spread over the receiving host's CPUs;
 // - after a pause of 5 ms that followed a small burst, a light flow moves to the light lane of the
 //   current CPU, again once its lane has been drained since its last packet; after 50 ms, any flow.
 // The reuseport program sees a GSO message (or a GRO train) once, by its first datagram: the

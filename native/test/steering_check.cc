@@ -219,6 +219,32 @@ static void rx_program(int c0, int c1, size_t inner_offset, uint16_t port) {
   const std::vector<uint8_t> runt = {0x45, 0};
   const int r = send_inner(runt);
   CHECK(r >= 0 && r < 4, "a datagram too short for an inner header is still delivered (the kernel's hash picks; the worker drops it)");
+
+  // Flows turning bulk take the least loaded worker's bulk socket, preferring the receiving CPU's.
+  auto turn_bulk = [&](const std::vector<uint8_t>& f, int light) {
+    for (int i = 0; i < 40; ++i) send_inner(f);
+    s.drained[light] = mono_ns() + 1;
+    return send_inner(f);
+  };
+  sleep_ms(25);  // the loads so far expire (two epochs)
+  pin(c0);
+  const auto f1 = ipv4(0x0af40102, 0x0af40202, 6, 40001, 5201);
+  const auto f2 = ipv4(0x0af40102, 0x0af40202, 6, 40002, 5201);
+  const auto f3 = ipv4(0x0af40102, 0x0af40202, 6, 40003, 5201);
+  CHECK(turn_bulk(f1, 0) == 2, "with no bulk socket loaded, a flow turning bulk takes the receiving CPU's");
+  CHECK(turn_bulk(f2, 0) == 3, "the next one turning bulk on that CPU takes the other worker's: the first one's socket is charged for it");
+  CHECK(turn_bulk(f3, 0) == 2, "the third one the receiving CPU's again (both charged alike)");
+  bool kept = true;
+  auto big = f2;
+  big.resize(60000, 0);
+  for (int i = 0; i < 100; ++i) kept = kept && send_inner(big) == 3;
+  CHECK(kept, "a bulk flow's 6 MB stay on its socket");
+  pin(c1);
+  const auto f4 = ipv4(0x0af40102, 0x0af40202, 6, 40004, 5201);
+  CHECK(send_inner(f4) == 1 && turn_bulk(f4, 1) == 2, "a flow turning bulk on a CPU whose bulk socket carries more bytes goes to the less loaded worker's");
+  sleep_ms(25);
+  const auto f5 = ipv4(0x0af40102, 0x0af40202, 6, 40005, 5201);
+  CHECK(turn_bulk(f5, 1) == 3, "loads expire: after two quiet epochs a flow turning bulk stays on the receiving CPU");
   unload_steering(&s);
   close(tx);
   for (int fd : socks) close(fd);

@@ -49,11 +49,13 @@ export interface DatapathConfig {
    * its first datagram or sent its first packet into the TUN, where it stays while active. A round
    * trip then wakes no thread on another CPU. Each worker then has a light and a bulk lane (a
    * thread, a TUN queue and a receiving socket each; stats().lanes): a flow whose bursts pass 32
-   * packets moves to the bulk lane at both ends, so a ping or a request does not wait behind a
+   * packets moves to a bulk lane at both ends, so a ping or a request does not wait behind a
    * bulk transfer (docs/datapath.md, "CPU-local steering" and "Under bulk load"). The spread over
-   * workers comes from where senders run and from the underlay's receive spread (NIC RSS or RPS by
-   * the outer ports, which still carry the flow hash); on a single-queue NIC without RPS every
-   * datagram lands on one worker, as in the kernel's own vxlan path. False: workers float, flows
+   * workers comes from where senders run, from the underlay's receive spread (NIC RSS or RPS by
+   * the outer ports, which still carry the flow hash) and, for bulk flows, from the receiving
+   * side: a flow turning bulk there takes the least loaded worker's bulk lane (docs/datapath.md,
+   * "One sender's streams"). On a single-queue NIC without RPS every light datagram lands on one
+   * worker, as in the kernel's own vxlan path. False: workers float, flows
    * spread by their hash (one peer's flows over all workers at both ends).
    */
   cpuLocal?: boolean;
