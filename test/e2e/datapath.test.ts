@@ -194,6 +194,14 @@ test('cpuLocal (the default with two workers): each worker pinned to its own CPU
     assert.ok(reordered < 10, `the TCP senders detected ${reordered} reorderings (SACK, timestamps, Reno)`);
     const carried = (h: number) => after[h].workers.reduce((n, w, i) => n + w.txPackets - before[h].workers[i].txPackets, 0);
     for (const h of [0, 1]) assert.ok(carried(h) > 1000, `host ${h + 1}'s workers carried the flows: +${carried(h)}`);
+    // One client thread sends the four streams from one CPU, and h1 keeps them on that CPU's worker;
+    // h2's receiving program spreads streams turning bulk together over both workers' bulk lanes
+    // (docs/datapath.md, "One sender's streams").
+    const bulkRx = (w: number) => {
+      const at = (s: typeof after[number]) => s.lanes.find((l) => l.lane === 'bulk' && l.worker === w)!.rxPackets;
+      return at(after[1]) - at(before[1]);
+    };
+    for (const w of [0, 1]) assert.ok(bulkRx(w) > 1000, `h2 worker ${w}'s bulk lane received streams: +${bulkRx(w)} (the other +${bulkRx(1 - w)})`);
     for (const d of dps) {
       const s = await d.stats();
       for (const [reason, n] of Object.entries(s.drops)) if (reason.startsWith('rx_')) assert.equal(n, 0, `no ${reason}`);
@@ -238,7 +246,7 @@ test('cpuLocal: a request/response flow whose sender moves to another CPU follow
   });
 });
 
-test('cpuLocal: light and bulk lanes: a bulk transfer moves to its worker\'s bulk lane at both hosts, its ACKs too, a ping from the same CPU beside it stays on the light lanes both ways; the lanes\' threads pinned', { timeout: 150000 }, async (t) => {
+test('cpuLocal: light and bulk lanes: a bulk transfer moves to the bulk lanes at both hosts, its ACKs too, a ping from the same CPU beside it stays on the light lanes both ways; the lanes\' threads pinned', { timeout: 150000 }, async (t) => {
   await withTwoWorkerMesh(t, 'vxlan', async ({ bed, h1, h2, dps, allowed }) => {
     for (const [i, d] of dps.entries()) {
       const ns = [h1, h2][i].ns;
@@ -277,8 +285,10 @@ test('cpuLocal: light and bulk lanes: a bulk transfer moves to its worker\'s bul
     assert.match(p.stdout, new RegExp(` ${pings} received`), p.stdout);
     assert.ok(out.bytes > 10 * 1024 * 1024, `TCP moved ${out.bytes} bytes`);
     const shown = JSON.stringify(after.map((s, h) => s.lanes.map((l) => `${l.lane}${l.worker} tx+${l.txPackets - before[h].lanes.find((b) => b.lane === l.lane && b.worker === l.worker)!.txPackets} rx+${l.rxPackets - before[h].lanes.find((b) => b.lane === l.lane && b.worker === l.worker)!.rxPackets}`)));
-    // The data: h1 sends it, h2 receives it, on worker 0's bulk lane; of the light lane's packets in
-    // that direction all but a few are the pings (a flow that pauses for 50 ms starts over light).
+    // The data: h1 sends it on worker 0's bulk lane, h2 receives at least one of the two streams
+    // there (the other may go to worker 1's: the receiving side spreads streams turning bulk
+    // together); of the light lane's packets in that direction all but a few are the pings (a flow
+    // that pauses for 50 ms starts over light).
     for (const [h, dir] of [[0, 'txPackets'], [1, 'rxPackets']] as const) {
       assert.ok(lane(h, 'bulk', dir) > 20 * lane(h, 'light', dir) && lane(h, 'bulk', dir) > 10000, `host ${h + 1} ${dir}: the bulk data on the bulk lane ${shown}`);
       assert.ok(lane(h, 'light', dir) >= pings, `host ${h + 1} ${dir}: every echo request on the light lane ${shown}`);
