@@ -65,7 +65,7 @@ class Asm {
   std::vector<bpf_insn> prog_;
   std::vector<Fixup> fixups_;
   std::vector<size_t> labels_;
-  int next_label_ = 1000;
+  int next_label_ = 1000;  // above every fixed label (the enums below)
 };
 
 // The flow decision's constants (cpu_steering.h):
@@ -137,7 +137,8 @@ int create_map(bpf_map_type type, uint32_t key_size, uint32_t value_size, uint32
   return fd;
 }
 
-bool make_maps(size_t lanes, Maps* m, std::string* err) {
+// `target`: kLeastLoaded also makes the bulk lanes' loads.
+bool make_maps(size_t lanes, BulkTarget target, Maps* m, std::string* err) {
   // The flow table: key = (saddr ^ daddr, proto ^ (sport ^ dport) << 8; ICMP: the echo identifier
   // for the ports), the same for both directions of a flow; value = {lane, packets of its current
   // burst (counted up to kSmallBurst + 1), last packet's time in ns}.
@@ -157,6 +158,16 @@ bool make_maps(size_t lanes, Maps* m, std::string* err) {
     ::close(m->flows);
     ::close(m->clock);
     return false;
+  }
+  if (target == BulkTarget::kLeastLoaded) {
+    // The bulk lanes' loads, one {epoch start, bytes this epoch, bytes the epoch before} per worker.
+    m->load = create_map(BPF_MAP_TYPE_ARRAY, 4, 24, static_cast<uint32_t>(lanes / 2), 0, "bulk lane loads", err);
+    if (m->load < 0) {
+      ::munmap(m->mem, m->bytes);
+      ::close(m->flows);
+      ::close(m->clock);
+      return false;
+    }
   }
   return true;
 }
@@ -201,7 +212,7 @@ void load_entry(Asm& a, const Maps& m, int none) {
 }
 
 // r0 = the worker whose bulk lane a flow turning bulk now takes (BulkTarget::kLeastLoaded), its
-// lane charged kFlowCharge. The time in r8; uses r1-r5 and the balancing's stack slots (r6-r9 kept).
+// lane charged kFlowCharge. The time in r8; uses r1-r5, r9 and the balancing's stack slots.
 void least_loaded_worker(Asm& a, const Maps& m, const std::vector<int>& cpus) {
   const int32_t n = static_cast<int32_t>(cpus.size());
   const int cur = a.fresh(), chosen = a.fresh(), charged = a.fresh();
@@ -247,24 +258,24 @@ void least_loaded_worker(Asm& a, const Maps& m, const std::vector<int>& cpus) {
   a.op(BPF_LDX | BPF_MEM | BPF_DW, BPF_REG_0, BPF_REG_10, kBestSlot, 0);
   a.bind(chosen);
   // Charge the chosen lane for the flow now, so the next flow turning bulk sees it.
-  a.op(BPF_STX | BPF_MEM | BPF_DW, BPF_REG_10, BPF_REG_0, kBestSlot, 0);
+  a.op(BPF_ALU64 | BPF_MOV | BPF_X, BPF_REG_9, BPF_REG_0, 0, 0);  // r9 = the chosen worker
   a.op(BPF_STX | BPF_MEM | BPF_W, BPF_REG_10, BPF_REG_0, kLaneSlot, 0);
   load_entry(a, m, charged);
   roll_epoch(a);
   a.op(BPF_ALU64 | BPF_MOV | BPF_K, BPF_REG_1, 0, 0, kFlowCharge);
   a.op(BPF_STX | BPF_ATOMIC | BPF_DW, BPF_REG_0, BPF_REG_1, 8, BPF_ADD);
   a.bind(charged);
-  a.op(BPF_LDX | BPF_MEM | BPF_DW, BPF_REG_0, BPF_REG_10, kBestSlot, 0);
+  a.op(BPF_ALU64 | BPF_MOV | BPF_X, BPF_REG_0, BPF_REG_9, 0, 0);
 }
 
-// The accounting of BulkTarget::kLeastLoaded: the packet (the context in r6, its length at `len_off`)
-// adds its length to its bulk lane's load; r0 = its lane on entry and on exit, the time in r8. Uses
-// r1-r5, r7, r9.
-void charge_bulk_lane(Asm& a, const Maps& m, int32_t n, int16_t len_off) {
+// The accounting of BulkTarget::kLeastLoaded (the receiving program): the datagram (sk_reuseport_md
+// in r6) adds its length to its bulk lane's load; r0 = its lane on entry and on exit, the time in
+// r8. Uses r1-r5, r7, r9.
+void charge_bulk_lane(Asm& a, const Maps& m, int32_t n) {
   const int done = a.fresh();
   a.op(BPF_ALU64 | BPF_MOV | BPF_X, BPF_REG_9, BPF_REG_0, 0, 0);   // r9 = lane
   a.jump(BPF_JMP | BPF_JLT | BPF_K, BPF_REG_0, n, done);           // a light lane: not counted
-  a.op(BPF_LDX | BPF_MEM | BPF_W, BPF_REG_7, BPF_REG_6, len_off, 0);
+  a.op(BPF_LDX | BPF_MEM | BPF_W, BPF_REG_7, BPF_REG_6, static_cast<int16_t>(offsetof(sk_reuseport_md, len)), 0);
   a.op(BPF_ALU64 | BPF_SUB | BPF_K, BPF_REG_0, 0, 0, n);
   a.op(BPF_STX | BPF_MEM | BPF_W, BPF_REG_10, BPF_REG_0, kLaneSlot, 0);
   load_entry(a, m, done);
@@ -407,7 +418,7 @@ bool load(const char* what, bpf_prog_type type, bpf_attach_type attach, std::vec
 bool load_tun_steering(const std::vector<int>& cpus, Steering* out, std::string* err) {
   const size_t lanes = 2 * cpus.size();
   Maps m;
-  if (!make_maps(lanes, &m, err)) return false;
+  if (!make_maps(lanes, BulkTarget::kSameWorker, &m, err)) return false;
   enum { kNoPorts = kFrontLabels, kPorts };
   Asm a;
   a.op(BPF_ALU64 | BPF_MOV | BPF_X, BPF_REG_6, BPF_REG_1, 0, 0);  // r6 = skb (for the packet loads)
@@ -480,16 +491,7 @@ bool load_rx_steering(const std::vector<int>& cpus, const std::vector<int>& sock
     }
   }
   Maps m;
-  if (!make_maps(lanes, &m, err)) {
-    ::close(smap);
-    return false;
-  }
-  // The bulk lanes' loads, one {epoch start, bytes this epoch, bytes the epoch before} per worker.
-  m.load = create_map(BPF_MAP_TYPE_ARRAY, 4, 24, static_cast<uint32_t>(cpus.size()), 0, "bulk lane loads", err);
-  if (m.load < 0) {
-    ::close(m.flows);
-    ::close(m.clock);
-    ::munmap(m.mem, m.bytes);
+  if (!make_maps(lanes, BulkTarget::kLeastLoaded, &m, err)) {
     ::close(smap);
     return false;
   }
@@ -545,7 +547,7 @@ bool load_rx_steering(const std::vector<int>& cpus, const std::vector<int>& sock
   a.op(BPF_ALU64 | BPF_XOR | BPF_X, BPF_REG_9, BPF_REG_0, 0, 0);
   a.bind(kNoPorts);
   flow_choice(a, m, cpus, BulkTarget::kLeastLoaded);
-  charge_bulk_lane(a, m, static_cast<int32_t>(cpus.size()), static_cast<int16_t>(offsetof(sk_reuseport_md, len)));
+  charge_bulk_lane(a, m, static_cast<int32_t>(cpus.size()));
   // The flow's lane is the socket.
   a.op(BPF_STX | BPF_MEM | BPF_W, BPF_REG_10, BPF_REG_0, kLaneSlot, 0);
   a.op(BPF_ALU64 | BPF_MOV | BPF_X, BPF_REG_1, BPF_REG_6, 0, 0);

@@ -131,6 +131,14 @@ function laneThreads(pid: number): Map<string, number[]> {
   return out;
 }
 
+type Stats = Awaited<ReturnType<DpHost['stats']>>;
+
+/** What `worker`'s `kind` lane counted in `dir` between two stats() readings of one host. */
+function laneMoved(before: Stats, after: Stats, kind: 'light' | 'bulk', worker: number, dir: 'txPackets' | 'rxPackets'): number {
+  const at = (s: Stats) => s.lanes.filter((l) => l.lane === kind && l.worker === worker).reduce((n, l) => n + l[dir], 0);
+  return at(after) - at(before);
+}
+
 /**
  * Two hosts with two workers each (cpuLocal, the default) in a full mesh, when this process may use
  * two CPUs (cpuLocal steers by CPU; else `t` is skipped); `allowed` is the CPUs it may use.
@@ -197,10 +205,7 @@ test('cpuLocal (the default with two workers): each worker pinned to its own CPU
     // One client thread sends the four streams from one CPU, and h1 keeps them on that CPU's worker;
     // h2's receiving program spreads streams turning bulk together over both workers' bulk lanes
     // (docs/datapath.md, "One sender's streams").
-    const bulkRx = (w: number) => {
-      const at = (s: typeof after[number]) => s.lanes.find((l) => l.lane === 'bulk' && l.worker === w)!.rxPackets;
-      return at(after[1]) - at(before[1]);
-    };
+    const bulkRx = (w: number) => laneMoved(before[1], after[1], 'bulk', w, 'rxPackets');
     for (const w of [0, 1]) assert.ok(bulkRx(w) > 1000, `h2 worker ${w}'s bulk lane received streams: +${bulkRx(w)} (the other +${bulkRx(1 - w)})`);
     for (const d of dps) {
       const s = await d.stats();
@@ -269,10 +274,7 @@ test('cpuLocal: light and bulk lanes: a bulk transfer moves to the bulk lanes at
     const pings = 60;
     const p = await bed.exec(h1.containerNs, ['taskset', '-c', String(cpu), 'ping', '-n', '-c', String(pings), '-i', '0.02', '-W', '2', h2.containerIp!]);
     let after = await Promise.all(dps.map((d) => d.stats()));
-    const lane = (h: number, kind: 'light' | 'bulk', dir: 'txPackets' | 'rxPackets') => {
-      const at = (s: typeof before[number]) => s.lanes.filter((l) => l.lane === kind && l.worker === 0).reduce((n, l) => n + l[dir], 0);
-      return at(after[h]) - at(before[h]);
-    };
+    const lane = (h: number, kind: 'light' | 'bulk', dir: 'txPackets' | 'rxPackets') => laneMoved(before[h], after[h], kind, 0, dir);
     // A lane counts a datagram once its sendmmsg has returned; on a CPU this busy its thread may be
     // preempted between the two while the reply already reached ping (CI saw h2's light lane at 59
     // of 60 replies). Read again until every lane has counted the pings (or 3 s have passed).
