@@ -89,6 +89,8 @@ class Pool {
   readonly filter: PeerFilter<PeerRoute>;
   /** Set while the lease cannot be had (etcd down at restart): requests answer this. */
   error: string | undefined;
+  /** DeleteNetwork came before ReleasePool (dockerd before 20.10 orders them so): a user's rm. */
+  networkRemoved = false;
   ready: Promise<void> = Promise.resolve();
 
   constructor(
@@ -151,6 +153,10 @@ export class DockerDriver {
   private syncAgain = false;
   private lastSyncError: string | undefined;
   private remote: NetworkRecord[] = [];
+  /** Keys of networks the sync is creating through the Engine API right now. */
+  private readonly syncCreating = new Set<string>();
+  /** Keys whose sync create was refused because the network went away meanwhile. */
+  private readonly syncStale = new Set<string>();
   private readonly nameLookups = new Set<string>();
   socketPath = '';
 
@@ -421,6 +427,8 @@ export class DockerDriver {
     const key = networkKey(network);
     const existing = this.pools.get(key);
     if (existing) {
+      // The sync's view said dockerd has no such network: the user's rm of it is under way.
+      if (this.syncCreating.has(key)) this.syncStale.add(key);
       throw new DockerRequestError('--subnet', `${formatCidr(network)} is already the range of vxnet network ${existing.label} on this host`);
     }
     const overlapsFlannel = this.o.reservedRanges.find((r) => cidrOverlaps(r, network));
@@ -433,7 +441,13 @@ export class DockerDriver {
       throw new DockerRequestError(`--ipam-opt ${OPT_SUBNET_LEN}`, `network ${formatCidr(network)} exists in etcd with ${OPT_SUBNET_LEN}=${record.subnetLen}; omit the option or give ${record.subnetLen}`);
     }
     if (record.deleted) {
-      // Created again after a `docker network rm` elsewhere: it lives on.
+      if (this.syncCreating.has(key)) {
+        // The sync saw the network alive, then a `docker network rm` (here or on another host)
+        // marked it deleted before dockerd asked for its pool: the sync must not bring it back.
+        this.syncStale.add(key);
+        throw new DockerRequestError('--subnet', `${formatCidr(network)} was removed (docker network rm) while the network sync created it here; not created`, 409);
+      }
+      // Created again by a user after a `docker network rm` elsewhere: it lives on.
       record = (await this.o.store.setDeleted(key, false).catch(() => undefined)) ?? record;
     }
     const pool = await this.acquirePool(record, undefined);
@@ -497,8 +511,9 @@ export class DockerDriver {
     if (!pool) return {};
     await pool.manager?.stop();
     this.pools.delete(key);
-    // The rm of a network that exists here (not an aborted create): with network sync, every host removes it.
-    const removedByUser = [...this.nets.values()].some((n) => n.key === key);
+    // The rm of a network that exists here (not an aborted create): with network sync, every host
+    // removes it. dockerd 20.10 releases the pool before DeleteNetwork, older ones after it.
+    const removedByUser = pool.networkRemoved || [...this.nets.values()].some((n) => n.key === key);
     if (pool.lease) {
       await this.o.store
         .leaseRegistry(key)
@@ -625,8 +640,10 @@ export class DockerDriver {
     await this.o.host.removeNetwork(net.key);
     this.nets.delete(id);
     this.save();
+    const pool = this.pools.get(net.key);
+    if (pool) pool.networkRemoved = true;
     // ReleasePool came first; if it could not remove the record then (a lease left), try again.
-    if (!this.pools.has(net.key)) await this.o.store.removeIfUnused(net.key).catch(() => false);
+    else await this.o.store.removeIfUnused(net.key).catch(() => false);
     this.o.log.info('docker network removed', { id: id.slice(0, 12), name: net.name });
     return {};
   }
@@ -846,10 +863,21 @@ export class DockerDriver {
           if (mine) continue;
           const range = formatCidr(rec.network);
           if (local.some((n) => n.IPAM?.Config?.some((c) => c.Subnet === range))) continue;
-          await engine.createNetwork({ name: rec.name, driver: DRIVER_NAME, subnet: range, ipamOptions: { ...rec.options } }).then(
-            () => this.o.log.info('docker network created here from etcd', { name: rec.name, range, vni: rec.vni }),
-            (err: Error) => problems.push(`create ${rec.name}: ${err.message}`),
-          );
+          this.syncCreating.add(rec.key);
+          this.syncStale.delete(rec.key);
+          await engine
+            .createNetwork({ name: rec.name, driver: DRIVER_NAME, subnet: range, ipamOptions: { ...rec.options } })
+            .then(
+              () => this.o.log.info('docker network created here from etcd', { name: rec.name, range, vni: rec.vni }),
+              (err: Error) => {
+                if (!this.syncStale.has(rec.key)) problems.push(`create ${rec.name}: ${err.message}`);
+              },
+            )
+            .finally(() => this.syncCreating.delete(rec.key));
+          if (this.syncStale.delete(rec.key)) {
+            this.o.log.info('docker network removed while the sync created it here; not created', { name: rec.name, range });
+            this.syncAgain = true;
+          }
         }
         if (problems.length) {
           const msg = problems.join('; ');

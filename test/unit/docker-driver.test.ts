@@ -13,6 +13,20 @@ import { cidrContains, formatCidr, parseCidr, parseIPv4 } from '../../src/net/ip
 import { FakeDatapath, FakeEngine, FakeHost, MemKv, MemNetworkStore } from '../helpers/fake-docker';
 import { pickRange, pickVni, VNI_MIN } from '../../src/docker/store';
 
+/** An Engine API whose network list can hide networks (an rm under way) and whose create runs a hook. */
+class RacingEngine extends FakeEngine {
+  readonly hidden = new Set<string>();
+  onCreate: ((spec: { name: string; subnet: string; ipamOptions: Record<string, string> }) => Promise<void>) | undefined;
+  override async listNetworks(driver: string) {
+    return (await super.listNetworks(driver)).filter((n) => !this.hidden.has(n.Name));
+  }
+  override async createNetwork(spec: { name: string; driver: string; subnet: string; ipamOptions: Record<string, string> }): Promise<string> {
+    if (!this.onCreate) return super.createNetwork(spec);
+    await this.onCreate(spec);
+    return 'created';
+  }
+}
+
 const silent = { info() {}, warn() {}, error() {}, debug() {} };
 const NET1 = '10.250.0.0/16';
 const NET2 = '10.251.0.0/16';
@@ -327,6 +341,73 @@ describe('docker driver', () => {
       assert.match(err, /--subnet 10\.250\.0\.0\/16/);
       // Host a's net1 is unaffected.
       await runContainer(a, id(1), na.poolId, id(302));
+    } finally {
+      await close(a);
+      await close(b);
+    }
+  });
+
+  test("network sync: a network removed while the sync created it is not brought back; the rm propagates in either of dockerd's call orders", async () => {
+    const kv = new MemKv();
+    const store = new MemNetworkStore(kv);
+    const KEY = '10.250.0.0-16';
+    // Host a syncs; its dockerd, as dockerd does, stops listing a network once its rm has begun.
+    const ea = new RacingEngine();
+    const a = await rig(store, '198.18.0.1', { engine: ea, syncNetworks: true, syncPeriodMs: 20 });
+    const b = await rig(store, '198.18.0.2');
+    try {
+      ea.add(id(1), 'net1', parseCidr(NET1));
+      const na = await createNetwork(a, id(1), NET1);
+      b.engine.add(id(2), 'net1', parseCidr(NET1));
+      await createNetwork(b, id(2), NET1);
+      for (let i = 0; i < 200 && (await store.get(KEY))?.name !== 'net1'; i++) await new Promise((res) => setTimeout(res, 10));
+      assert.equal((await store.get(KEY))?.name, 'net1');
+      // `docker network rm net1` on a begins: dockerd lists net1 no more, and a sync pass that read
+      // the record before the rm asks dockerd to create net1. dockerd finishes the rm first
+      // (ReleasePool, DeleteNetwork), then asks for the new network's pool.
+      let refusal = '';
+      let creates = 0;
+      const raced = new Promise<void>((resolve, reject) => {
+        ea.onCreate = async (spec) => {
+          creates++;
+          try {
+            await ok(a, 'IpamDriver.ReleasePool', { PoolID: na.poolId });
+            await ok(a, 'NetworkDriver.DeleteNetwork', { NetworkID: id(1) });
+            ea.networks.delete(id(1));
+            const res = await call(a, 'IpamDriver.RequestPool', { AddressSpace: 'vxnet-local', Pool: spec.subnet, SubPool: '', Options: spec.ipamOptions, V6: false });
+            refusal = String(res.json.Err ?? '');
+            resolve();
+            if (res.status !== 200) throw new Error(refusal);
+          } catch (err) {
+            reject(err as Error);
+            throw err;
+          }
+        };
+      });
+      ea.hidden.add('net1');
+      await raced;
+      assert.match(refusal, /^--subnet: 10\.250\.0\.0\/16 was removed \(docker network rm\) while the network sync created it here; not created$/);
+      // The removal stands: the record says deleted (b's sync would remove its net1), a holds
+      // nothing, and later sync passes leave it alone.
+      await new Promise((res) => setTimeout(res, 200));
+      assert.equal((await store.get(KEY))?.deleted, true);
+      assert.equal(await store.leaseCount(KEY), 1, "only b's lease is left");
+      assert.deepEqual(a.driver.status().networks, []);
+      assert.equal(creates, 1);
+
+      // A user creates it again on a: it lives on. Then the rm in the order dockerd before 20.10
+      // makes the calls (DeleteNetwork, then ReleasePool) still marks it deleted for every host.
+      ea.onCreate = undefined;
+      ea.hidden.clear();
+      ea.add(id(3), 'net1', parseCidr(NET1));
+      const n3 = await createNetwork(a, id(3), NET1);
+      assert.equal((await store.get(KEY))?.deleted, false);
+      for (let i = 0; i < 200 && a.driver.status().networks[0]?.name !== 'net1'; i++) await new Promise((res) => setTimeout(res, 10));
+      await ok(a, 'NetworkDriver.DeleteNetwork', { NetworkID: id(3) });
+      ea.networks.delete(id(3));
+      await ok(a, 'IpamDriver.ReleasePool', { PoolID: n3.poolId });
+      assert.equal((await store.get(KEY))?.deleted, true);
+      assert.equal(await store.leaseCount(KEY), 1);
     } finally {
       await close(a);
       await close(b);
