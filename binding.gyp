@@ -53,6 +53,13 @@
       "cflags": ["-Wall", "-Wextra", "-Werror", "-O2", "-pthread"],
       "cflags_cc": ["-std=c++17", "-Wall", "-Wextra", "-Werror", "-O2"],
       "ldflags": ["-pthread"]
+    },
+    {
+      "target_name": "relay",
+      "type": "executable",
+      "sources": ["native/tools/relay.cc"],
+      "cflags": ["-Wall", "-Wextra", "-Werror", "-O2"],
+      "cflags_cc": ["-std=c++17", "-Wall", "-Wextra", "-Werror", "-O2"]
     }
   ]
 }

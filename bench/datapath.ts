@@ -3,10 +3,13 @@
 //   kernel  - a Linux vxlan device set up as flannel's vxlan backend does (the reference),
 //   vxlan   - vxnet's userspace datapath, VXLAN encapsulation,
 //   udp     - vxnet's userspace datapath, flannel `udp` encapsulation,
+//   relay   - (only when --modes names it) native/tools/relay.cc: the smallest userspace forwarder,
+//             one thread, poll(), one packet per read and send, flannel `udp` encapsulation: the
+//             floor of any TUN + UDP socket design on this machine,
 // with routes set from TypeScript (no etcd). Modes run interleaved, round by round, so slow drift of
 // a noisy machine hits them alike; the table shows medians over rounds and ratios to kernel vxlan.
 //
-//   node dist/bench/datapath.js [--quick] [--rounds N] [--seconds S] [--modes kernel,vxlan,udp]
+//   node dist/bench/datapath.js [--quick] [--rounds N] [--seconds S] [--modes kernel,vxlan,udp,relay]
 //                               [--pings N] [--slow-pings N] [--json FILE] [--tag TAG]
 //                               [--streams N] [--perf FILE] [--dp JSON]
 //
@@ -15,7 +18,7 @@
 // recorded, the figure for `node dist/bench/profile.js FILE.<mode>.<round> --gbytes N`.
 //
 // Every namespace it creates is deleted on every exit path (normal end, error, Ctrl-C).
-import { execFileSync, spawn } from 'node:child_process';
+import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -24,10 +27,15 @@ import { DpHost } from '../src/testbed/dp-host';
 import { median, percentile } from './lib/stats';
 import { processCpuSeconds } from './lib/proc';
 
-type Mode = 'kernel' | 'vxlan' | 'udp';
-const MODES: readonly Mode[] = ['kernel', 'vxlan', 'udp'];
-const LABEL: Record<Mode, string> = { kernel: 'kernel vxlan', vxlan: 'vxnet vxlan', udp: 'vxnet udp' };
-const MTU: Record<Mode, number> = { kernel: 1450, vxlan: 1450, udp: 1472 };
+type Mode = 'kernel' | 'vxlan' | 'udp' | 'relay';
+const MODES: readonly Mode[] = ['kernel', 'vxlan', 'udp', 'relay'];
+/** What runs without --modes. */
+const DEFAULT_MODES: readonly Mode[] = ['kernel', 'vxlan', 'udp'];
+const LABEL: Record<Mode, string> = { kernel: 'kernel vxlan', vxlan: 'vxnet vxlan', udp: 'vxnet udp', relay: 'minimal relay' };
+const MTU: Record<Mode, number> = { kernel: 1450, vxlan: 1450, udp: 1472, relay: 1472 };
+/** The minimal relay (node-gyp target `relay`, native/tools/relay.cc) and its port. */
+const RELAY = path.resolve(__dirname, '..', '..', 'build', 'Release', 'relay');
+const RELAY_PORT = 8285;
 const MAC = (i: number) => `02:00:00:00:00:${i.toString(16).padStart(2, '0')}`;
 
 interface Options {
@@ -49,13 +57,13 @@ interface Options {
 
 function usage(msg?: string): never {
   if (msg) console.error(`bench:datapath: ${msg}`);
-  console.error('usage: node dist/bench/datapath.js [--quick] [--rounds N] [--seconds S] [--modes kernel,vxlan,udp] [--pings N] [--slow-pings N] [--json FILE] [--tag TAG] [--streams N] [--perf FILE] [--dp JSON]');
+  console.error('usage: node dist/bench/datapath.js [--quick] [--rounds N] [--seconds S] [--modes kernel,vxlan,udp,relay] [--pings N] [--slow-pings N] [--json FILE] [--tag TAG] [--streams N] [--perf FILE] [--dp JSON]');
   process.exit(2);
 }
 
 function parseArgs(argv: string[]): Options {
   const quick = argv.includes('--quick');
-  const o: Options = { rounds: quick ? 1 : 3, seconds: quick ? 3 : 5, pings: quick ? 200 : 400, slowPings: quick ? 10 : 30, modes: [...MODES], tag: 'dpbench', quick, streams: 1, dp: {} };
+  const o: Options = { rounds: quick ? 1 : 3, seconds: quick ? 3 : 5, pings: quick ? 200 : 400, slowPings: quick ? 10 : 30, modes: [...DEFAULT_MODES], tag: 'dpbench', quick, streams: 1, dp: {} };
   const int = (v: string | undefined, name: string, min: number) => {
     const n = Number(v);
     if (!Number.isInteger(n) || n < min) usage(`${name} needs an integer >= ${min}`);
@@ -138,6 +146,44 @@ async function kernelVxlan(bed: NetBed, h: BedHost, peer: BedHost): Promise<void
   await bed.execOk(h.ns, ['bridge', 'fdb', 'add', MAC(peer.index), 'dev', 'flannel.1', 'dst', peer.underlayIp]);
 }
 
+/**
+ * The minimal relay on both hosts: a TUN device `relay0` routing the peer's container subnet, and
+ * the relay process forwarding it to the peer's underlay address.
+ */
+async function relayUp(bed: NetBed, h1: BedHost, h2: BedHost) {
+  const procs: ChildProcess[] = [];
+  const down = async () => {
+    for (const p of procs) {
+      if (p.exitCode === null && p.signalCode === null) {
+        const gone = new Promise((r) => p.once('exit', r));
+        p.kill('SIGTERM');
+        await gone;
+      }
+    }
+    for (const h of [h1, h2]) await bed.exec(h.ns, ['ip', 'link', 'del', 'relay0']);
+  };
+  try {
+    for (const [h, peer] of [[h1, h2], [h2, h1]] as const) {
+      await bed.ipBatch(h.ns, ['tuntap add dev relay0 mode tun', `link set relay0 mtu ${MTU.relay} up`, `route add 10.244.${peer.index}.0/24 dev relay0`], `relay TUN on ${h.name}`);
+      const p = bed.spawn(h.ns, [RELAY, 'relay0', peer.underlayIp, String(RELAY_PORT)], { stdio: ['ignore', 'pipe', 'pipe'] });
+      procs.push(p);
+      await new Promise<void>((resolve, reject) => {
+        let out = '';
+        p.stdout!.on('data', (b: Buffer) => {
+          out += b.toString();
+          if (out.includes('ready')) resolve();
+        });
+        p.stderr!.on('data', (b: Buffer) => (out += b.toString()));
+        p.once('exit', (code) => reject(new Error(`relay on ${h.name} exited with ${code}: ${out.trim()} (built? ${RELAY})`)));
+      });
+    }
+  } catch (e) {
+    await down().catch(() => undefined);
+    throw e;
+  }
+  return { pids: procs.map((p) => p.pid).filter((x): x is number => x !== undefined), stats: async () => undefined, down };
+}
+
 /** Brings `mode` up on both hosts; returns its teardown and a stats reader. */
 async function bringUp(bed: NetBed, mode: Mode, h1: BedHost, h2: BedHost, dp: Record<string, unknown>) {
   for (const h of [h1, h2]) await h.setContainerSubnet(`10.244.${h.index}.1/24`, MTU[mode]);
@@ -152,6 +198,7 @@ async function bringUp(bed: NetBed, mode: Mode, h1: BedHost, h2: BedHost, dp: Re
       },
     };
   }
+  if (mode === 'relay') return relayUp(bed, h1, h2);
   const dps: DpHost[] = [];
   try {
     for (const h of [h1, h2]) dps.push(await DpHost.start(bed, h, { encap: mode, localSubnet: `10.244.${h.index}.0/24`, vtepMac: MAC(h.index), mtu: MTU[mode], ...dp }));
@@ -242,7 +289,7 @@ async function main(): Promise<void> {
   console.log(`bench:datapath: ${o.modes.map((m) => LABEL[m]).join(', ')}; ${o.rounds} round(s); iperf3 ${streamsLabel(o.streams)} ${o.seconds} s; ping ${o.pings} x 10 ms${o.slowPings ? ` + ${o.slowPings} x 200 ms` : ''}`);
   console.log(`  machine: ${os.cpus()[0]?.model ?? '?'} x ${os.cpus().length}, load average ${os.loadavg().map((v) => v.toFixed(2)).join(' ')}`);
   const bed = await NetBed.create({ hosts: 2, tag: o.tag });
-  const rounds: Record<Mode, Round[]> = { kernel: [], vxlan: [], udp: [] };
+  const rounds: Record<Mode, Round[]> = { kernel: [], vxlan: [], udp: [], relay: [] };
   try {
     for (let r = 0; r < o.rounds; r++) {
       for (const mode of o.modes) {
