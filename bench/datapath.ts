@@ -4,8 +4,8 @@
 //   vxlan   - vxnet's userspace datapath, VXLAN encapsulation,
 //   udp     - vxnet's userspace datapath, flannel `udp` encapsulation,
 //   relay   - (only when --modes names it) native/tools/relay.cc: the smallest userspace forwarder,
-//             one thread, poll(), one packet per read and send, flannel `udp` encapsulation: the
-//             floor of any TUN + UDP socket design on this machine,
+//             one thread, poll(), one packet per read and send, flannel `udp` encapsulation: what
+//             the TUN + UDP design costs on this machine with none of vxnet's work,
 // with routes set from TypeScript (no etcd). Modes run interleaved, round by round, so slow drift of
 // a noisy machine hits them alike; the table shows medians over rounds and ratios to kernel vxlan.
 //
@@ -18,7 +18,7 @@
 // recorded, the figure for `node dist/bench/profile.js FILE.<mode>.<round> --gbytes N`.
 //
 // Every namespace it creates is deleted on every exit path (normal end, error, Ctrl-C).
-import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -26,6 +26,7 @@ import { NetBed, iperf3Tcp, ping, type BedHost } from '../src/testbed/netbed';
 import { DpHost } from '../src/testbed/dp-host';
 import { median, percentile } from './lib/stats';
 import { processCpuSeconds } from './lib/proc';
+import { startRelays } from './lib/relay';
 
 type Mode = 'kernel' | 'vxlan' | 'udp' | 'relay';
 const MODES: readonly Mode[] = ['kernel', 'vxlan', 'udp', 'relay'];
@@ -33,9 +34,6 @@ const MODES: readonly Mode[] = ['kernel', 'vxlan', 'udp', 'relay'];
 const DEFAULT_MODES: readonly Mode[] = ['kernel', 'vxlan', 'udp'];
 const LABEL: Record<Mode, string> = { kernel: 'kernel vxlan', vxlan: 'vxnet vxlan', udp: 'vxnet udp', relay: 'minimal relay' };
 const MTU: Record<Mode, number> = { kernel: 1450, vxlan: 1450, udp: 1472, relay: 1472 };
-/** The minimal relay (node-gyp target `relay`, native/tools/relay.cc) and its port. */
-const RELAY = path.resolve(__dirname, '..', '..', 'build', 'Release', 'relay');
-const RELAY_PORT = 8285;
 const MAC = (i: number) => `02:00:00:00:00:${i.toString(16).padStart(2, '0')}`;
 
 interface Options {
@@ -146,44 +144,6 @@ async function kernelVxlan(bed: NetBed, h: BedHost, peer: BedHost): Promise<void
   await bed.execOk(h.ns, ['bridge', 'fdb', 'add', MAC(peer.index), 'dev', 'flannel.1', 'dst', peer.underlayIp]);
 }
 
-/**
- * The minimal relay on both hosts: a TUN device `relay0` routing the peer's container subnet, and
- * the relay process forwarding it to the peer's underlay address.
- */
-async function relayUp(bed: NetBed, h1: BedHost, h2: BedHost) {
-  const procs: ChildProcess[] = [];
-  const down = async () => {
-    for (const p of procs) {
-      if (p.exitCode === null && p.signalCode === null) {
-        const gone = new Promise((r) => p.once('exit', r));
-        p.kill('SIGTERM');
-        await gone;
-      }
-    }
-    for (const h of [h1, h2]) await bed.exec(h.ns, ['ip', 'link', 'del', 'relay0']);
-  };
-  try {
-    for (const [h, peer] of [[h1, h2], [h2, h1]] as const) {
-      await bed.ipBatch(h.ns, ['tuntap add dev relay0 mode tun', `link set relay0 mtu ${MTU.relay} up`, `route add 10.244.${peer.index}.0/24 dev relay0`], `relay TUN on ${h.name}`);
-      const p = bed.spawn(h.ns, [RELAY, 'relay0', peer.underlayIp, String(RELAY_PORT)], { stdio: ['ignore', 'pipe', 'pipe'] });
-      procs.push(p);
-      await new Promise<void>((resolve, reject) => {
-        let out = '';
-        p.stdout!.on('data', (b: Buffer) => {
-          out += b.toString();
-          if (out.includes('ready')) resolve();
-        });
-        p.stderr!.on('data', (b: Buffer) => (out += b.toString()));
-        p.once('exit', (code) => reject(new Error(`relay on ${h.name} exited with ${code}: ${out.trim()} (built? ${RELAY})`)));
-      });
-    }
-  } catch (e) {
-    await down().catch(() => undefined);
-    throw e;
-  }
-  return { pids: procs.map((p) => p.pid).filter((x): x is number => x !== undefined), stats: async () => undefined, down };
-}
-
 /** Brings `mode` up on both hosts; returns its teardown and a stats reader. */
 async function bringUp(bed: NetBed, mode: Mode, h1: BedHost, h2: BedHost, dp: Record<string, unknown>) {
   for (const h of [h1, h2]) await h.setContainerSubnet(`10.244.${h.index}.1/24`, MTU[mode]);
@@ -198,7 +158,10 @@ async function bringUp(bed: NetBed, mode: Mode, h1: BedHost, h2: BedHost, dp: Re
       },
     };
   }
-  if (mode === 'relay') return relayUp(bed, h1, h2);
+  if (mode === 'relay') {
+    const r = await startRelays(bed, h1, h2, new Map([h1, h2].map((h) => [h, `10.244.${h.index}.0/24`])), MTU.relay);
+    return { pids: r.pids, stats: async () => undefined, down: r.down };
+  }
   const dps: DpHost[] = [];
   try {
     for (const h of [h1, h2]) dps.push(await DpHost.start(bed, h, { encap: mode, localSubnet: `10.244.${h.index}.0/24`, vtepMac: MAC(h.index), mtu: MTU[mode], ...dp }));

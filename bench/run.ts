@@ -21,13 +21,17 @@ import { DEFAULT_LOSS_LIMIT, searchNoLoss } from './lib/search';
 import { summarizeRuns } from './lib/summary';
 import { processRssMB } from './lib/proc';
 import { renderFloors } from './lib/floors';
-import { BACKENDS, BackendName, BackendResult, BenchResult, METRIC_KEYS, METRICS, REFERENCE, type Spread, computeRatios, failedBackend, validateResult } from './lib/schema';
+import { BACKENDS, BackendName, BackendResult, BenchResult, METRIC_KEYS, METRICS, REFERENCE, type RelayResult, type Spread, computeRatios, failedBackend, validateResult } from './lib/schema';
 import { human, ratio, sig } from './lib/stats';
 import { renderChart } from './lib/svg';
 import { renderMarkdown } from './lib/report';
 import { Agent, backendSection, NETWORK, Overlay } from './lib/overlay';
 import { commandLine, machineInfo } from './lib/machine';
 import { runScaling } from './scaling';
+import { RELAY, startRelays, type RelayPair } from './lib/relay';
+
+/** Outer IPv4 + UDP: the relay's TUN MTU is the underlay's minus these (flannel's udp backend). */
+const RELAY_OVERHEAD = 28;
 import { BENCH_USAGE as USAGE, parseBenchArgs, UsageError, type BenchOptions as Options } from './lib/options';
 
 const ROOT = path.resolve(__dirname, '..', '..');
@@ -98,6 +102,7 @@ class Runner {
       for (const b of this.order(this.opts.backends)) await this.measureBackend(b);
       this.result.ratios = computeRatios(this.result.backends);
       this.generatorCheck();
+      await this.relayReference();
       if (this.opts.scaling) await this.scalingAll();
     } catch (e) {
       this.fail('bed', e);
@@ -150,6 +155,47 @@ class Runner {
     if (this.cluster) {
       this.log(`removing bed ${this.cluster.bed.prefix}`);
       await this.cluster.destroy().catch((e) => this.fail('teardown', e));
+    }
+  }
+
+  /**
+   * The minimal relay's idle RTT on h1–h2 (bench/lib/relay.ts), measured as every backend's is, with
+   * no daemon running: what the TUN + UDP design costs here with none of vxnet's work, beside the
+   * RTT floors.
+   */
+  private async relayReference(): Promise<void> {
+    const bed = this.bed!;
+    const [h1, h2] = [bed.host(1), bed.host(2)];
+    const rec: RelayResult = { rttP50Us: null, rttP99Us: null, errors: [] };
+    this.result.relay = rec;
+    let relays: RelayPair | undefined;
+    try {
+      await this.overlay!.stop();
+      this.log(`minimal relay (${RELAY}): RTT, ${this.opts.pings} pings at ${this.opts.pingInterval * 1000} ms intervals`);
+      const subnets = new Map([h1, h2].map((h) => [h, `10.244.${h.index}.0/24`]));
+      const mtu = bed.underlayMtu - RELAY_OVERHEAD;
+      for (const h of [h1, h2]) await h.setContainerSubnet(`10.244.${h.index}.1/24`, mtu);
+      relays = await startRelays(bed, h1, h2, subnets, mtu);
+      const dst = h2.containerIp!;
+      // As a backend's start does: the first reply (neighbour entries) before the measurement.
+      const deadline = Date.now() + 10_000;
+      while ((await bed.exec(h1.containerNs, ['ping', '-n', '-c', '1', '-W', '1', dst], { timeoutMs: 5_000 })).code !== 0) {
+        if (Date.now() > deadline) throw new Error(`${dst} not reached through the relays within 10 s`);
+      }
+      const r = await rtt(bed, h1.containerNs, dst, this.opts.pings, this.opts.pingInterval);
+      rec.rttP50Us = sig(r.p50Us);
+      rec.rttP99Us = sig(r.p99Us);
+      rec.rttSamples = r.samples;
+      const rs = (v: number | null, key: string) => {
+        const x = ratio(v, this.refOf(key));
+        return typeof x === 'number' ? `  ×${x.toFixed(2)} ${REFERENCE}` : '';
+      };
+      this.log(`  minimal relay: RTT p50 = ${human(rec.rttP50Us)} µs${rs(rec.rttP50Us, 'rttP50Us')}`);
+      this.log(`  minimal relay: RTT p99 = ${human(rec.rttP99Us)} µs${rs(rec.rttP99Us, 'rttP99Us')}  (${r.samples}/${r.sent} replies)`);
+    } catch (e) {
+      rec.errors.push(this.fail('minimal relay: RTT', e));
+    } finally {
+      await relays?.down().catch((e) => this.fail('minimal relay: teardown', e));
     }
   }
 

@@ -61,6 +61,18 @@ export const FLOORS: readonly FloorDef[] = [
     value: (run, b) => num(run.backends[b as keyof BenchResult['backends']]?.daemonCpuSecPerGB),
   },
   {
+    id: 'rttP50relay',
+    label: "(for comparison) RTT p50 of the minimal relay (one thread, poll(), no checks: the TUN + UDP design with none of vxnet's work), the same in both columns",
+    bound: 2,
+    kind: 'max',
+    informational: true,
+    value: (run) => {
+      const relay = num(run.relay?.rttP50Us);
+      const ref = num(run.backends[REFERENCE]?.rttP50Us);
+      return relay !== null && ref !== null && ref > 0 ? relay / ref : null;
+    },
+  },
+  {
     id: 'scaling',
     label: 'route lookup flat: 10,000 peers in the table ≥ 0.95× of 3, the same traffic (to two peers)',
     bound: 0.95,

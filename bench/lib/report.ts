@@ -244,6 +244,9 @@ export function renderMarkdown(result: BenchResult, o: MarkdownOptions): string 
   out.push(
     '- **TCP throughput**: `iperf3` from container 1 to container 2 (host 1 → host 2), 1 stream and `-P 4`; receiver-side rate.',
     '- **RTT p50/p99**: `ping` container to container (≥ 400 samples, 5–10 ms apart), percentiles by linear interpolation.',
+    '  The same pings also cross the **minimal relay** (native/tools/relay.cc, no daemon running): one thread, `poll()`,',
+    '  one packet per read and send, flannel\'s udp format, no checks, batching or spinning — what the TUN + UDP design',
+    '  costs with none of vxnet\'s work; its ratio is a comparison row of the floors table.',
     '- **64-byte forwarding and loss**: `build/Release/pktgen` (native, `sendmmsg` batches of 64 per thread) sends UDP',
     '  datagrams of 18 bytes (a 64-byte Ethernet frame) from container 1 to container 2 as fast as it can, with CPUs − 1 and',
     '  with CPUs threads; the run that delivered more is kept. Delivered = datagrams reaching container 2\'s UDP layer',

@@ -99,6 +99,17 @@ export interface ScalingPoint {
   lossTwoPeers?: number | null;
 }
 
+/**
+ * The minimal relay (bench/lib/relay.ts: one thread, poll(), flannel's udp format, no checks) between
+ * h1 and h2, measured like a backend's idle RTT: the floor of any TUN + UDP forwarder on the machine.
+ */
+export interface RelayResult {
+  rttP50Us: number | null;
+  rttP99Us: number | null;
+  rttSamples?: number;
+  errors: string[];
+}
+
 export interface BenchResult {
   machine: Record<string, unknown>;
   backends: Record<BackendName, BackendResult>;
@@ -119,6 +130,8 @@ export interface BenchResult {
     rssMB10k?: Record<string, number | null>;
   };
   micro?: Array<{ name: string; nsPerOp: number; opsPerSec: number; rme: number; samples: number }>;
+  /** The minimal relay's RTT (absent in results from before it was measured). */
+  relay?: RelayResult;
   errors?: string[];
   /** Set by `--runs N` (N > 1): the figures above are medians over `runs`. */
   runCount?: number;

@@ -97,6 +97,11 @@ export function summarizeRuns(runs: readonly BenchResult[]): BenchResult {
     ratioSpread,
     errors: runs.flatMap((r, i) => (r.errors ?? []).map((e) => `run ${i + 1}: ${e}`)),
   };
+  const relays = runs.map((r) => r.relay).filter((x): x is NonNullable<BenchResult['relay']> => !!x);
+  if (relays.length) {
+    const med = (k: 'rttP50Us' | 'rttP99Us') => spreadOf(relays.map((x) => x[k]))?.median ?? null;
+    out.relay = { rttP50Us: med('rttP50Us'), rttP99Us: med('rttP99Us'), errors: relays.flatMap((x) => x.errors) };
+  }
   const gens = runs.map((r) => r.generator).filter((g): g is Record<string, unknown> => !!g);
   if (gens.length) out.generator = medianObject(gens);
   const scs = runs.map((r) => r.scaling).filter((s): s is NonNullable<BenchResult['scaling']> => !!s);

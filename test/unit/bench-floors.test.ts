@@ -61,7 +61,9 @@ test('floors: per-run values, median, spread and verdicts', () => {
 test('floors table renders every floor, n/a where a figure is missing, and no verdict for comparison rows', () => {
   const md = renderFloors(summarizeRuns([run(1), run(2), run(3)]));
   const rows = md.split('\n');
-  assert.equal(rows.length, 2 + 11);
+  assert.equal(rows.length, 2 + 12);
+  // No relay figures in these runs: its comparison row says so.
+  assert.match(md, /RTT p50 of the minimal relay.*\| n\/a \| n\/a \| — \|/);
   assert.match(md, /TCP 1 stream ≥ 0\.5× \| 1\.60 \[0\.80–2\.40\] \(3\/3 runs\) \| 1\.00 \[1\.00–1\.00\] \(3\/3 runs\) \| udp yes, vxlan yes \|/);
   assert.match(md, /route lookup flat.*\| n\/a \| 0\.77 \[0\.77–0\.77\] \(0\/3 runs\) \| udp n\/a, vxlan no \|/);
   assert.match(md, /spread over all 10,000 peers vs over the 2.*\| n\/a \| 0\.97 \[0\.97–0\.97\] \(3\/3 runs\) \| — \|/);
@@ -69,4 +71,19 @@ test('floors table renders every floor, n/a where a figure is missing, and no ve
   // A single run (no `runs`) is judged on its own figures.
   const one = renderFloors(run(1));
   assert.match(one, /TCP 1 stream ≥ 0\.5× \| 0\.80 \| 1\.00 \| udp yes, vxlan yes \|/);
+});
+
+test('the minimal relay row: its RTT p50 over the same run\'s kernel-vxlan RTT p50, per run, in both columns', () => {
+  const runs: BenchResult[] = [run(1), run(2), run(3)].map((r, i) => ({ ...r, relay: { rttP50Us: [250, 210, 300][i], rttP99Us: 900, errors: [] } }));
+  // A run whose relay could not be measured has no value, not a zero.
+  runs.push({ ...run(4), relay: { rttP50Us: null, rttP99Us: null, errors: ['minimal relay: RTT: no replies'] } });
+  const r = summarizeRuns(runs);
+  assert.deepEqual(r.relay, { rttP50Us: 250, rttP99Us: 900, errors: ['minimal relay: RTT: no replies'] });
+  const checks = checkFloors(r).filter((c) => c.floor.id === 'rttP50relay');
+  assert.deepEqual(checks.map((c) => c.perRun), [
+    [2.5, 2.1, 3, null],
+    [2.5, 2.1, 3, null],
+  ]);
+  assert.equal(checks[0].spread?.median, 2.5);
+  assert.match(renderFloors(r), /RTT p50 of the minimal relay.*\| 2\.50 \[2\.10–3\.00\] \(0\/3 runs\) \| 2\.50 \[2\.10–3\.00\] \(0\/3 runs\) \| — \|/);
 });
