@@ -9,6 +9,7 @@ import { NetBed, iperf3Tcp, ping, type BedHost } from '../../src/testbed/netbed'
 import { listNamespaces, pidAlive } from '../../src/testbed/cleanup';
 import { runCommand } from '../../src/testbed/exec';
 import { makePrefix, ownerOf } from '../../src/testbed/naming';
+import { RELAY_TUN, startRelays } from '../../bench/lib/relay';
 
 const NETBED_JS = path.join(__dirname, '../../src/testbed/netbed.js');
 
@@ -144,6 +145,26 @@ describe('NetBed', { timeout: 120_000 }, () => {
       const pids = (await runCommand(['ip', 'netns', 'pids', ns])).stdout.split(/\s+/).filter(Boolean);
       for (const pid of pids) assert.notEqual(readFileSync(`/proc/${pid}/comm`, 'utf8').trim(), 'iperf3', `iperf3 pid ${pid} left in ${ns}`);
     }
+  });
+
+  it("the benchmarks' minimal relay carries container traffic both ways between two hosts; down() removes it", async () => {
+    const [h1, h2] = bed.hosts;
+    const mtu = bed.underlayMtu - 28;
+    for (const h of [h1, h2]) await h.setContainerSubnet(`10.244.${h.index}.1/24`, mtu);
+    const relays = await startRelays(bed, h1, h2, new Map([h1, h2].map((h) => [h, `10.244.${h.index}.0/24`])), mtu);
+    try {
+      assert.equal(relays.pids.length, 2);
+      await assertAllReplied(bed, h1.containerNs, h2.containerIp!);
+      await assertAllReplied(bed, h2.containerNs, h1.containerIp!);
+      // A packet of the full MTU, DF set, crosses whole: the relay's datagram is the whole packet.
+      await bed.execOk(h1.containerNs, ['ping', '-n', '-c', '1', '-W', '2', '-M', 'do', '-s', String(mtu - 28), h2.containerIp!]);
+    } finally {
+      await relays.down();
+    }
+    for (const pid of relays.pids) assert.ok(await waitDead(pid), `relay ${pid} still running`);
+    for (const h of [h1, h2]) assert.equal((await bed.exec(h.ns, ['ip', 'link', 'show', 'dev', RELAY_TUN])).code, 1, `${RELAY_TUN} left on ${h.name}`);
+    const r = await ping(bed, h1.containerNs, h2.containerIp!, { count: 1, timeoutS: 1 });
+    assert.equal(r.received, 0, 'nothing forwards once the relays are down');
   });
 
   it('exec returns nonzero codes, execOk throws with command and stderr, timeouts throw', async () => {
