@@ -33,7 +33,7 @@ const MODES: readonly Mode[] = ['kernel', 'vxlan', 'udp', 'relay'];
 /** What runs without --modes. */
 const DEFAULT_MODES: readonly Mode[] = ['kernel', 'vxlan', 'udp'];
 const LABEL: Record<Mode, string> = { kernel: 'kernel vxlan', vxlan: 'vxnet vxlan', udp: 'vxnet udp', relay: 'minimal relay' };
-const MTU: Record<Mode, number> = { kernel: 1450, vxlan: 1450, udp: 1472, relay: 1472 };
+const MTU: Record<Exclude<Mode, 'relay'>, number> = { kernel: 1450, vxlan: 1450, udp: 1472 };
 const MAC = (i: number) => `02:00:00:00:00:${i.toString(16).padStart(2, '0')}`;
 
 interface Options {
@@ -146,6 +146,10 @@ async function kernelVxlan(bed: NetBed, h: BedHost, peer: BedHost): Promise<void
 
 /** Brings `mode` up on both hosts; returns its teardown and a stats reader. */
 async function bringUp(bed: NetBed, mode: Mode, h1: BedHost, h2: BedHost, dp: Record<string, unknown>) {
+  if (mode === 'relay') {
+    const r = await startRelays(bed, h1, h2);
+    return { pids: r.pids, stats: async () => undefined, down: r.down };
+  }
   for (const h of [h1, h2]) await h.setContainerSubnet(`10.244.${h.index}.1/24`, MTU[mode]);
   if (mode === 'kernel') {
     await kernelVxlan(bed, h1, h2);
@@ -157,10 +161,6 @@ async function bringUp(bed: NetBed, mode: Mode, h1: BedHost, h2: BedHost, dp: Re
         for (const h of [h1, h2]) await bed.execOk(h.ns, ['ip', 'link', 'del', 'flannel.1']);
       },
     };
-  }
-  if (mode === 'relay') {
-    const r = await startRelays(bed, h1, h2, new Map([h1, h2].map((h) => [h, `10.244.${h.index}.0/24`])), MTU.relay);
-    return { pids: r.pids, stats: async () => undefined, down: r.down };
   }
   const dps: DpHost[] = [];
   try {

@@ -29,9 +29,6 @@ import { Agent, backendSection, NETWORK, Overlay } from './lib/overlay';
 import { commandLine, machineInfo } from './lib/machine';
 import { runScaling } from './scaling';
 import { RELAY, startRelays, type RelayPair } from './lib/relay';
-
-/** Outer IPv4 + UDP: the relay's TUN MTU is the underlay's minus these (flannel's udp backend). */
-const RELAY_OVERHEAD = 28;
 import { BENCH_USAGE as USAGE, parseBenchArgs, UsageError, type BenchOptions as Options } from './lib/options';
 
 const ROOT = path.resolve(__dirname, '..', '..');
@@ -172,17 +169,8 @@ class Runner {
     try {
       await this.overlay!.stop();
       this.log(`minimal relay (${RELAY}): RTT, ${this.opts.pings} pings at ${this.opts.pingInterval * 1000} ms intervals`);
-      const subnets = new Map([h1, h2].map((h) => [h, `10.244.${h.index}.0/24`]));
-      const mtu = bed.underlayMtu - RELAY_OVERHEAD;
-      for (const h of [h1, h2]) await h.setContainerSubnet(`10.244.${h.index}.1/24`, mtu);
-      relays = await startRelays(bed, h1, h2, subnets, mtu);
-      const dst = h2.containerIp!;
-      // As a backend's start does: the first reply (neighbour entries) before the measurement.
-      const deadline = Date.now() + 10_000;
-      while ((await bed.exec(h1.containerNs, ['ping', '-n', '-c', '1', '-W', '1', dst], { timeoutMs: 5_000 })).code !== 0) {
-        if (Date.now() > deadline) throw new Error(`${dst} not reached through the relays within 10 s`);
-      }
-      const r = await rtt(bed, h1.containerNs, dst, this.opts.pings, this.opts.pingInterval);
+      relays = await startRelays(bed, h1, h2);
+      const r = await rtt(bed, h1.containerNs, h2.containerIp!, this.opts.pings, this.opts.pingInterval);
       rec.rttP50Us = sig(r.p50Us);
       rec.rttP99Us = sig(r.p99Us);
       rec.rttSamples = r.samples;

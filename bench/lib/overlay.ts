@@ -5,7 +5,7 @@ import * as path from 'node:path';
 import { stopChild } from '../../src/testbed/children';
 import { RpcChild } from '../../src/testbed/rpc';
 import type { Cluster } from '../../src/testbed/cluster';
-import type { BedHost, NetBed } from '../../src/testbed/netbed';
+import { waitReachable, type BedHost, type NetBed } from '../../src/testbed/netbed';
 import { parseNetworkConfig, subnetAt } from '../../src/subnet/config';
 import { configKey, DEFAULT_PREFIX } from '../../src/subnet/lease';
 import { cidrHost, formatCidr, formatIPv4 } from '../../src/net/ip';
@@ -66,8 +66,6 @@ export function backendSection(b: BackendName, userspace: Record<string, unknown
   const d = descriptorOf(b);
   return { ...d.section, ...(d.datapath === 'userspace' ? userspace : {}) };
 }
-
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /**
  * One backend at a time on the bench's Cluster (src/testbed/cluster.ts: the bed, etcd and the
@@ -155,16 +153,9 @@ export class Overlay {
   private async waitConnected(): Promise<void> {
     const [a, b] = this.hosts;
     const to = b.host.containerIp!;
-    const deadline = Date.now() + 30_000;
-    for (;;) {
-      const r = await this.bed.exec(a.host.containerNs, ['ping', '-n', '-c', '1', '-W', '1', to], { timeoutMs: 5_000 });
-      if (r.code === 0) return;
-      if (Date.now() > deadline) {
-        const logs = this.hosts.map((h) => `${h.host.name}: ${h.logTail().trim().split('\n').slice(-5).join(' | ')}`).join('; ');
-        throw new Error(`container ${a.host.name} cannot reach ${to} on ${b.host.name} within 30 s${logs ? ` (${logs})` : ''}`);
-      }
-      await sleep(200);
-    }
+    if (await waitReachable(this.bed, a.host.containerNs, to, 30_000)) return;
+    const logs = this.hosts.map((h) => `${h.host.name}: ${h.logTail().trim().split('\n').slice(-5).join(' | ')}`).join('; ');
+    throw new Error(`container ${a.host.name} cannot reach ${to} on ${b.host.name} within 30 s${logs ? ` (${logs})` : ''}`);
   }
 
   async status(h: RunningHost): Promise<StatusLike> {

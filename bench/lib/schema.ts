@@ -101,7 +101,8 @@ export interface ScalingPoint {
 
 /**
  * The minimal relay (bench/lib/relay.ts: one thread, poll(), flannel's udp format, no checks) between
- * h1 and h2, measured like a backend's idle RTT: the floor of any TUN + UDP forwarder on the machine.
+ * h1 and h2, measured like a backend's idle RTT: what the TUN + UDP design costs with none of vxnet's
+ * work.
  */
 export interface RelayResult {
   rttP50Us: number | null;

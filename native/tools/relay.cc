@@ -1,10 +1,10 @@
-// relay: the smallest userspace forwarder that can carry an overlay, as a reference for what any
-// userspace datapath costs on this machine. It has the shape of flannel's `udp` backend proxy: one
-// thread, poll() on a TUN device and a UDP socket, one packet per read and per send, IP packets
-// carried bare in UDP (flannel's udp wire format), one peer. It validates nothing, counts nothing
-// and steers nothing, so its round trip is what the design "TUN + UDP socket + a thread that wakes
-// for a packet" costs with none of vxnet's work (nor its batching and spinning): `bench/datapath.ts` (mode `relay`) measures it beside the kernel vxlan path
-// and vxnet (docs/datapath.md, "What the RTT floor is made of").
+// relay: the smallest userspace forwarder that can carry an overlay, as a reference for what the
+// design costs on this machine. It has the shape of flannel's `udp` backend proxy: one thread,
+// poll() on a TUN device and a UDP socket, one packet per read and per send, IP packets carried
+// bare in UDP (flannel's udp wire format), one peer. It validates, counts and steers nothing, so its
+// round trip is what "TUN + UDP socket + a thread that wakes for a packet" costs with none of
+// vxnet's work (nor its batching and spinning). bench/lib/relay.ts runs it for `bench/datapath.ts`
+// (mode `relay`) and `vxnet bench` (docs/datapath.md, "What the RTT floor is made of").
 //
 //   relay TUN PEER_IPV4 PORT
 //

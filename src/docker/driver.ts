@@ -89,7 +89,7 @@ class Pool {
   readonly filter: PeerFilter<PeerRoute>;
   /** Set while the lease cannot be had (etcd down at restart): requests answer this. */
   error: string | undefined;
-  /** DeleteNetwork came before ReleasePool (dockerd before 20.10 orders them so): a user's rm. */
+  /** DeleteNetwork came before ReleasePool (some libnetwork versions order them so): a user's rm. */
   networkRemoved = false;
   ready: Promise<void> = Promise.resolve();
 
@@ -512,7 +512,8 @@ export class DockerDriver {
     await pool.manager?.stop();
     this.pools.delete(key);
     // The rm of a network that exists here (not an aborted create): with network sync, every host
-    // removes it. dockerd 20.10 releases the pool before DeleteNetwork, older ones after it.
+    // removes it. Debian's dockerd 20.10 releases the pool before DeleteNetwork, some libnetwork
+    // versions after it (networkRemoved).
     const removedByUser = pool.networkRemoved || [...this.nets.values()].some((n) => n.key === key);
     if (pool.lease) {
       await this.o.store
@@ -864,19 +865,18 @@ export class DockerDriver {
           const range = formatCidr(rec.network);
           if (local.some((n) => n.IPAM?.Config?.some((c) => c.Subnet === range))) continue;
           this.syncCreating.add(rec.key);
-          this.syncStale.delete(rec.key);
-          await engine
-            .createNetwork({ name: rec.name, driver: DRIVER_NAME, subnet: range, ipamOptions: { ...rec.options } })
-            .then(
-              () => this.o.log.info('docker network created here from etcd', { name: rec.name, range, vni: rec.vni }),
-              (err: Error) => {
-                if (!this.syncStale.has(rec.key)) problems.push(`create ${rec.name}: ${err.message}`);
-              },
-            )
-            .finally(() => this.syncCreating.delete(rec.key));
+          const failed = await engine.createNetwork({ name: rec.name, driver: DRIVER_NAME, subnet: range, ipamOptions: { ...rec.options } }).then(
+            () => undefined,
+            (err: Error) => err,
+          );
+          this.syncCreating.delete(rec.key);
           if (this.syncStale.delete(rec.key)) {
             this.o.log.info('docker network removed while the sync created it here; not created', { name: rec.name, range });
             this.syncAgain = true;
+          } else if (failed) {
+            problems.push(`create ${rec.name}: ${failed.message}`);
+          } else {
+            this.o.log.info('docker network created here from etcd', { name: rec.name, range, vni: rec.vni });
           }
         }
         if (problems.length) {

@@ -10,7 +10,7 @@ import * as topo from './topology';
 
 export type { ExecOptions, ExecResult } from './exec';
 export { CommandError } from './exec';
-export { ping, iperf3Tcp, type PingOptions, type PingResult, type IperfOptions, type IperfResult } from './traffic';
+export { ping, iperf3Tcp, waitReachable, type PingOptions, type PingResult, type IperfOptions, type IperfResult } from './traffic';
 
 export interface BedOptions {
   hosts: number;

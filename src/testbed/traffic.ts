@@ -70,6 +70,17 @@ export async function ping(bed: NetBed, fromNs: string, toIp: string, opts: Ping
   return parsed;
 }
 
+/** Pings `toIp` from `fromNs` once, every 200 ms, until a reply comes: true, or false after `timeoutMs`. */
+export async function waitReachable(bed: NetBed, fromNs: string, toIp: string, timeoutMs: number): Promise<boolean> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const r = await ping(bed, fromNs, toIp, { count: 1, timeoutS: 1 }).catch(() => undefined);
+    if (r && r.received > 0) return true;
+    if (Date.now() > deadline) return false;
+    await new Promise((res) => setTimeout(res, 200));
+  }
+}
+
 export interface IperfOptions {
   seconds?: number;
   streams?: number;

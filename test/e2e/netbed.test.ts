@@ -149,15 +149,15 @@ describe('NetBed', { timeout: 120_000 }, () => {
 
   it("the benchmarks' minimal relay carries container traffic both ways between two hosts; down() removes it", async () => {
     const [h1, h2] = bed.hosts;
-    const mtu = bed.underlayMtu - 28;
-    for (const h of [h1, h2]) await h.setContainerSubnet(`10.244.${h.index}.1/24`, mtu);
-    const relays = await startRelays(bed, h1, h2, new Map([h1, h2].map((h) => [h, `10.244.${h.index}.0/24`])), mtu);
+    const relays = await startRelays(bed, h1, h2);
     try {
+      assert.equal(relays.mtu, bed.underlayMtu - 28);
       assert.equal(relays.pids.length, 2);
       await assertAllReplied(bed, h1.containerNs, h2.containerIp!);
       await assertAllReplied(bed, h2.containerNs, h1.containerIp!);
       // A packet of the full MTU, DF set, crosses whole: the relay's datagram is the whole packet.
-      await bed.execOk(h1.containerNs, ['ping', '-n', '-c', '1', '-W', '2', '-M', 'do', '-s', String(mtu - 28), h2.containerIp!]);
+      const full = await ping(bed, h1.containerNs, h2.containerIp!, { count: 1, size: relays.mtu - 28, dontFragment: true });
+      assert.equal(full.received, 1, `a ${relays.mtu}-byte packet with DF`);
     } finally {
       await relays.down();
     }
