@@ -7,7 +7,7 @@
 import Benchmark from 'benchmark';
 import { writeFileSync } from 'node:fs';
 import { PeerRoute } from '../src/datapath';
-import { EncapEngine } from '../src/datapath/engine';
+import { EncapEngine, benchChecksum, checksumVectorLoop } from '../src/datapath/engine';
 import { parseCidr, parseIPv4, formatIPv4 } from '../src/net/ip';
 import { decodeLeaseValue, encodeLeaseValue } from '../src/subnet/lease';
 import { ipv4, vxlanFrame } from '../src/testbed/packets';
@@ -112,6 +112,14 @@ function cases(): Case[] {
     const dsts = spreadDestinations(dp.peers as PeerRoute[], 4096);
     out.push({ name: `route lookup, ${n.toLocaleString('en-US')} peers`, perCall: dsts.length, fn: () => dp.bench.lookup(dsts, 1) });
   }
+  // The checksum loop: a full-sized TCP segment (segmentation, coalescing) and a whole TSO packet.
+  const vector = checksumVectorLoop();
+  for (const [bytes, per] of [[1448, 1000], [65536, 50]] as const) {
+    for (const loop of vector ? (['scalar', 'vector'] as const) : (['scalar'] as const)) {
+      const label = loop === 'vector' ? `vector loop (${vector})` : 'scalar loop';
+      out.push({ name: `checksum ${bytes.toLocaleString('en-US')} B, ${label}`, perCall: per, fn: () => benchChecksum(bytes, per, loop) });
+    }
+  }
   const lease = encodeLeaseValue({ publicIp: '198.18.0.2', backendType: 'vxlan', backendData: { VNI: 1, VtepMAC: PEER_MAC } });
   if (!decodeLeaseValue(lease).ok) throw new Error('lease parsing: sample lease rejected');
   out.push({ name: 'lease parse (vxlan JSON)', perCall: 1, fn: () => decodeLeaseValue(lease) });
@@ -144,7 +152,7 @@ export function runMicro(opts: MicroOptions = {}): MicroResult[] {
       samples: b.stats.sample.length,
     };
     results.push(r);
-    log(`  ${r.name.padEnd(34)} ${r.nsPerOp.toFixed(1).padStart(9)} ns/op  ${(r.opsPerSec / 1e6).toFixed(2).padStart(8)} M ops/s  ±${r.rme.toFixed(1)}%  (${r.samples} samples)`);
+    log(`  ${r.name.padEnd(38)} ${r.nsPerOp.toFixed(1).padStart(9)} ns/op  ${(r.opsPerSec / 1e6).toFixed(2).padStart(8)} M ops/s  ±${r.rme.toFixed(1)}%  (${r.samples} samples)`);
   });
   suite.run({ async: false });
   return results;

@@ -63,3 +63,17 @@ export class EncapEngine {
     };
   }
 }
+
+/**
+ * The checksum loop every payload byte goes through (csum_partial) as a microbenchmark: elapsed ns
+ * for `iterations` checksums of an in-cache `bytes`-long buffer, with the vector loop the CPU has
+ * (`checksumVectorLoop()`) or with the scalar one.
+ */
+export function benchChecksum(bytes: number, iterations: number, loop: 'vector' | 'scalar'): number {
+  return loadTestkit().benchChecksum(bytes, iterations, loop === 'vector');
+}
+
+/** The vector checksum loop this CPU runs ('avx2'), or undefined where it has none. */
+export function checksumVectorLoop(): string | undefined {
+  return loadTestkit().checksumVectorLoop || undefined;
+}

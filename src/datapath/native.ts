@@ -133,6 +133,10 @@ export interface NativeEngine {
 
 export interface NativeTestkit {
   Engine: new (opts: NativeDatapathOptions) => NativeEngine;
+  /** Elapsed ns for `iterations` checksums (csum_partial) of one in-cache `bytes`-long buffer. */
+  benchChecksum(bytes: number, iterations: number, vector: boolean): number;
+  /** The vector checksum loop this CPU runs ('avx2'), or '' (scalar only). */
+  readonly checksumVectorLoop: string;
 }
 
 /** The first of `candidates` that loads (an env override, then the build output). */

@@ -2,7 +2,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { DROP_REASONS, PeerRoute } from '../../src/datapath';
-import { EncapEngine } from '../../src/datapath/engine';
+import { EncapEngine, benchChecksum, checksumVectorLoop } from '../../src/datapath/engine';
 import { parseCidr, formatIPv4 } from '../../src/net/ip';
 import { ipv4, ipChecksum, vxlanFrame, vxlanHeader, ethernet } from '../../src/testbed/packets';
 
@@ -260,4 +260,14 @@ test('worker options are validated: busyPollUs 0..10000, queues 1..16', () => {
   for (const busyPollUs of [-1, 1.5, 10001]) assert.throws(() => EncapEngine.create({ ...base, busyPollUs }), /busyPollUs/);
   for (const queues of [1, 16]) EncapEngine.create({ ...base, queues });
   for (const queues of [0, 17, 2.5]) assert.throws(() => EncapEngine.create({ ...base, queues }), /queues/);
+});
+
+test('checksum microbenchmark kernel: both loops run, the CPU says which vector loop it has, bad sizes are refused', () => {
+  const vector = checksumVectorLoop();
+  assert.ok(vector === undefined || vector === 'avx2', `vector loop ${vector}`);
+  for (const loop of ['scalar', 'vector'] as const) {
+    const ns = benchChecksum(1448, 10, loop);
+    assert.ok(Number.isFinite(ns) && ns >= 0, `${loop}: ${ns}`);
+  }
+  assert.throws(() => benchChecksum(65537, 1, 'vector'), /bytes <= 65536/);
 });

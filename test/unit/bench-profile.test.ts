@@ -293,3 +293,13 @@ test('summarise splits by process kind and counts own copies and hosted groups',
   assert.equal(s.hostedWhat['vxnet workers']['in send: UDP receive into a socket (__udp4_lib_rcv)'], 1);
   assert.equal(s.hostedWhat['vxnet workers']['in tun write: TCP receive + ACK generation (tcp_v4_rcv)'], 1);
 });
+
+test('the checksum loop counts as checksum work wherever it is called from; the rest of the coalescer as coalescing', () => {
+  const user = (leaf: string) => `vxnet-bk1 24214 [000] 
+	           33910 ${leaf}
+	           2a1c0 vxnet::TcpCoalescer::parse
+	           1b89e vxnet::Datapath::worker_loop
+	           d44a3 [unknown]`;
+  const s = summarise([user('vxnet::detail::csum_words128_avx2'), user('vxnet::detail::csum_partial_impl<true>'), user('vxnet::TcpCoalescer::merge')].join('\n\n') + '\n');
+  assert.deepEqual(s.workerJobs, { 'checksums + segment (user)': 2, 'coalesce (user)': 1 });
+});
