@@ -84,3 +84,21 @@ export class DpHost {
     await this.rpc.stop(10_000);
   }
 }
+
+/**
+ * Counters once the traffic before has ended: the last packets of a closed connection (its FIN
+ * exchange, a delayed ACK, data still queued in the datapath: iperf3 ends on its control
+ * connection while the data connection's tail may still be crossing) may be on their way when its
+ * client exits, and a stats() read is not one atomic snapshot of all counters. Reads until two
+ * reads 200 ms apart agree on the packet counts (at most 5 s).
+ */
+export async function settled(read: () => Promise<DatapathStats>): Promise<DatapathStats> {
+  let last = await read();
+  for (let i = 0; i < 25; i++) {
+    await new Promise((r) => setTimeout(r, 200));
+    const now = await read();
+    if (now.rxPackets === last.rxPackets && now.txPackets === last.txPackets && now.tunReads === last.tunReads) return now;
+    last = now;
+  }
+  return last;
+}

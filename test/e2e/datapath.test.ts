@@ -7,7 +7,7 @@ import { readFileSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { NetBed, BedHost, ping, iperf3Tcp } from '../../src/testbed/netbed';
-import { DpHost } from '../../src/testbed/dp-host';
+import { DpHost, settled } from '../../src/testbed/dp-host';
 import { addon } from '../../src/datapath/native';
 import { ipv4, vxlanFrame, vxlanHeader, ethernet } from '../../src/testbed/packets';
 
@@ -48,8 +48,8 @@ for (const encap of ['udp', 'vxlan'] as const) {
       assert.equal(p.received, 5, 'every ping answered');
       const t = await iperf3Tcp(bed, h2.containerNs, h2.containerIp!, h1.containerNs, { seconds: 3 });
       assert.ok(t.bytes > 10 * 1024 * 1024, `TCP moved ${t.bytes} bytes`);
-      const s1 = await dps[0].stats();
-      const s2 = await dps[1].stats();
+      const s1 = await settled(() => dps[0].stats());
+      const s2 = await settled(() => dps[1].stats());
       assert.ok(s1.txPackets > 1000 && s2.rxPackets > 1000, 'the datapath carried the flow');
       assert.equal(s1.peers[0].txBytes, s1.txBytes, 'per-peer bytes add up');
       for (const s of [s1, s2]) {

@@ -6,7 +6,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { NetBed, BedHost, ping, iperf3Tcp } from '../../src/testbed/netbed';
-import { DpHost, DpHostError, type DpNetworkConfig } from '../../src/testbed/dp-host';
+import { DpHost, DpHostError, settled, type DpNetworkConfig } from '../../src/testbed/dp-host';
 import type { DatapathStats } from '../../src/datapath';
 
 const MAC = (net: number, host: number) => `02:00:00:00:${net.toString(16).padStart(2, '0')}:${host.toString(16).padStart(2, '0')}`;
@@ -69,22 +69,6 @@ async function inEchos(bed: NetBed, ns: string): Promise<number> {
 }
 
 /** Does `dev` exist in `ns`? */
-/**
- * Counters once the traffic before has ended: the last packets of a closed connection (its FIN
- * exchange, a delayed ACK) may still be crossing when its client exits. Reads until two reads
- * 200 ms apart agree on the packet counts (at most 5 s).
- */
-async function settled(read: () => Promise<DatapathStats>): Promise<DatapathStats> {
-  let last = await read();
-  for (let i = 0; i < 25; i++) {
-    await new Promise((r) => setTimeout(r, 200));
-    const now = await read();
-    if (now.rxPackets === last.rxPackets && now.txPackets === last.txPackets && now.tunReads === last.tunReads) return now;
-    last = now;
-  }
-  return last;
-}
-
 async function linkExists(bed: NetBed, ns: string, dev: string): Promise<boolean> {
   return (await bed.exec(ns, ['ip', 'link', 'show', 'dev', dev])).code === 0;
 }
@@ -138,8 +122,8 @@ test('two VXLAN networks on one port: VNI demux to each network\'s TUN (one in a
       assert.equal(a1.txPackets - a0.txPackets, 0, 'nothing of network B left through A');
 
       // Per-network counters: each network counted its own traffic, its own peer.
-      const sa = await dp.stats();
-      const sb = await dp.networkStats(b);
+      const sb = await settled(() => dp.networkStats(b));
+      const sa = await settled(() => dp.stats());
       assert.ok(sb.rxPackets > 1000 && sb.txPackets > 1000, `B counted its flows: ${sb.rxPackets} rx, ${sb.txPackets} tx`);
       assert.equal(sb.peers.length, 1);
       assert.equal(sb.peers[0].subnet, lease(B, 2));
