@@ -18,7 +18,7 @@ import { execFileSync } from 'node:child_process';
  * loop is a function of its own (`vxnet::detail::csum_*`), so the coalescer's per-segment
  * verification counts as checksum work, and 'coalesce (user)' is the rest of the coalescer.
  */
-export const JOBS: Array<[string, RegExp]> = [
+const JOBS: Array<[string, RegExp]> = [
   ['tun read', /^tun_(chr_read_iter|do_read|put_user)/],
   ['tun write (incl. local delivery)', /^tun_(chr_write_iter|get_user)/],
   ['udp send', /^(__sys_sendmmsg|__x64_sys_sendmmsg|udp_sendmsg|__sys_sendmsg)/],

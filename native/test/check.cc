@@ -38,8 +38,8 @@ static RouteTable* table() {
 }
 
 // Both loops (the scalar one and, where the CPU has AVX2, the vector one) against a byte-wise
-// RFC 1071 sum: every length up to 300, longer ones up to a TSO packet, at every alignment mod 32,
-// with a seed to chain.
+// RFC 1071 sum: 6,000 random lengths (2,000 under 300, the rest under 5,000 and ten near 64 KiB)
+// at random alignments mod 32 with random seeds, and all-ones data at every alignment mod 32.
 static void checksum_matches_reference() {
   std::mt19937 rng(1);
   std::vector<uint8_t> buf(65536 + 64);
